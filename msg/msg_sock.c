@@ -1,0 +1,215 @@
+/* msg_sock.c: the transport. czmq sockets with every option rsd relies on set in one place, and
+ * send / receive / forward of whole messages (routing frame + header frame + payload frames).
+ *
+ * Sends never block: a full queue or an unreachable ROUTER peer is reported as MSG_ERR_TRANSPORT, so
+ * one stalled peer cannot stall the coordinator or the broker. Receives are blocking; callers poll
+ * msg_sock_zsock() first. Encoding and validation live in msg.c. */
+#include <czmq.h>
+#include <errno.h>
+#include <string.h>
+
+#include "msg.h"
+
+struct msg_sock {
+  zsock_t *sock;       /* owned */
+  int type;            /* ZMQ_ROUTER, ZMQ_DEALER, ... */
+  char *endpoint;      /* owned: resolved endpoint */
+  msg_buf_t buf;       /* owned: reused encode buffer */
+  msg_sock_stats_t stats;
+};
+
+static msg_err_t s_fail(msg_error_t *err, msg_err_t code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static msg_err_t s_fail(msg_error_t *err, msg_err_t code, const char *fmt, ...) {
+  if (err) {
+    err->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->text, sizeof err->text, fmt, ap);
+    va_end(ap);
+  }
+  return code;
+}
+
+msg_sock_opts_t msg_sock_opts_default(void) {
+  msg_sock_opts_t o = {
+      .hwm = 10000,
+      .linger_ms = 0,
+      .heartbeat_ivl_ms = 1000,
+      .heartbeat_timeout_ms = 3000,
+      .max_msg_bytes = MSG_MAX_FRAME_BYTES,
+  };
+  return o;
+}
+
+msg_sock_t *msg_sock_new(int zmq_type, const char *endpoint, bool bind, const msg_sock_opts_t *opts,
+                         const char *identity, msg_error_t *err) {
+  msg_sock_opts_t o = opts ? *opts : msg_sock_opts_default();
+  msg_sock_t *self = calloc(1, sizeof *self);
+  if (!self) {
+    s_fail(err, MSG_ERR_INTERNAL, "out of memory");
+    return NULL;
+  }
+  self->type = zmq_type;
+  self->sock = zsock_new(zmq_type);
+  if (!self->sock) {
+    s_fail(err, MSG_ERR_TRANSPORT, "cannot create a ZeroMQ socket of type %d: %s", zmq_type, zmq_strerror(errno));
+    msg_sock_destroy(&self);
+    return NULL;
+  }
+  zsock_set_sndhwm(self->sock, o.hwm);
+  zsock_set_rcvhwm(self->sock, o.hwm);
+  zsock_set_linger(self->sock, o.linger_ms);
+  zsock_set_maxmsgsize(self->sock, (int)o.max_msg_bytes);
+  if (o.heartbeat_ivl_ms > 0) {
+    zsock_set_heartbeat_ivl(self->sock, o.heartbeat_ivl_ms);
+    zsock_set_heartbeat_timeout(self->sock, o.heartbeat_timeout_ms);
+    zsock_set_heartbeat_ttl(self->sock, o.heartbeat_timeout_ms);
+  }
+  if (zmq_type == ZMQ_ROUTER) zsock_set_router_mandatory(self->sock, 1);
+  if (identity) zsock_set_identity(self->sock, identity);
+  int rc = bind ? zsock_bind(self->sock, "%s", endpoint) : zsock_connect(self->sock, "%s", endpoint);
+  if (rc == -1) {
+    s_fail(err, MSG_ERR_TRANSPORT, "cannot %s '%s': %s", bind ? "bind" : "connect to", endpoint,
+           zmq_strerror(zmq_errno()));
+    msg_sock_destroy(&self);
+    return NULL;
+  }
+  self->endpoint = bind ? zsock_last_endpoint(self->sock) : strdup(endpoint);
+  if (!self->endpoint) {
+    s_fail(err, MSG_ERR_INTERNAL, "cannot read the endpoint of '%s'", endpoint);
+    msg_sock_destroy(&self);
+    return NULL;
+  }
+  return self;
+}
+
+void msg_sock_destroy(msg_sock_t **self_p) {
+  if (!self_p || !*self_p) return;
+  msg_sock_t *self = *self_p;
+  zsock_destroy(&self->sock);
+  free(self->endpoint);
+  msg_buf_free(&self->buf);
+  free(self);
+  *self_p = NULL;
+}
+
+zsock_t *msg_sock_zsock(msg_sock_t *self) { return self->sock; }
+const char *msg_sock_endpoint(msg_sock_t *self) { return self->endpoint; }
+msg_sock_stats_t msg_sock_stats(const msg_sock_t *self) { return self->stats; }
+
+/* Sends the first frame of a message without blocking; names the reason when the peer cannot take it. */
+static msg_err_t s_send_first(msg_sock_t *self, const void *data, size_t size, bool more, msg_error_t *err) {
+  void *h = zsock_resolve(self->sock);
+  if (zmq_send(h, data, size, ZMQ_DONTWAIT | (more ? ZMQ_SNDMORE : 0)) >= 0) return MSG_OK;
+  int e = zmq_errno();
+  if (e == EHOSTUNREACH)
+    return s_fail(err, MSG_ERR_TRANSPORT, "peer is not connected to %s (unreachable routing id)", self->endpoint);
+  if (e == EAGAIN)
+    return s_fail(err, MSG_ERR_TRANSPORT, "send queue to the peer on %s is full (%s)", self->endpoint,
+                  zmq_strerror(e));
+  return s_fail(err, MSG_ERR_TRANSPORT, "send on %s failed: %s", self->endpoint, zmq_strerror(e));
+}
+
+/* Later frames of a multipart whose first frame was accepted are always accepted (ZeroMQ's
+ * atomic-multipart rule), so they need no error path beyond the call's own. */
+static msg_err_t s_send_more(msg_sock_t *self, const void *data, size_t size, bool more, msg_error_t *err) {
+  if (zmq_send(zsock_resolve(self->sock), data, size, more ? ZMQ_SNDMORE : 0) >= 0) return MSG_OK;
+  return s_fail(err, MSG_ERR_TRANSPORT, "send on %s failed mid-message: %s", self->endpoint,
+                zmq_strerror(zmq_errno()));
+}
+
+msg_err_t msg_sock_send(msg_sock_t *self, const zframe_t *route, const msg_t *m, msg_error_t *err) {
+  if (self->type == ZMQ_ROUTER && !route)
+    return s_fail(err, MSG_ERR_INTERNAL, "send on ROUTER %s needs a routing id", self->endpoint);
+  msg_err_t rc = msg_encode(m, &self->buf, err);
+  if (rc) return rc;
+  bool more = m->nframes > 0;
+  if (route) {
+    rc = s_send_first(self, zframe_data((zframe_t *)route), zframe_size((zframe_t *)route), true, err);
+    if (!rc) rc = s_send_more(self, self->buf.data, self->buf.size, more, err);
+  } else {
+    rc = s_send_first(self, self->buf.data, self->buf.size, more, err);
+  }
+  for (uint32_t i = 0; !rc && i < m->nframes; i++)
+    rc = s_send_more(self, m->frames[i].data, m->frames[i].size, i + 1 < m->nframes, err);
+  if (!rc) self->stats.sent++;
+  return rc;
+}
+
+void msg_in_destroy(msg_in_t **self_p) {
+  if (!self_p || !*self_p) return;
+  zframe_destroy(&(*self_p)->route);
+  zmsg_destroy(&(*self_p)->frames);
+  free(*self_p);
+  *self_p = NULL;
+}
+
+msg_err_t msg_sock_recv(msg_sock_t *self, msg_in_t **in_p, msg_error_t *err) {
+  *in_p = NULL;
+  zmsg_t *zm = zmsg_recv(self->sock);
+  if (!zm) return s_fail(err, MSG_ERR_TRANSPORT, "receive on %s interrupted", self->endpoint);
+  msg_in_t *in = calloc(1, sizeof *in);
+  if (!in) {
+    zmsg_destroy(&zm);
+    return s_fail(err, MSG_ERR_INTERNAL, "out of memory");
+  }
+  in->frames = zm;
+  in->msg.type = MSG_TYPE_COUNT_;
+  *in_p = in;
+  self->stats.received++;
+  if (self->type == ZMQ_ROUTER) in->route = zmsg_pop(zm);
+  msg_err_t rc = MSG_OK;
+  size_t nframes = zmsg_size(zm);
+  if (nframes == 0)
+    rc = s_fail(err, MSG_ERR_TRUNCATED, "message on %s has no header frame", self->endpoint);
+  else if (nframes - 1 > MSG_MAX_FRAMES)
+    rc = s_fail(err, MSG_ERR_TOO_LARGE, "message on %s has %zu payload frames, limit %d", self->endpoint,
+                nframes - 1, MSG_MAX_FRAMES);
+  if (!rc) {
+    msg_span_t spans[MSG_MAX_FRAMES];
+    zframe_t *header = zmsg_first(zm);
+    for (size_t i = 0; i + 1 < nframes; i++) {
+      zframe_t *f = zmsg_next(zm);
+      spans[i].data = zframe_data(f);
+      spans[i].size = zframe_size(f);
+    }
+    rc = msg_decode(zframe_data(header), zframe_size(header), spans, nframes - 1, &in->msg, err);
+  }
+  if (rc) self->stats.rejected++;
+  return rc;
+}
+
+msg_err_t msg_sock_forward(msg_sock_t *self, const zframe_t *route, msg_in_t **in_p, msg_error_t *err) {
+  msg_in_t *in = *in_p;
+  *in_p = NULL;
+  msg_err_t rc = MSG_OK;
+  if (self->type == ZMQ_ROUTER && !route)
+    rc = s_fail(err, MSG_ERR_INTERNAL, "forward on ROUTER %s needs a routing id", self->endpoint);
+  size_t n = zmsg_size(in->frames);
+  zframe_t *f = zmsg_first(in->frames);
+  if (!rc && route)
+    rc = s_send_first(self, zframe_data((zframe_t *)route), zframe_size((zframe_t *)route), true, err);
+  for (size_t i = 0; !rc && i < n; i++, f = zmsg_next(in->frames)) {
+    bool more = i + 1 < n;
+    rc = (i == 0 && !route) ? s_send_first(self, zframe_data(f), zframe_size(f), more, err)
+                            : s_send_more(self, zframe_data(f), zframe_size(f), more, err);
+  }
+  if (!rc) self->stats.sent++;
+  msg_in_destroy(&in);
+  return rc;
+}
+
+msg_err_t msg_sock_send_error(msg_sock_t *self, const zframe_t *route, const msg_t *about,
+                              const msg_error_t *what, msg_error_t *err) {
+  msg_t m;
+  msg_init(&m, MSG_ERROR, about ? about->id : 0);
+  m.error.code = what->code ? (uint32_t)what->code : (uint32_t)MSG_ERR_INTERNAL;
+  snprintf(m.error.text, sizeof m.error.text, "%s", what->text[0] ? what->text : msg_strerror(what->code));
+  const char *tname = about ? msg_type_name(about->type) : NULL;
+  if (tname) {
+    m.error.has_about = true;
+    snprintf(m.error.about, sizeof m.error.about, "%s", tname);
+  }
+  return msg_sock_send(self, route, &m, err);
+}

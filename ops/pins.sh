@@ -1,0 +1,33 @@
+# The one place where rsd's dependency versions are pinned. Sourced by ops/setup.sh; CMake reads
+# RSD_VENV_DIR through ops/setup.sh's stamp, never a path typed by a user.
+#
+# Debian packages come from Debian 12 (bookworm); each line names the package and the version series
+# the build was tested with. Debian's point releases only ship fixes inside a series, so the package
+# names pin the series and CMake checks the minimum versions it needs.
+RSD_DEBIAN_PACKAGES=(
+  build-essential   # gcc 12, make
+  cmake             # 3.25
+  ninja-build       # 1.11
+  pkg-config
+  git
+  python3-venv      # python 3.11, for the project's own virtual environment
+  libzmq3-dev       # libzmq 4.3.4
+  libczmq-dev       # czmq 4.2.1
+  libmsgpack-dev    # msgpack-c 4.0.0 (the C library, libmsgpackc)
+  libsqlite3-dev    # SQLite 3.40
+  libyaml-dev       # libyaml 0.2.5
+  libosmesa6-dev    # Mesa 22.3 OSMesa: CPU offscreen rendering for the sim worker
+  libegl-dev        # EGL: GPU offscreen rendering where a GPU is present
+  clang             # clang 14: libFuzzer and the sanitizer build
+  libclang-rt-14-dev
+)
+
+# Python packages, installed into the project's virtual environment (never the system Python).
+# torch matches the GPU machine (2.11.0); its wheel carries libtorch, its headers and CMake config.
+# mujoco matches what robosuite 1.4.0 / LIBERO accept (mujoco>=3.0,<3.9); the C sim worker links
+# the libmujoco shipped in this wheel, so physics is the same library robosuite steps.
+RSD_PYTHON_PACKAGES=(
+  torch==2.11.0
+  mujoco==3.3.7
+  numpy==2.4.6
+)

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs everything rsd needs on a Debian 12 machine, idempotently: Debian packages and the project's
+# Python virtual environment (torch, mujoco), with the versions pinned in ops/pins.sh. Running it again
+# on a machine that is already set up changes nothing and takes a second.
+#
+#   RSD_VENV   where the virtual environment lives (default: ~/.cache/rsd/venv)
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=ops/pins.sh
+source "$here/pins.sh"
+
+log() { printf '[setup] %s\n' "$*"; }
+die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else die "installing Debian packages needs root (or sudo): $*"
+  fi
+}
+
+# --- Debian packages ---------------------------------------------------------------------------
+grep -q 'bookworm\|VERSION_ID="12"' /etc/os-release 2>/dev/null ||
+  log "warning: this is not Debian 12 (bookworm); package versions may differ from ops/pins.sh"
+missing=()
+for pkg in "${RSD_DEBIAN_PACKAGES[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+  [ "$status" = "install ok installed" ] || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+    >/tmp/rsd-apt.log 2>&1 || { tail -n 30 /tmp/rsd-apt.log >&2; die "apt-get install failed (log: /tmp/rsd-apt.log)"; }
+else
+  log "Debian packages: all ${#RSD_DEBIAN_PACKAGES[@]} present"
+fi
+
+# --- Python virtual environment -----------------------------------------------------------------
+venv=${RSD_VENV:-$HOME/.cache/rsd/venv}
+stamp="$venv/rsd-pins.txt"
+want=$(printf '%s\n' "${RSD_PYTHON_PACKAGES[@]}")
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/python" ]; then
+  log "Python environment $venv: up to date"
+else
+  log "Python environment $venv: installing ${RSD_PYTHON_PACKAGES[*]} (a few minutes the first time)"
+  [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
+  rm -f "$stamp"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${RSD_PYTHON_PACKAGES[@]}" ||
+    die "pip install into $venv failed"
+  "$venv/bin/python" - <<'PY' || die "the Python environment does not import torch and mujoco"
+import mujoco, torch
+print(f"[setup] torch {torch.__version__}, mujoco {mujoco.__version__}")
+PY
+  printf '%s\n' "$want" >"$stamp"
+fi

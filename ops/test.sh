@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Sets everything up and runs rsd's tests: the build with warnings as errors and the unit and
+# multi-process tests, then the same tests built with clang under ASan + UBSan, then bounded fuzzing of
+# the protocol decoder under ASan. Exits non-zero on the first failure.
+#
+#   RSD_FUZZ_SECONDS   how long each fuzz target runs (default 30)
+#   RSD_JOBS           build and test parallelism (default: number of cores)
+set -euo pipefail
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$top"
+bash ops/setup.sh
+jobs=${RSD_JOBS:-$(nproc)}
+export RSD_FUZZ_SECONDS=${RSD_FUZZ_SECONDS:-30}
+
+step() { printf '\n=== %s ===\n' "$*"; }
+
+step "build (gcc, -Werror)"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j "$jobs"
+step "tests"
+ctest --test-dir build --output-on-failure -j "$jobs" -LE fuzz
+
+step "build (clang, ASan + UBSan, fuzz targets)"
+CC=clang CXX=clang++ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug \
+  -DRSD_SANITIZE=ON -DRSD_FUZZ=ON >/dev/null
+cmake --build build-asan -j "$jobs"
+step "tests under ASan + UBSan, then bounded fuzzing (${RSD_FUZZ_SECONDS}s per target)"
+ctest --test-dir build-asan --output-on-failure -j "$jobs"
