@@ -534,18 +534,22 @@ static msg_err_t s_walk(s_walk_t *w, int depth, msg_error_t *err) {
   if (depth > MSG_MAX_DEPTH)
     return s_fail(err, MSG_ERR_TOO_DEEP, "header: %s nested %d deep, limit %d", is_map ? "map" : "array", depth,
                   MSG_MAX_DEPTH);
+  if (n > (is_map ? (uint64_t)MSG_MAX_MAP_ENTRIES : (uint64_t)MSG_MAX_ARRAY_ITEMS))
+    return s_fail(err, MSG_ERR_TOO_LARGE, "header: %s count %llu exceeds the limit of %d", is_map ? "map" : "array",
+                  (unsigned long long)n, is_map ? MSG_MAX_MAP_ENTRIES : MSG_MAX_ARRAY_ITEMS);
+  /* Every object takes at least one byte: a count the remaining bytes cannot hold is refused before
+   * the unpacker would allocate for it. */
   uint64_t left = (uint64_t)(w->end - w->p);
-  uint64_t min_bytes = is_map ? 2 * n : n; /* every object takes at least one byte */
+  uint64_t min_bytes = is_map ? 2 * n : n;
   if (min_bytes > left)
-    return s_fail(err, MSG_ERR_TOO_LARGE, "header: %s count %llu needs at least %llu bytes, %llu left",
+    return s_fail(err, MSG_ERR_TRUNCATED, "header: %s count %llu needs at least %llu bytes, %llu left",
                   is_map ? "map" : "array", (unsigned long long)n, (unsigned long long)min_bytes,
                   (unsigned long long)left);
-  if (n > (is_map ? (uint64_t)MSG_MAX_MAP_ENTRIES : (uint64_t)MSG_MAX_ARRAY_ITEMS))
-    return s_fail(err, MSG_ERR_TOO_LARGE, "header: %s of %llu entries exceeds %d", is_map ? "map" : "array",
-                  (unsigned long long)n, is_map ? MSG_MAX_MAP_ENTRIES : MSG_MAX_ARRAY_ITEMS);
   for (uint64_t i = 0; i < n; i++) {
     if (is_map) {
-      uint8_t k = w->p < w->end ? *w->p : 0;
+      if (w->p >= w->end) return s_fail(err, MSG_ERR_TRUNCATED, "header: ends where map key #%llu should start",
+                                        (unsigned long long)i);
+      uint8_t k = *w->p;
       if (!((k >= 0xa0 && k <= 0xbf) || k == 0xd9 || k == 0xda || k == 0xdb))
         return s_fail(err, MSG_ERR_MALFORMED, "header: map key #%llu is not a string (byte 0x%02x)",
                       (unsigned long long)i, k);
