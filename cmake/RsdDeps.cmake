@@ -23,6 +23,13 @@ if(NOT EXISTS "${RSD_VENV}/rsd-pins.txt" OR NOT EXISTS "${RSD_PYTHON}")
                       "run 'bash ops/setup.sh' first (or set RSD_VENV to where it put it)")
 endif()
 
+# The pinned versions, read from the one place they are written.
+file(READ "${PROJECT_SOURCE_DIR}/ops/pins.sh" _rsd_pins)
+string(REGEX MATCH "torch==([0-9.]+)" _ "${_rsd_pins}")
+set(RSD_PINNED_TORCH "${CMAKE_MATCH_1}")
+string(REGEX MATCH "mujoco==([0-9.]+)" _ "${_rsd_pins}")
+set(RSD_PINNED_MUJOCO "${CMAKE_MATCH_1}")
+
 # Ask the wheels where they keep their native parts (without importing torch, which takes seconds).
 execute_process(
   COMMAND "${RSD_PYTHON}" -c [=[
