@@ -20,6 +20,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Payload frames travel as the sender's memory; the protocol says little-endian, and so must we be. */
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "rsd's wire format assumes a little-endian host");
+_Static_assert(sizeof(msg_role_t) == sizeof(int), "enum fields are stored as int");
+
 /* ---- names ---------------------------------------------------------------------------------- */
 #define S_NAME_(c, s) s,
 const char *const msg_role_names[] = {MSG_ROLES(S_NAME_) NULL};
@@ -195,6 +199,26 @@ static msg_err_t s_check_f64(const char *tname, const s_field_t *f, double v, ms
   return MSG_OK;
 }
 
+/* True when s[0..len) is well-formed UTF-8 (no overlong forms, no surrogates, at most U+10FFFF). */
+static bool s_utf8_valid(const char *str, size_t len) {
+  const unsigned char *s = (const unsigned char *)str;
+  size_t i = 0;
+  while (i < len) {
+    unsigned char c = s[i];
+    if (c < 0x80) { i++; continue; }
+    size_t n = c >= 0xf0 ? 3 : c >= 0xe0 ? 2 : c >= 0xc2 ? 1 : 0;
+    if (n == 0 || c > 0xf4 || len - i <= n) return false; /* bad lead byte or cut short */
+    for (size_t k = 1; k <= n; k++)
+      if ((s[i + k] & 0xc0) != 0x80) return false;
+    if (c == 0xe0 && s[i + 1] < 0xa0) return false; /* overlong */
+    if (c == 0xed && s[i + 1] > 0x9f) return false; /* surrogate */
+    if (c == 0xf0 && s[i + 1] < 0x90) return false; /* overlong */
+    if (c == 0xf4 && s[i + 1] > 0x8f) return false; /* > U+10FFFF */
+    i += n + 1;
+  }
+  return true;
+}
+
 static msg_err_t s_check_str(const char *tname, const s_field_t *f, const char *s, size_t len,
                              msg_error_t *err) {
   char q[200];
@@ -206,6 +230,10 @@ static msg_err_t s_check_str(const char *tname, const s_field_t *f, const char *
   if (memchr(s, '\0', len)) {
     s_quote(s, len, q, sizeof q);
     return s_fail(err, MSG_ERR_RANGE, "%s.%s: string '%s' contains a NUL byte", tname, f->key, q);
+  }
+  if (!s_utf8_valid(s, len)) {
+    s_quote(s, len, q, sizeof q);
+    return s_fail(err, MSG_ERR_RANGE, "%s.%s: string '%s' is not valid UTF-8", tname, f->key, q);
   }
   return MSG_OK;
 }
@@ -371,6 +399,10 @@ static msg_err_t s_check_frames(const msg_t *m, msg_error_t *err) {
 
 /* Rules that span fields (the tables check one field at a time). */
 static msg_err_t s_check_cross(const msg_t *m, msg_error_t *err) {
+  if (m->type == MSG_HELLO && m->hello.role == MSG_ROLE_GPU) {
+    const char *need = !m->hello.has_model ? "model" : !m->hello.has_model_hash ? "model_hash" : NULL;
+    if (need) return s_fail(err, MSG_ERR_MISSING, "HELLO.%s: required when role is 'gpu'", need);
+  }
   if (m->type == MSG_LEASE && m->lease.policy == MSG_POLICY_MODEL) {
     const char *need = !m->lease.has_mode ? "mode" : !m->lease.has_model ? "model"
                        : !m->lease.has_unnorm_key ? "unnorm_key" : NULL;
@@ -729,15 +761,17 @@ static msg_err_t s_decode_map(const msgpack_object *root, const msg_span_t *payl
   int iv = -1, itype = -1, iid = -1, iframes = -1;
   for (uint32_t i = 0; i < n; i++) {
     const msgpack_object *k = &kv[i].key;
+    for (uint32_t j = 0; j < i; j++) { /* any key twice, known or not (maps hold at most 64 keys) */
+      const msgpack_object *o = &kv[j].key;
+      if (o->via.str.size == k->via.str.size && memcmp(o->via.str.ptr, k->via.str.ptr, k->via.str.size) == 0) {
+        char q[64];
+        s_quote(k->via.str.ptr, k->via.str.size, q, sizeof q);
+        return s_fail(err, MSG_ERR_DUPLICATE, "header: key '%s' appears twice", q);
+      }
+    }
     int *slot = s_key_is(k, "v") ? &iv : s_key_is(k, "type") ? &itype : s_key_is(k, "id") ? &iid
               : s_key_is(k, "frames") ? &iframes : NULL;
-    if (!slot) continue;
-    if (*slot >= 0) {
-      char q[64];
-      s_quote(k->via.str.ptr, k->via.str.size, q, sizeof q);
-      return s_fail(err, MSG_ERR_DUPLICATE, "header: key '%s' appears twice", q);
-    }
-    *slot = (int)i;
+    if (slot) *slot = (int)i;
   }
   /* The version comes first: a peer of another major version gets a version error, not a field error. */
   if (iv < 0) return s_fail(err, MSG_ERR_MISSING, "header: required key 'v' (protocol version) missing");
@@ -773,8 +807,6 @@ static msg_err_t s_decode_map(const msgpack_object *root, const msg_span_t *payl
     const msgpack_object *k = &kv[i].key;
     for (size_t j = 0; j < nfields; j++) {
       if (!s_key_is(k, fields[j].key)) continue;
-      if (seen & (1ull << j))
-        return s_fail(err, MSG_ERR_DUPLICATE, "%s.%s: key appears twice", t->wire, fields[j].key);
       seen |= 1ull << j;
       if ((rc = s_decode_field(t->wire, &fields[j], &kv[i].val, body, err))) return rc;
       if (!fields[j].required) *(bool *)(body + fields[j].has_offset) = true;

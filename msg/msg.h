@@ -31,7 +31,7 @@ extern "C" {
 #define MSG_MAX_FRAME_BYTES (64u << 20)   /* any frame; also ZMQ_MAXMSGSIZE on every socket */
 #define MSG_MAX_FRAMES 8                  /* payload frames per message */
 #define MSG_MAX_RANK 4                    /* dimensions per payload */
-#define MSG_MAX_DIM 65536u                /* size of one dimension */
+#define MSG_MAX_DIM (64u << 20)           /* size of one dimension (the frame limit bounds the product) */
 #define MSG_MAX_DEPTH 4                   /* msgpack nesting: map > frames array > map > shape array */
 #define MSG_MAX_MAP_ENTRIES 64            /* keys in any map */
 #define MSG_MAX_ARRAY_ITEMS 256           /* items in any array */

@@ -8,7 +8,7 @@
  *   U32, U64  unsigned integer, value in [lo, hi]
  *   F64       IEEE double (msgpack float 32 or 64), finite, value in [lo, hi]
  *   BOOL      msgpack true/false (lo, hi unused)
- *   STR       UTF-8 string of lo..hi bytes (stored as char[hi + 1], NUL-terminated)
+ *   STR       valid UTF-8 of lo..hi bytes without NUL (stored as char[hi + 1], NUL-terminated)
  *   ENUM      string that must be one of the names of `enum` (stored as `enum`_t)
  *   U32S      array of lo..hi unsigned 32-bit integers (stored as uint32_t[hi] + c_name_count)
  *   U64S      array of lo..hi unsigned 64-bit integers (stored as uint64_t[hi] + c_name_count)
@@ -51,7 +51,8 @@
 #define MSG_MAX_LAYERS 16 /* per-layer arrays: radii, proposed, accepted */
 #define MSG_MAX_LEASES 256
 
-/* HELLO (worker -> coordinator or broker): who I am and how much I can hold. id: a nonce. */
+/* HELLO (worker -> coordinator or broker): who I am and how much I can hold. id: a nonce.
+ * A GPU worker (role "gpu") must send model and model_hash. */
 #define MSG_FIELDS_HELLO(F)                                          \
   F(ENUM, role, "role", REQ, 0, 0, msg_role)                        \
   F(STR, name, "name", REQ, 1, MSG_NAME_MAX, 0)                     \
@@ -64,9 +65,10 @@
   F(STR, device, "device", OPT, 1, MSG_NAME_MAX, 0)                 \
   F(U32, max_batch, "max_batch", OPT, 1, 4096, 0)
 
-/* WELCOME (coordinator or broker -> worker): accepted; the heartbeat contract. id: the HELLO's id. */
+/* WELCOME (coordinator or broker -> worker): accepted; the heartbeat contract. id: the HELLO's id.
+ * worker_id fits 32 bits: sim workers put it in the high half of their INFER request ids. */
 #define MSG_FIELDS_WELCOME(F)                                        \
-  F(U64, worker_id, "worker_id", REQ, 1, MSG_U64_MAX, 0)            \
+  F(U64, worker_id, "worker_id", REQ, 1, MSG_U32_MAX, 0)            \
   F(U32, heartbeat_ms, "heartbeat_ms", REQ, 10, 600000, 0)          \
   F(U32, liveness, "liveness", REQ, 1, 100, 0)                      \
   F(STR, software, "software", REQ, 1, MSG_NAME_MAX, 0)             \

@@ -194,6 +194,8 @@ static void x_v2(msgpack_packer *pk) { s_key(pk, "v"); msgpack_pack_uint32(pk, 2
 static void x_type_bad(msgpack_packer *pk) { s_key(pk, "type"); s_key(pk, "TELEPORT"); }
 static void x_dup_step(msgpack_packer *pk) { s_key(pk, "step"); msgpack_pack_uint32(pk, 1); }
 static void x_unknown_key(msgpack_packer *pk) { s_key(pk, "added_in_v1_7"); msgpack_pack_uint32(pk, 5); }
+static void x_unknown_twice(msgpack_packer *pk) { x_unknown_key(pk); x_unknown_key(pk); }
+static void x_bad_utf8(msgpack_packer *pk) { s_key(pk, "instruction"); s_key(pk, "pick \xc3("); }
 static void x_nil(msgpack_packer *pk) { s_key(pk, "deadline_ms"); msgpack_pack_nil(pk); }
 static void x_bin(msgpack_packer *pk) { s_key(pk, "instruction"); msgpack_pack_bin(pk, 3); msgpack_pack_bin_body(pk, "abc", 3); }
 static void x_int_key(msgpack_packer *pk) { msgpack_pack_uint32(pk, 1); msgpack_pack_uint32(pk, 2); }
@@ -279,7 +281,9 @@ static void test_field_rejections(void) {
   s_expect(MSG_INFER, "id", NULL, 0, MSG_ERR_MISSING, "INFER: required key 'id'", "missing id");
   s_expect(MSG_INFER, "v", x_v2, 1, MSG_ERR_VERSION, "peer speaks protocol version 2, this side speaks 1", "other major version");
   s_expect(MSG_INFER, "type", x_type_bad, 1, MSG_ERR_UNKNOWN_TYPE, "'TELEPORT'", "unknown type");
-  s_expect(MSG_INFER, NULL, x_dup_step, 1, MSG_ERR_DUPLICATE, "INFER.step: key appears twice", "duplicate field");
+  s_expect(MSG_INFER, NULL, x_dup_step, 1, MSG_ERR_DUPLICATE, "header: key 'step' appears twice", "duplicate field");
+  s_expect(MSG_INFER, "instruction", x_bad_utf8, 1, MSG_ERR_RANGE, "INFER.instruction: string 'pick \\xc3(' is not valid UTF-8", "bad UTF-8");
+  s_expect(MSG_HELLO, "model_hash", NULL, 0, MSG_ERR_MISSING, "HELLO.model_hash: required when role is 'gpu'", "gpu HELLO");
   s_expect(MSG_INFER, NULL, x_v2, 1, MSG_ERR_DUPLICATE, "'v' appears twice", "duplicate v");
   s_expect(MSG_INFER, NULL, x_nil, 1, MSG_ERR_MALFORMED, "nil", "nil value");
   s_expect(MSG_INFER, "instruction", x_bin, 1, MSG_ERR_MALFORMED, "bin", "bin value");
@@ -302,6 +306,7 @@ static void test_field_rejections(void) {
   CHECK(s_decode_with(&m, (const uint8_t *)sb.data, sb.size, &out, &err) == MSG_OK, "unknown key refused: %s", err.text);
   CHECK(memcmp(&m, &out, sizeof m) == 0, "unknown key changed the decoded message");
   msgpack_sbuffer_destroy(&sb);
+  s_expect(MSG_INFER, NULL, x_unknown_twice, 2, MSG_ERR_DUPLICATE, "key 'added_in_v1_7' appears twice", "unknown key twice");
 }
 
 static void test_byte_level_rejections(void) {
@@ -408,6 +413,21 @@ static void test_type_rules(void) {
   CHECK(msg_add_frame(&m, "this-name-is-longer-than-32-bytes!", MSG_DTYPE_U8, 3, shape, extra, 72, &err) ==
             MSG_ERR_RANGE, "long frame name");
   CHECK(m.nframes == 0, "refused frames were added");
+  msg_buf_free(&buf);
+
+  /* Multi-byte UTF-8 is fine. */
+  msg_sample(MSG_INFER, &m);
+  snprintf(m.infer.instruction, sizeof m.infer.instruction, "%s", "put the caf\xc3\xa9 bowl \xe2\x89\xa4 2 cm from \xf0\x9f\x8d\x9c");
+  CHECK(msg_encode(&m, &buf, &err) == MSG_OK, "UTF-8 instruction refused: %s", err.text);
+  msg_span_t spans[MSG_MAX_FRAMES];
+  s_spans(&m, spans);
+  CHECK(msg_decode(buf.data, buf.size, spans, m.nframes, &out, &err) == MSG_OK && strcmp(out.infer.instruction, m.infer.instruction) == 0,
+        "UTF-8 instruction did not survive: %s", err.text);
+  static const char *const bad[] = {"\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "ab\xe2\x89", "\x80"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    snprintf(m.infer.instruction, sizeof m.infer.instruction, "%s", bad[i]);
+    CHECK(msg_encode(&m, &buf, &err) == MSG_ERR_RANGE, "invalid UTF-8 #%zu accepted", i);
+  }
   msg_buf_free(&buf);
 
   CHECK(strcmp(msg_strerror(MSG_ERR_VERSION), "unsupported major protocol version") == 0, "strerror");
