@@ -253,7 +253,8 @@ msg_err_t msg_sock_recv(msg_sock_t *self, msg_in_t **in_p, msg_error_t *err);
  * (nullable: DEALER). Takes ownership of *in_p, also on failure. */
 msg_err_t msg_sock_forward(msg_sock_t *self, const zframe_t *route, msg_in_t **in_p, msg_error_t *err);
 
-/* Builds and sends an ERROR answering `about` (nullable) with the code and text of `what`. */
+/* Builds and sends an ERROR answering `about` (nullable) with the code and text of `what`. Sends
+ * nothing when `about` is itself an ERROR, so two peers never loop on errors. */
 msg_err_t msg_sock_send_error(msg_sock_t *self, const zframe_t *route, const msg_t *about,
                               const msg_error_t *what, msg_error_t *err);
 

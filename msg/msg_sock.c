@@ -202,6 +202,7 @@ msg_err_t msg_sock_forward(msg_sock_t *self, const zframe_t *route, msg_in_t **i
 
 msg_err_t msg_sock_send_error(msg_sock_t *self, const zframe_t *route, const msg_t *about,
                               const msg_error_t *what, msg_error_t *err) {
+  if (about && about->type == MSG_ERROR) return MSG_OK; /* never answer an ERROR with an ERROR */
   msg_t m;
   msg_init(&m, MSG_ERROR, about ? about->id : 0);
   m.error.code = what->code ? (uint32_t)what->code : (uint32_t)MSG_ERR_INTERNAL;
