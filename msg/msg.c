@@ -78,6 +78,7 @@ typedef enum { K_U32, K_U64, K_F64, K_BOOL, K_STR, K_ENUM, K_U32S, K_U64S } s_ki
 
 typedef struct {
   const char *key;
+  uint32_t keylen;            /* strlen(key), for a cheap first comparison */
   s_kind_t kind;
   bool required;
   uint64_t lo, hi;            /* integers: value range; STR: length range; arrays: count range */
@@ -109,7 +110,7 @@ typedef struct {
 #define S_NAMES_U32S(en) NULL
 #define S_NAMES_U64S(en) NULL
 #define S_FIELD_(kind, n, key, req, lo, hi, en)                                                  \
-  {key, K_##kind, S_REQ_##req, (uint64_t)(lo), (uint64_t)(hi), (double)(lo), (double)(hi),        \
+  {key, sizeof(key) - 1, K_##kind, S_REQ_##req, (uint64_t)(lo), (uint64_t)(hi), (double)(lo), (double)(hi),        \
    offsetof(S_T, n), S_HAS_##req(S_T, n), S_CNT_##kind(S_T, n), S_NAMES_##kind(en)},
 
 /* One function per message type returns its field table; S_T is the body type inside it. */
@@ -251,13 +252,24 @@ void msg_buf_free(msg_buf_t *buf) {
   memset(buf, 0, sizeof *buf);
 }
 
+/* msgpack writer into a msg_buf_t; a failed allocation is remembered in the writer. */
+typedef struct {
+  msg_buf_t *buf;
+  bool out_of_memory;
+} s_writer_t;
+
 static int s_buf_write(void *data, const char *bytes, size_t len) {
-  msg_buf_t *buf = data;
+  s_writer_t *w = data;
+  msg_buf_t *buf = w->buf;
+  if (w->out_of_memory) return -1;
   if (buf->size + len > buf->cap) {
     size_t cap = buf->cap ? buf->cap : 512;
     while (cap < buf->size + len) cap *= 2;
     uint8_t *p = realloc(buf->data, cap);
-    if (!p) return -1;
+    if (!p) {
+      w->out_of_memory = true;
+      return -1;
+    }
     buf->data = p;
     buf->cap = cap;
   }
@@ -281,7 +293,8 @@ static msg_err_t s_encode_field(msgpack_packer *pk, const char *tname, const s_f
                                 const char *body, msg_error_t *err) {
   const char *v = body + f->offset;
   msg_err_t rc = MSG_OK;
-  s_pack_cstr(pk, f->key);
+  msgpack_pack_str(pk, f->keylen);
+  msgpack_pack_str_body(pk, f->key, f->keylen);
   switch (f->kind) {
     case K_U32: {
       uint32_t x;
@@ -348,6 +361,14 @@ static msg_err_t s_encode_field(msgpack_packer *pk, const char *tname, const s_f
   return MSG_OK;
 }
 
+/* Writes "4x6x3" (for error messages only). */
+static void s_shape_str(const msg_frame_t *fr, char *out, size_t cap) {
+  size_t used = 0;
+  out[0] = '\0';
+  for (uint32_t d = 0; d < fr->rank && used < cap; d++)
+    used += (size_t)snprintf(out + used, cap - used, "%s%u", d ? "x" : "", fr->shape[d]);
+}
+
 /* Checks a payload frame description (shared by msg_add_frame, the encoder and the decoder). */
 static msg_err_t s_check_frame(const char *tname, uint32_t index, const msg_frame_t *fr, msg_error_t *err) {
   size_t nlen = strnlen(fr->name, sizeof fr->name);
@@ -361,23 +382,26 @@ static msg_err_t s_check_frame(const char *tname, uint32_t index, const msg_fram
     return s_fail(err, MSG_ERR_RANGE, "%s.frames[%u] '%s': rank %u is outside [1, %d]", tname, index,
                   fr->name, fr->rank, MSG_MAX_RANK);
   uint64_t need = msg_dtype_size(fr->dtype);
-  char shape[64] = "";
-  size_t used = 0;
   for (uint32_t d = 0; d < fr->rank; d++) {
     uint32_t dim = fr->shape[d];
     if (dim < 1 || dim > MSG_MAX_DIM)
       return s_fail(err, MSG_ERR_RANGE, "%s.frames[%u] '%s': shape[%u] = %u is outside [1, %u]", tname,
                     index, fr->name, d, dim, MSG_MAX_DIM);
-    used += (size_t)snprintf(shape + used, sizeof shape - used, "%s%u", d ? "x" : "", dim);
-    if (need > MSG_MAX_FRAME_BYTES / dim) /* also keeps the product from overflowing */
-      return s_fail(err, MSG_ERR_TOO_LARGE, "%s.frames[%u] '%s': shape %s... exceeds the %u-byte frame limit",
+    if (need > MSG_MAX_FRAME_BYTES / dim) { /* also keeps the product from overflowing */
+      char shape[64];
+      s_shape_str(fr, shape, sizeof shape);
+      return s_fail(err, MSG_ERR_TOO_LARGE, "%s.frames[%u] '%s': shape %s exceeds the %u-byte frame limit",
                     tname, index, fr->name, shape, MSG_MAX_FRAME_BYTES);
+    }
     need *= dim;
   }
-  if (need != fr->size)
+  if (need != fr->size) {
+    char shape[64];
+    s_shape_str(fr, shape, sizeof shape);
     return s_fail(err, MSG_ERR_PAYLOAD, "%s.frames[%u] '%s': shape %s %s needs %llu bytes, frame has %zu",
                   tname, index, fr->name, shape, msg_dtype_names[fr->dtype], (unsigned long long)need,
                   fr->size);
+  }
   return MSG_OK;
 }
 
@@ -463,8 +487,9 @@ msg_err_t msg_encode(const msg_t *m, msg_buf_t *buf, msg_error_t *err) {
   for (size_t i = 0; i < nfields; i++) entries += s_present(&fields[i], body);
 
   buf->size = 0;
+  s_writer_t writer = {buf, false};
   msgpack_packer pk;
-  msgpack_packer_init(&pk, buf, s_buf_write);
+  msgpack_packer_init(&pk, &writer, s_buf_write);
   msgpack_pack_map(&pk, entries);
   s_pack_cstr(&pk, "v");
   msgpack_pack_uint32(&pk, MSG_VERSION_MAJOR);
@@ -494,7 +519,7 @@ msg_err_t msg_encode(const msg_t *m, msg_buf_t *buf, msg_error_t *err) {
   if (buf->size > MSG_MAX_HEADER_BYTES)
     return s_fail(err, MSG_ERR_TOO_LARGE, "%s: header of %zu bytes exceeds %u", t->wire, buf->size,
                   MSG_MAX_HEADER_BYTES);
-  if (buf->cap && !buf->data) return s_fail(err, MSG_ERR_INTERNAL, "%s: out of memory", t->wire);
+  if (writer.out_of_memory) return s_fail(err, MSG_ERR_INTERNAL, "%s: out of memory encoding the header", t->wire);
   return MSG_OK;
 }
 
@@ -593,10 +618,11 @@ static msg_err_t s_walk(s_walk_t *w, int depth, msg_error_t *err) {
 }
 
 /* ---- decoder step 3: fields ---------------------------------------------------------------- */
-static bool s_key_is(const msgpack_object *k, const char *s) {
-  size_t len = strlen(s);
-  return k->via.str.size == len && memcmp(k->via.str.ptr, s, len) == 0;
+/* True when the msgpack string k equals s, of length n. */
+static bool s_key_eq(const msgpack_object *k, const char *s, uint32_t n) {
+  return k->via.str.size == n && memcmp(k->via.str.ptr, s, n) == 0;
 }
+#define S_KEY_IS(k, literal) s_key_eq((k), literal, sizeof(literal) - 1)
 
 static const char *s_mp_type(const msgpack_object *o) {
   switch (o->type) {
@@ -676,12 +702,15 @@ static msg_err_t s_decode_field(const char *tname, const s_field_t *f, const msg
       uint32_t n = o->via.array.size;
       if ((rc = s_check_count(tname, f, n, err))) return rc;
       for (uint32_t i = 0; i < n; i++) {
-        char key[80];
-        snprintf(key, sizeof key, "%s[%u]", f->key, i);
-        if ((rc = s_read_uint(tname, key, &o->via.array.ptr[i], &u, err))) return rc;
+        const msgpack_object *item = &o->via.array.ptr[i];
+        if (item->type != MSGPACK_OBJECT_POSITIVE_INTEGER || (f->kind == K_U32S && item->via.u64 > MSG_U32_MAX)) {
+          char key[80]; /* the error path names the item */
+          snprintf(key, sizeof key, "%s[%u]", f->key, i);
+          if ((rc = s_read_uint(tname, key, item, &u, err))) return rc;
+          return s_fail(err, MSG_ERR_RANGE, "%s.%s: %llu does not fit 32 bits", tname, key, (unsigned long long)u);
+        }
+        u = item->via.u64;
         if (f->kind == K_U32S) {
-          if (u > MSG_U32_MAX)
-            return s_fail(err, MSG_ERR_RANGE, "%s.%s: %llu does not fit 32 bits", tname, key, (unsigned long long)u);
           uint32_t x = (uint32_t)u;
           memcpy(v + i * sizeof x, &x, sizeof x);
         } else {
@@ -695,12 +724,40 @@ static msg_err_t s_decode_field(const char *tname, const s_field_t *f, const msg
   return s_fail(err, MSG_ERR_INTERNAL, "%s.%s: field kind %d", tname, f->key, (int)f->kind);
 }
 
+/* The common case of one descriptor entry: which = 0 name, 1 dtype, 2 shape, value of the right msgpack
+ * type. Stores it and returns true when valid; false sends the caller down the path that names the error. */
+static bool s_frame_desc_fast(int which, const msgpack_object *val, msg_frame_t *fr) {
+  if (which == 0) {
+    uint32_t len = val->via.str.size;
+    if (len < 1 || len > MSG_FRAME_NAME_MAX || memchr(val->via.str.ptr, '\0', len)) return false;
+    memcpy(fr->name, val->via.str.ptr, len);
+    return true;
+  }
+  if (which == 1) {
+    int x = s_find_name(msg_dtype_names, val->via.str.ptr, val->via.str.size);
+    if (x < 0) return false;
+    fr->dtype = (msg_dtype_t)x;
+    return true;
+  }
+  uint32_t rank = val->via.array.size;
+  if (rank < 1 || rank > MSG_MAX_RANK) return false;
+  for (uint32_t d = 0; d < rank; d++) {
+    const msgpack_object *dim = &val->via.array.ptr[d];
+    if (dim->type != MSGPACK_OBJECT_POSITIVE_INTEGER || dim->via.u64 < 1 || dim->via.u64 > MSG_MAX_DIM) return false;
+    fr->shape[d] = (uint32_t)dim->via.u64;
+  }
+  fr->rank = rank;
+  return true;
+}
+
 /* Reads one payload descriptor {"name", "dtype", "shape"} into fr (size and data come later). */
 static msg_err_t s_decode_frame_desc(const char *tname, uint32_t index, const msgpack_object *o, msg_frame_t *fr,
                                      msg_error_t *err) {
   char key[48];
-  snprintf(key, sizeof key, "frames[%u]", index);
-  if (o->type != MSGPACK_OBJECT_MAP) return s_wrong_type(tname, key, "map", o, err);
+  if (o->type != MSGPACK_OBJECT_MAP) {
+    snprintf(key, sizeof key, "frames[%u]", index);
+    return s_wrong_type(tname, key, "map", o, err);
+  }
   memset(fr, 0, sizeof *fr);
   bool seen[3] = {false, false, false};
   static const char *const keys[3] = {"name", "dtype", "shape"};
@@ -708,9 +765,14 @@ static msg_err_t s_decode_frame_desc(const char *tname, uint32_t index, const ms
     const msgpack_object *k = &o->via.map.ptr[i].key, *val = &o->via.map.ptr[i].val;
     int which = -1;
     for (int j = 0; j < 3; j++)
-      if (s_key_is(k, keys[j])) which = j;
+      if (s_key_eq(k, keys[j], (uint32_t)strlen(keys[j]))) which = j;
     if (which < 0) continue; /* unknown keys are ignored, as in headers */
-    snprintf(key, sizeof key, "frames[%u].%s", index, keys[which]);
+    bool ok = which == 2 ? val->type == MSGPACK_OBJECT_ARRAY : val->type == MSGPACK_OBJECT_STR;
+    if (ok && !seen[which] && s_frame_desc_fast(which, val, fr)) {
+      seen[which] = true;
+      continue;
+    }
+    snprintf(key, sizeof key, "frames[%u].%s", index, keys[which]); /* slow path: find and name the problem */
     if (seen[which]) return s_fail(err, MSG_ERR_DUPLICATE, "%s.%s: key appears twice", tname, key);
     seen[which] = true;
     if (which == 2) {
@@ -769,8 +831,8 @@ static msg_err_t s_decode_map(const msgpack_object *root, const msg_span_t *payl
         return s_fail(err, MSG_ERR_DUPLICATE, "header: key '%s' appears twice", q);
       }
     }
-    int *slot = s_key_is(k, "v") ? &iv : s_key_is(k, "type") ? &itype : s_key_is(k, "id") ? &iid
-              : s_key_is(k, "frames") ? &iframes : NULL;
+    int *slot = S_KEY_IS(k, "v") ? &iv : S_KEY_IS(k, "type") ? &itype : S_KEY_IS(k, "id") ? &iid
+              : S_KEY_IS(k, "frames") ? &iframes : NULL;
     if (slot) *slot = (int)i;
   }
   /* The version comes first: a peer of another major version gets a version error, not a field error. */
@@ -806,7 +868,7 @@ static msg_err_t s_decode_map(const msgpack_object *root, const msg_span_t *payl
   for (uint32_t i = 0; i < n; i++) {
     const msgpack_object *k = &kv[i].key;
     for (size_t j = 0; j < nfields; j++) {
-      if (!s_key_is(k, fields[j].key)) continue;
+      if (!s_key_eq(k, fields[j].key, fields[j].keylen)) continue;
       seen |= 1ull << j;
       if ((rc = s_decode_field(t->wire, &fields[j], &kv[i].val, body, err))) return rc;
       if (!fields[j].required) *(bool *)(body + fields[j].has_offset) = true;

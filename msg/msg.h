@@ -192,7 +192,6 @@ msg_err_t msg_decode(const void *header, size_t header_size, const msg_span_t *p
 /* ---- transport (czmq) -------------------------------------------------------------------- */
 typedef struct _zsock_t zsock_t;
 typedef struct _zframe_t zframe_t;
-typedef struct _zmsg_t zmsg_t;
 
 /* Socket options; msg_sock_opts_default() gives the values every rsd socket uses. */
 typedef struct {
@@ -233,10 +232,10 @@ msg_sock_stats_t msg_sock_stats(const msg_sock_t *self);
  * peer; required on ROUTER sockets. An unreachable peer on a ROUTER gives MSG_ERR_TRANSPORT. */
 msg_err_t msg_sock_send(msg_sock_t *self, const zframe_t *route, const msg_t *m, msg_error_t *err);
 
-/* A received message. Owns its frames; msg's payload pointers borrow from them. */
+/* A received message, made by msg_sock_recv. It also owns the received frames (privately, without
+ * copies); msg's payload pointers borrow from them until msg_in_destroy. */
 typedef struct {
-  zframe_t *route; /* owned; ROUTER sockets only, else NULL */
-  zmsg_t *frames;  /* owned; header + payload frames */
+  zframe_t *route; /* owned; the sender's routing id on ROUTER sockets, else NULL */
   msg_t msg;
 } msg_in_t;
 

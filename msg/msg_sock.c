@@ -137,65 +137,89 @@ msg_err_t msg_sock_send(msg_sock_t *self, const zframe_t *route, const msg_t *m,
   return rc;
 }
 
+/* A msg_in_t with its frames: the header and payload frames as ZeroMQ received them. */
+typedef struct {
+  msg_in_t in; /* first, so a msg_in_t pointer is an s_in_t pointer */
+  size_t nparts;
+  zmq_msg_t parts[MSG_MAX_FRAMES + 1];
+} s_in_t;
+
 void msg_in_destroy(msg_in_t **self_p) {
   if (!self_p || !*self_p) return;
-  zframe_destroy(&(*self_p)->route);
-  zmsg_destroy(&(*self_p)->frames);
-  free(*self_p);
+  s_in_t *x = (s_in_t *)*self_p;
+  zframe_destroy(&x->in.route);
+  for (size_t i = 0; i < x->nparts; i++) zmq_msg_close(&x->parts[i]);
+  free(x);
   *self_p = NULL;
 }
 
 msg_err_t msg_sock_recv(msg_sock_t *self, msg_in_t **in_p, msg_error_t *err) {
   *in_p = NULL;
-  zmsg_t *zm = zmsg_recv(self->sock);
-  if (!zm) return s_fail(err, MSG_ERR_TRANSPORT, "receive on %s interrupted", self->endpoint);
-  msg_in_t *in = calloc(1, sizeof *in);
-  if (!in) {
-    zmsg_destroy(&zm);
-    return s_fail(err, MSG_ERR_INTERNAL, "out of memory");
+  void *h = zsock_resolve(self->sock);
+  s_in_t *x = malloc(sizeof *x);
+  if (!x) return s_fail(err, MSG_ERR_INTERNAL, "out of memory");
+  x->in.route = NULL;
+  x->in.msg.type = MSG_TYPE_COUNT_;
+  x->in.msg.id = 0;
+  x->nparts = 0;
+  size_t dropped = 0;
+  bool more = true;
+  for (bool first = true; more; first = false) {
+    bool keep = !(first && self->type == ZMQ_ROUTER) && x->nparts < MSG_MAX_FRAMES + 1;
+    zmq_msg_t scratch, *part = keep ? &x->parts[x->nparts] : &scratch;
+    zmq_msg_init(part);
+    if (zmq_msg_recv(part, h, 0) < 0) {
+      int e = zmq_errno();
+      zmq_msg_close(part);
+      msg_in_destroy((msg_in_t **)&x);
+      return s_fail(err, MSG_ERR_TRANSPORT, "receive on %s failed: %s", self->endpoint, zmq_strerror(e));
+    }
+    more = zmq_msg_more(part);
+    if (keep) {
+      x->nparts++;
+      continue;
+    }
+    if (first && self->type == ZMQ_ROUTER)
+      x->in.route = zframe_new(zmq_msg_data(part), zmq_msg_size(part));
+    else
+      dropped++;
+    zmq_msg_close(part);
   }
-  in->frames = zm;
-  in->msg.type = MSG_TYPE_COUNT_;
-  *in_p = in;
+  *in_p = &x->in;
   self->stats.received++;
-  if (self->type == ZMQ_ROUTER) in->route = zmsg_pop(zm);
   msg_err_t rc = MSG_OK;
-  size_t nframes = zmsg_size(zm);
-  if (nframes == 0)
+  if (x->nparts == 0)
     rc = s_fail(err, MSG_ERR_TRUNCATED, "message on %s has no header frame", self->endpoint);
-  else if (nframes - 1 > MSG_MAX_FRAMES)
+  else if (dropped)
     rc = s_fail(err, MSG_ERR_TOO_LARGE, "message on %s has %zu payload frames, limit %d", self->endpoint,
-                nframes - 1, MSG_MAX_FRAMES);
+                x->nparts - 1 + dropped, MSG_MAX_FRAMES);
   if (!rc) {
     msg_span_t spans[MSG_MAX_FRAMES];
-    zframe_t *header = zmsg_first(zm);
-    for (size_t i = 0; i + 1 < nframes; i++) {
-      zframe_t *f = zmsg_next(zm);
-      spans[i].data = zframe_data(f);
-      spans[i].size = zframe_size(f);
-    }
-    rc = msg_decode(zframe_data(header), zframe_size(header), spans, nframes - 1, &in->msg, err);
+    for (size_t i = 1; i < x->nparts; i++)
+      spans[i - 1] = (msg_span_t){zmq_msg_data(&x->parts[i]), zmq_msg_size(&x->parts[i])};
+    rc = msg_decode(zmq_msg_data(&x->parts[0]), zmq_msg_size(&x->parts[0]), spans, x->nparts - 1, &x->in.msg, err);
   }
   if (rc) self->stats.rejected++;
   return rc;
 }
 
 msg_err_t msg_sock_forward(msg_sock_t *self, const zframe_t *route, msg_in_t **in_p, msg_error_t *err) {
-  msg_in_t *in = *in_p;
+  s_in_t *x = (s_in_t *)*in_p;
   *in_p = NULL;
   msg_err_t rc = MSG_OK;
   if (self->type == ZMQ_ROUTER && !route)
     rc = s_fail(err, MSG_ERR_INTERNAL, "forward on ROUTER %s needs a routing id", self->endpoint);
-  size_t n = zmsg_size(in->frames);
-  zframe_t *f = zmsg_first(in->frames);
-  if (!rc && route)
+  else if (route)
     rc = s_send_first(self, zframe_data((zframe_t *)route), zframe_size((zframe_t *)route), true, err);
-  for (size_t i = 0; !rc && i < n; i++, f = zmsg_next(in->frames)) {
-    bool more = i + 1 < n;
-    rc = (i == 0 && !route) ? s_send_first(self, zframe_data(f), zframe_size(f), more, err)
-                            : s_send_more(self, zframe_data(f), zframe_size(f), more, err);
+  void *h = zsock_resolve(self->sock);
+  for (size_t i = 0; !rc && i < x->nparts; i++) {
+    bool first = i == 0 && !route, more = i + 1 < x->nparts;
+    /* zmq_msg_send hands the received buffer over: no copy of the payload */
+    if (zmq_msg_send(&x->parts[i], h, (more ? ZMQ_SNDMORE : 0) | (first ? ZMQ_DONTWAIT : 0)) < 0)
+      rc = s_fail(err, MSG_ERR_TRANSPORT, "forward on %s failed: %s", self->endpoint, zmq_strerror(zmq_errno()));
   }
   if (!rc) self->stats.sent++;
+  msg_in_t *in = &x->in;
   msg_in_destroy(&in);
   return rc;
 }

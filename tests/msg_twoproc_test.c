@@ -146,6 +146,16 @@ static void s_run(const char *endpoint_pattern, const char *self_path) {
     msg_in_t *echo = s_recv(router, 5000, NULL);
     CHECK(echo && s_same(&m, &echo->msg), "%s: echo differs from what was sent (%s)", msg_type_name(m.type),
           endpoint);
+    if (echo && t == MSG_INFER) {
+      /* Forwarding, as the broker does: the frames go out unchanged, without re-encoding. */
+      CHECK(msg_sock_forward(router, route, &echo, &err) == MSG_OK && echo == NULL, "forward: %s", err.text);
+      echo = s_recv(router, 5000, NULL);
+      CHECK(echo && s_same(&m, &echo->msg), "forwarded INFER came back different (%s)", endpoint);
+      zframe_t *nobody = zframe_new("nobody", 6);
+      CHECK(msg_sock_forward(router, nobody, &echo, &err) == MSG_ERR_TRANSPORT && echo == NULL,
+            "forward to an unknown routing id: %s", err.text);
+      zframe_destroy(&nobody);
+    }
     msg_in_destroy(&echo);
   }
 
@@ -178,7 +188,7 @@ static void s_run(const char *endpoint_pattern, const char *self_path) {
   CHECK(msg_sock_send(router, route, &bye, &err) == MSG_OK, "send BYE: %s", err.text);
   msg_in_t *last = s_recv(router, 5000, NULL);
   char want[64];
-  snprintf(want, sizeof want, "received %d rejected 2", MSG_TYPE_COUNT_ + 2);
+  snprintf(want, sizeof want, "received %d rejected 2", MSG_TYPE_COUNT_ + 3);
   CHECK(last && last->msg.type == MSG_BYE && strcmp(last->msg.bye.reason, want) == 0, "peer's BYE: '%s', want '%s'",
         last ? last->msg.bye.reason : "(none)", want);
   msg_in_destroy(&last);
@@ -189,7 +199,7 @@ static void s_run(const char *endpoint_pattern, const char *self_path) {
   s_kill_child();
 
   msg_sock_stats_t st = msg_sock_stats(router);
-  CHECK(st.rejected == 0 && st.received == (uint64_t)MSG_TYPE_COUNT_ + 3, "router counters: received %llu rejected %llu",
+  CHECK(st.rejected == 0 && st.received == (uint64_t)MSG_TYPE_COUNT_ + 4, "router counters: received %llu rejected %llu",
         (unsigned long long)st.received, (unsigned long long)st.rejected);
   zframe_destroy(&route);
   msg_sock_destroy(&router);
