@@ -30,4 +30,6 @@ RSD_PYTHON_PACKAGES=(
   torch==2.11.0
   mujoco==3.3.7
   numpy==2.4.6
+  pyzmq==27.3.0    # tests/protocol_peer.py: a third-party peer written from docs/protocol.md
+  msgpack==1.2.4
 )

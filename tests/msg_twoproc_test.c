@@ -7,8 +7,10 @@
  * malformed headers and checks the ERROR codes, and ends with BYE; the peer reports its counters in its
  * BYE reason and exits 0.
  *
- *   msg_twoproc_test               run the test (tcp, then ipc)
- *   msg_twoproc_test peer ENDPOINT  the echo peer (started by the test) */
+ *   msg_twoproc_test                       run the test (tcp, then ipc) against the C peer below
+ *   msg_twoproc_test --python PY SCRIPT    the same against a peer written in Python from
+ *                                          docs/protocol.md alone (tests/protocol_peer.py)
+ *   msg_twoproc_test peer ENDPOINT         the echo peer (started by the test) */
 #include <czmq.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -113,6 +115,9 @@ static void s_send_raw(msg_sock_t *sock, zframe_t *route, const void *header, si
   zmq_send(h, header, n, 0);
 }
 
+/* The peer's command line: this program in peer mode, or PY SCRIPT ENDPOINT. */
+static const char *s_python, *s_script;
+
 static void s_run(const char *endpoint_pattern, const char *self_path) {
   msg_error_t err = {0};
   msg_sock_t *router = msg_sock_new(ZMQ_ROUTER, endpoint_pattern, true, NULL, NULL, &err);
@@ -123,7 +128,10 @@ static void s_run(const char *endpoint_pattern, const char *self_path) {
 
   s_child = fork();
   if (s_child == 0) {
-    execl(self_path, self_path, "peer", endpoint, (char *)NULL);
+    if (s_python)
+      execl(s_python, s_python, s_script, endpoint, (char *)NULL);
+    else
+      execl(self_path, self_path, "peer", endpoint, (char *)NULL);
     _exit(127);
   }
   msg_in_t *hello = s_recv(router, 10000, NULL);
@@ -207,6 +215,10 @@ static void s_run(const char *endpoint_pattern, const char *self_path) {
 
 int main(int argc, char **argv) {
   if (argc == 3 && strcmp(argv[1], "peer") == 0) return s_peer(argv[2]);
+  if (argc == 4 && strcmp(argv[1], "--python") == 0) {
+    s_python = argv[2];
+    s_script = argv[3];
+  }
   alarm(120);
   atexit(s_kill_child);
   char self[4096];
@@ -225,5 +237,5 @@ int main(int argc, char **argv) {
   snprintf(path, sizeof path, "%s/peer.sock", dir);
   unlink(path);
   rmdir(dir);
-  return check_summary("msg_twoproc_test");
+  return check_summary(s_python ? "msg_twoproc_test --python" : "msg_twoproc_test");
 }
