@@ -18,6 +18,8 @@ RSD_DEBIAN_PACKAGES=(
   libyaml-dev       # libyaml 0.2.5
   libosmesa6-dev    # Mesa 22.3 OSMesa: CPU offscreen rendering for the sim worker
   libegl-dev        # EGL: GPU offscreen rendering where a GPU is present
+  libegl-mesa0      # Mesa's EGL vendor library (its software device lets the EGL path run in tests)
+  libgl1-mesa-dri   # Mesa's drivers (llvmpipe) behind OSMesa and EGL
   clang             # clang 14: libFuzzer and the sanitizer build
   libclang-rt-14-dev
 )

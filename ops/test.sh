@@ -25,4 +25,5 @@ CC=clang CXX=clang++ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug 
   -DRSD_SANITIZE=ON -DRSD_FUZZ=ON >/dev/null
 cmake --build build-asan -j "$jobs"
 step "tests under ASan + UBSan, then bounded fuzzing (${RSD_FUZZ_SECONDS}s per target)"
+export LSAN_OPTIONS="suppressions=$top/tests/lsan.supp:print_suppressions=0"
 ctest --test-dir build-asan --output-on-failure -j "$jobs"
