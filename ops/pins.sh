@@ -16,6 +16,7 @@ RSD_DEBIAN_PACKAGES=(
   libmsgpack-dev    # msgpack-c 4.0.0 (the C library, libmsgpackc)
   libsqlite3-dev    # SQLite 3.40
   libyaml-dev       # libyaml 0.2.5
+  zlib1g-dev        # zlib 1.2.13 (PNG frames)
   libosmesa6-dev    # Mesa 22.3 OSMesa: CPU offscreen rendering for the sim worker
   libegl-dev        # EGL: GPU offscreen rendering where a GPU is present
   libegl-mesa0      # Mesa's EGL vendor library (its software device lets the EGL path run in tests)

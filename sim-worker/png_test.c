@@ -1,0 +1,62 @@
+/* png_test.c: a written PNG is a valid file (signature, chunk CRCs, IHDR) whose pixels inflate back to the
+ * image that was written. */
+#include "png.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "check.h"
+
+static uint32_t s_be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+
+int main(void) {
+  enum { W = 37, H = 21 };
+  static uint8_t rgb[W * H * 3];
+  for (int i = 0; i < W * H * 3; i++) rgb[i] = (uint8_t)(i * 31 + 7);
+  char dir[] = "/tmp/rsd-png-XXXXXX", path[64], err[256] = "";
+  CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+  snprintf(path, sizeof path, "%s/a.png", dir);
+  CHECK(sw_png_write(path, rgb, W, H, err, sizeof err) == 0, "write: %s", err);
+
+  static uint8_t file[1 << 16];
+  FILE *f = fopen(path, "rb");
+  size_t n = f ? fread(file, 1, sizeof file, f) : 0;
+  if (f) fclose(f);
+  CHECK(n > 8 + 25 + 12 && memcmp(file, "\x89PNG\r\n\x1a\n", 8) == 0, "bad signature or short file (%zu bytes)", n);
+  static uint8_t idat[1 << 16];
+  size_t idat_len = 0, off = 8;
+  int chunks = 0, bad_crc = 0;
+  bool ended = false;
+  while (off + 12 <= n && !ended) {
+    uint32_t len = s_be32(file + off);
+    const uint8_t *type = file + off + 4;
+    uint32_t crc = (uint32_t)crc32(crc32(0L, Z_NULL, 0), type, 4 + len);
+    bad_crc += crc != s_be32(file + off + 8 + len);
+    if (memcmp(type, "IHDR", 4) == 0)
+      CHECK(s_be32(type + 4) == W && s_be32(type + 8) == H && type[12] == 8 && type[13] == 2, "IHDR fields");
+    if (memcmp(type, "IDAT", 4) == 0) {
+      memcpy(idat + idat_len, type + 4, len);
+      idat_len += len;
+    }
+    ended = memcmp(type, "IEND", 4) == 0;
+    off += 12 + len;
+    chunks++;
+  }
+  CHECK(ended && off == n && chunks == 3 && bad_crc == 0, "chunks %d, bad CRCs %d, ended %d", chunks, bad_crc, ended);
+  static uint8_t raw[(W * 3 + 1) * H];
+  uLongf raw_len = sizeof raw;
+  CHECK(uncompress(raw, &raw_len, idat, idat_len) == Z_OK && raw_len == sizeof raw, "IDAT does not inflate");
+  int diff = 0;
+  for (int y = 0; y < H; y++) diff += raw[y * (W * 3 + 1)] != 0 || memcmp(raw + y * (W * 3 + 1) + 1, rgb + y * W * 3, W * 3);
+  CHECK(diff == 0, "%d rows differ after the round trip", diff);
+
+  CHECK(sw_png_write("/nonexistent-dir/x.png", rgb, W, H, err, sizeof err) == -1 && strstr(err, "/nonexistent-dir/x.png"),
+        "unwritable path: %s", err);
+  CHECK(sw_png_write(path, rgb, 0, H, err, sizeof err) == -1 && strstr(err, "0x21"), "zero width: %s", err);
+  unlink(path);
+  rmdir(dir);
+  return check_summary("png_test");
+}
