@@ -193,10 +193,24 @@ int sw_scene_episode(const sw_scene_t *s, int trial, mjModel **m_out, mjData **d
   if (trial < 0 || trial >= s->ntrials)
     return s_fail(err, errlen, "%s task %d: trial %d is outside 0..%d (the benchmark's fixed initial states)",
                   s->suite, s->task, trial, s->ntrials - 1);
-  mjModel *m = mj_copyModel(NULL, s->model);
-  mjData *d = m ? mj_makeData(m) : NULL;
+  /* A shallow copy: every array is the scene's except body_pos and body_quat, which the episode owns
+   * (MuJoCo reads the model and never writes it while stepping). */
+  mjModel *m = malloc(sizeof *m);
+  double *pos = malloc(sizeof(double) * 3 * (size_t)s->model->nbody);
+  double *quat = malloc(sizeof(double) * 4 * (size_t)s->model->nbody);
+  mjData *d = NULL;
+  if (m && pos && quat) {
+    *m = *s->model;
+    memcpy(pos, s->model->body_pos, sizeof(double) * 3 * (size_t)m->nbody);
+    memcpy(quat, s->model->body_quat, sizeof(double) * 4 * (size_t)m->nbody);
+    m->body_pos = pos;
+    m->body_quat = quat;
+    d = mj_makeData(m);
+  }
   if (!d) {
-    if (m) mj_deleteModel(m);
+    free(m);
+    free(pos);
+    free(quat);
     return s_fail(err, errlen, "%s task %d: out of memory for an episode", s->suite, s->task);
   }
   const double *pose = s->fixture_poses + (size_t)trial * (size_t)s->nfixtures * 7;
@@ -213,6 +227,19 @@ int sw_scene_episode(const sw_scene_t *s, int trial, mjModel **m_out, mjData **d
   *m_out = m;
   *d_out = d;
   return 0;
+}
+
+void sw_scene_episode_free(mjModel **m_p, mjData **d_p) {
+  if (d_p && *d_p) {
+    mj_deleteData(*d_p);
+    *d_p = NULL;
+  }
+  if (m_p && *m_p) {
+    free((*m_p)->body_pos);
+    free((*m_p)->body_quat);
+    free(*m_p);
+    *m_p = NULL;
+  }
 }
 
 static bool s_in(int id, const sw_object_t *o) {

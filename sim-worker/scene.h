@@ -3,8 +3,10 @@
  *
  * A task directory holds scene.xml (robosuite's compiled MJCF), task.json (instruction, goal predicates,
  * objects, cameras, state layout), init_states.f64 (one row [time, qpos, qvel] per trial) and
- * fixture_poses.f64 (per trial, the pose LIBERO's reset gives each fixed fixture). An episode owns its
- * own copy of the model, because the fixture poses of its trial are written into the model. */
+ * fixture_poses.f64 (per trial, the pose LIBERO's reset gives each fixed fixture). The fixture poses of
+ * a trial live in the model (body_pos, body_quat), so each episode gets its own view of the model: a
+ * shallow copy that shares the scene's arrays (LIBERO's textures alone are 190 MB) and owns only its
+ * body_pos and body_quat. */
 #ifndef RSD_SW_SCENE_H
 #define RSD_SW_SCENE_H
 
@@ -60,9 +62,13 @@ void sw_scene_destroy(sw_scene_t **self_p);
 const char *sw_data_dir(char *buf, size_t cap);
 
 /* Makes the model and data of one episode at trial `trial`'s initial state (fixture poses written into
- * the model copy, the state row set, mj_forward). Returns 0, or -1 with the reason in err. The caller
- * frees *m_out and *d_out with mj_deleteModel / mj_deleteData. */
+ * the episode's view of the model, the state row set, mj_forward). Returns 0, or -1 with the reason in
+ * err. The model view is valid while the scene lives; free both with sw_scene_episode_free (never
+ * mj_deleteModel: the view shares the scene's memory). */
 int sw_scene_episode(const sw_scene_t *s, int trial, mjModel **m_out, mjData **d_out, char *err, size_t errlen);
+
+/* Frees an episode's model view and data; idempotent; sets both pointers to NULL. */
+void sw_scene_episode_free(mjModel **m_p, mjData **d_p);
 
 /* LIBERO's On(a, b) (check_ontop): a's root body is not below b's, some contact joins a contact geom of a
  * with one of b, and their horizontal distance is under 3 cm. */

@@ -77,8 +77,21 @@ int main(int argc, char **argv) {
         }
         sw_renderer_destroy(&r);
       }
-      mj_deleteData(d);
-      mj_deleteModel(m);
+      sw_scene_episode_free(&m, &d);
+      CHECK(m == NULL && d == NULL, "episode_free did not clear the pointers");
+    }
+    /* Two episodes of different trials at once: each sees its own fixture poses, the scene keeps its own. */
+    mjModel *m0, *m1;
+    mjData *d0, *d1;
+    if (sw_scene_episode(s, 0, &m0, &d0, err, sizeof err) == 0 && sw_scene_episode(s, 1, &m1, &d1, err, sizeof err) == 0) {
+      int f = s->fixture_body[0];
+      const double *p0 = s->fixture_poses, *p1 = s->fixture_poses + 7 * s->nfixtures;
+      CHECK(m0->body_pos[3 * f] == p0[0] && m1->body_pos[3 * f] == p1[0] && p0[0] != p1[0] &&
+                s->model->body_pos[3 * f] != p0[0] && m0->tex_data == s->model->tex_data,
+            "task %d: fixture poses are not per episode (or the view copies the scene)", task);
+      CHECK(d1->xpos[3 * f] == p1[0], "task %d: trial 1's fixture not where its pose puts it", task);
+      sw_scene_episode_free(&m0, &d0);
+      sw_scene_episode_free(&m1, &d1);
     }
     mjModel *m;
     mjData *d;
