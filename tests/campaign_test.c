@@ -1,0 +1,190 @@
+/* campaign_test.c: `rsd run` serves a campaign to sim workers over real sockets and a real journal, with
+ * the sim workers played by fake_sim_worker (the protocol without simulation). One worker kills itself
+ * (SIGKILL) while holding a lease. Checks: the campaign completes; every episode key has exactly one
+ * result; the dead worker's lease came back with an attempt counted; `rsd status` reports it; running
+ * the same config again resumes and changes nothing; a changed config is refused with the difference.
+ *
+ *   campaign_test RSD FAKE_SIM_WORKER */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "journal.h"
+
+static pid_t s_pids[8];
+static int s_npids;
+
+static void s_kill_all(void) {
+  for (int i = 0; i < s_npids; i++)
+    if (s_pids[i] > 0) {
+      kill(s_pids[i], SIGKILL);
+      waitpid(s_pids[i], NULL, 0);
+    }
+  s_npids = 0;
+}
+
+/* Starts argv[0] with stderr to errpath (nullable). */
+static pid_t s_spawn(char *const argv[], const char *errpath) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (errpath) freopen(errpath, "w", stderr);
+    execv(argv[0], argv);
+    _exit(127);
+  }
+  s_pids[s_npids++] = pid;
+  return pid;
+}
+
+/* Waits up to timeout_s for pid; returns its exit status or -1. */
+static int s_wait(pid_t pid, int timeout_s) {
+  int status;
+  for (int i = 0; i < timeout_s * 20; i++) {
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      for (int k = 0; k < s_npids; k++)
+        if (s_pids[k] == pid) s_pids[k] = -1;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    usleep(50000);
+  }
+  return -1;
+}
+
+static void s_write(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  if (f) {
+    fputs(text, f);
+    fclose(f);
+  }
+}
+
+static int s_read_endpoint(const char *dir, char *out, size_t cap) {
+  char path[600];
+  snprintf(path, sizeof path, "%s/coordinator.endpoint", dir);
+  for (int i = 0; i < 200; i++) {
+    FILE *f = fopen(path, "r");
+    if (f) {
+      bool ok = fgets(out, (int)cap, f) != NULL;
+      fclose(f);
+      if (ok) {
+        out[strcspn(out, "\n")] = '\0';
+        return 0;
+      }
+    }
+    usleep(50000);
+  }
+  return -1;
+}
+
+static bool s_file_has(const char *path, const char *needle) {
+  static char buf[65536];
+  FILE *f = fopen(path, "r");
+  size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+  if (f) fclose(f);
+  buf[n] = '\0';
+  return strstr(buf, needle) != NULL;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 3) return 2;
+  atexit(s_kill_all);
+  alarm(170);
+  char *rsd = argv[1], *fake = argv[2];
+  char dir[] = "/tmp/rsd-campaign-XXXXXX";
+  CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+  char cfg[128], cfg2[128], out[128], log[128], text[2048];
+  snprintf(cfg, sizeof cfg, "%s/campaign.yaml", dir);
+  snprintf(cfg2, sizeof cfg2, "%s/changed.yaml", dir);
+  snprintf(out, sizeof out, "%s/run", dir);
+  snprintf(log, sizeof log, "%s/rsd.log", dir);
+  static const char *body =
+      "suite: libero_spatial\ntasks: [0, 1, 2]\nvariants:\n  - name: expert\n    policy: expert\n"
+      "  - name: expert-b\n    policy: expert\nleases:\n  heartbeat_ms: 100\n  liveness: 3\n  max_attempts: 3\n";
+  snprintf(text, sizeof text, "name: campaign_test\ntrials: 4\noutput: %s\nbind:\n  coordinator: ipc://%s/co.sock\n%s", out,
+           dir, body);
+  s_write(cfg, text);
+  snprintf(text, sizeof text, "name: campaign_test\ntrials: 5\noutput: %s\nbind:\n  coordinator: ipc://%s/co.sock\n%s", out,
+           dir, body);
+  s_write(cfg2, text);
+
+  /* 2 variants x 3 tasks x 4 trials = 24 episodes; worker A dies after 3 results while holding a lease. */
+  pid_t co = s_spawn((char *[]){rsd, "run", cfg, NULL}, log);
+  char endpoint[256] = "";
+  CHECK(s_read_endpoint(out, endpoint, sizeof endpoint) == 0, "rsd wrote no endpoint");
+  pid_t a = s_spawn((char *[]){fake, endpoint, "2", "20", "3", NULL}, NULL);
+  s_spawn((char *[]){fake, endpoint, "3", "30", NULL}, NULL);
+  int rc = s_wait(co, 120);
+  CHECK(rc == 0, "rsd run exited %d (log %s)", rc, log);
+  CHECK(s_wait(a, 5) == 128 + SIGKILL, "worker A did not die as planned");
+  CHECK(s_file_has(log, "complete"), "rsd did not report completion");
+
+  co_journal_error_t je;
+  co_journal_t *j = co_journal_open(out, CO_JOURNAL_READ_ONLY, NULL, NULL, &je);
+  CHECK(j != NULL, "journal: %s", je.text);
+  if (j) {
+    co_journal_counts_t total;
+    co_journal_counts(j, &total, NULL, 0, NULL, &je);
+    CHECK(total.total == 24 && total.by_state[CO_EPISODE_DONE] == 24, "%llu of %llu done",
+          (unsigned long long)total.by_state[CO_EPISODE_DONE], (unsigned long long)total.total);
+    /* Exactly one result per key, with the outcome the worker computes for it. */
+    int seen[2][3][4] = {{{0}}}, results = 0, wrong = 0, successes = 0;
+    co_journal_iter_t *it = co_journal_results(j, NULL, &je);
+    co_journal_result_t r;
+    while (it && co_journal_results_next(it, &r, &je)) {
+      int v = strcmp(r.r.variant, "expert") == 0 ? 0 : 1;
+      if (r.r.task < 3 && r.r.trial < 4) seen[v][r.r.task][r.r.trial]++;
+      wrong += (r.r.outcome == MSG_OUTCOME_SUCCESS) != ((7 * r.r.task + r.r.trial) % 3 != 0);
+      successes += r.r.outcome == MSG_OUTCOME_SUCCESS;
+      results++;
+    }
+    co_journal_iter_destroy(&it);
+    int once = 0;
+    for (int v = 0; v < 2; v++)
+      for (int t = 0; t < 3; t++)
+        for (int k = 0; k < 4; k++) once += seen[v][t][k] == 1;
+    CHECK(results == 24 && once == 24 && wrong == 0, "%d results, %d keys exactly once, %d wrong outcomes", results, once,
+          wrong);
+    CHECK(total.successes == (uint64_t)successes, "counts say %llu successes, results %d",
+          (unsigned long long)total.successes, successes);
+    /* The dead worker's lease expired and its episode was retried. */
+    int retried = 0;
+    co_journal_iter_t *eit = co_journal_episodes(j, CO_EPISODE_STATE_COUNT_, &je);
+    co_episode_t ep;
+    while (eit && co_journal_episodes_next(eit, &ep, &je)) retried += ep.attempts > 0;
+    co_journal_iter_destroy(&eit);
+    uint64_t events[CO_EVENT_COUNT_] = {0}, workers = 0;
+    co_journal_event_counts(j, events, &workers, &je);
+    CHECK(retried >= 1 && events[CO_EVENT_DIED] == 1 && events[CO_EVENT_LEASE_EXPIRED] >= 1,
+          "retried %d, died %llu, expired %llu", retried, (unsigned long long)events[CO_EVENT_DIED],
+          (unsigned long long)events[CO_EVENT_LEASE_EXPIRED]);
+    co_journal_close(&j);
+  }
+
+  /* rsd status reads the journal. */
+  char status_log[600];
+  snprintf(status_log, sizeof status_log, "%s/status.txt", dir);
+  pid_t st = fork();
+  if (st == 0) {
+    freopen(status_log, "w", stdout);
+    execl(rsd, rsd, "status", out, (char *)NULL);
+    _exit(127);
+  }
+  int sst;
+  waitpid(st, &sst, 0);
+  CHECK(WIFEXITED(sst) && WEXITSTATUS(sst) == 0 && s_file_has(status_log, "24/24 episodes done"), "rsd status");
+
+  /* The same config again: resumes, finds nothing to do, exits 0. A changed one is refused. */
+  rc = s_wait(s_spawn((char *[]){rsd, "run", cfg, NULL}, log), 30);
+  CHECK(rc == 0 && s_file_has(log, "resuming campaign"), "rerun exited %d", rc);
+  rc = s_wait(s_spawn((char *[]){rsd, "run", cfg2, NULL}, log), 30);
+  CHECK(rc == 2 && s_file_has(log, "refusing to resume") && s_file_has(log, "trials"), "changed config: exit %d", rc);
+
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+  return check_summary("campaign_test");
+}
