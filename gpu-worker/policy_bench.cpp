@@ -1,0 +1,161 @@
+// policy_bench.cpp: decoding throughput and latency of a policy package on the CPU, through the C API
+// (so it measures what the worker will call). For each mode (ar, spec, spec-relaxed) and batch size
+// (1, 4, 16, 64): chunks/s, p50/p99 latency of a batch (= what each of its requests waits for decoding),
+// main and draft forwards per chunk, and the draft's acceptance per layer. Prints a table; --json FILE
+// also writes the numbers. Not a test: timing belongs here, not in ctest.
+//
+//   policy_bench [PACKAGE_DIR] [--json FILE] [--threads N] [--seconds S] [--gamma G] [--radius R]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "policy.h"
+
+#ifndef GW_DEFAULT_PACKAGE
+#define GW_DEFAULT_PACKAGE "test-models/mixed"
+#endif
+
+struct Row {
+  std::string mode;
+  int batch;
+  double chunks_per_s, p50_ms, p99_ms, main_fwd, draft_fwd;
+  std::vector<double> accept;  // per layer, -1 where nothing was proposed
+};
+
+static double s_pct(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  size_t i = (size_t)(q * (double)(v.size() - 1) + 0.5);
+  return v[std::min(i, v.size() - 1)];
+}
+
+int main(int argc, char **argv) {
+  const char *dir = GW_DEFAULT_PACKAGE, *json = nullptr;
+  int threads = 0, gamma = 0, radius = 1;
+  double seconds = 1.0;
+  for (int i = 1; i < argc; i++) {
+    if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
+    else if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = std::atof(argv[++i]);
+    else if (!std::strcmp(argv[i], "--gamma") && i + 1 < argc) gamma = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--radius") && i + 1 < argc) radius = std::atoi(argv[++i]);
+    else if (argv[i][0] != '-') dir = argv[i];
+    else {
+      std::fprintf(stderr, "usage: policy_bench [PACKAGE_DIR] [--json FILE] [--threads N] [--seconds S] "
+                           "[--gamma G] [--radius R]\n");
+      return 2;
+    }
+  }
+  gw_policy_opts_t opts = {"cpu", nullptr, threads, 1};
+  // Any unnorm_key of the package will do: ask with none, then take the first from the message.
+  gw_policy_t *p = nullptr;
+  int rc = gw_policy_open(dir, &opts, &p);
+  std::string key;
+  if (rc == GW_EUNNORM) {
+    const char *have = std::strstr(gw_errmsg(), "(have: ");
+    if (have) key.assign(have + 7, std::strcspn(have + 7, ",)"));
+    opts.unnorm_key = key.c_str();
+    rc = gw_policy_open(dir, &opts, &p);
+  }
+  if (rc != GW_OK) {
+    std::fprintf(stderr, "policy_bench: %s: %s (%s)\n", dir, gw_strerror(rc), gw_errmsg());
+    return 1;
+  }
+  const gw_manifest_t *m = gw_policy_manifest(p);
+  const int L = m->layers, G = m->groups, HA = m->chunk_horizon * m->action_dim;
+  const size_t img = (size_t)m->num_cameras * m->image_height * m->image_width * 3;
+  const int maxb = 64;
+  std::mt19937 rng(1);
+  std::vector<uint8_t> images(img * maxb);
+  std::vector<float> proprio((size_t)m->proprio_dim * maxb);
+  for (auto &b : images) b = (uint8_t)(rng() & 255);
+  for (auto &x : proprio) x = (float)((int)(rng() % 2001) - 1000) / 1000.0f;
+  std::vector<gw_obs_t> obs(maxb);
+  for (int i = 0; i < maxb; i++)
+    obs[i] = gw_obs_t{images.data() + img * i, m->num_cameras, m->image_height, m->image_width,
+                      proprio.data() + (size_t)m->proprio_dim * i, m->proprio_dim, "pick up the black bowl and place it on the plate"};
+  std::vector<float> chunks((size_t)HA * maxb);
+  std::vector<int32_t> codes((size_t)L * G * maxb);
+  std::vector<gw_result_t> res(maxb);
+
+  std::printf("policy_bench: %s (%s), L=%d G=%d K=%d, gamma=%d, relaxed radius=%d, threads=%d\n", dir, m->name, L, G,
+              m->levels, gamma ? gamma : m->decoding.gamma, radius, threads);
+  std::printf("%-13s %5s %10s %9s %9s %9s %9s  %s\n", "mode", "batch", "chunks/s", "p50 ms", "p99 ms", "main/ch",
+              "draft/ch", "acceptance per layer 1..L-1");
+  std::vector<Row> rows;
+  for (int mode = 0; mode < 3; mode++)
+    for (int b : {1, 4, 16, 64}) {
+      gw_decode_params_t prm = m->decoding;
+      prm.mode = mode;
+      if (gamma) prm.gamma = gamma;
+      for (int l = 0; l < L; l++) prm.radii[l] = radius;
+      std::vector<double> lat;
+      std::vector<long> prop(L, 0), acc(L, 0);
+      long chunks_done = 0, main_fwd = 0, draft_fwd = 0;
+      double total = 0;
+      for (int it = 0; total < seconds * 1e6 || it < 8; it++) {
+        for (int i = 0; i < b; i++) {
+          std::memset(&res[i], 0, sizeof res[i]);
+          res[i].chunk = chunks.data() + (size_t)HA * i;
+          res[i].codes = codes.data() + (size_t)L * G * i;
+        }
+        auto t0 = std::chrono::steady_clock::now();
+        // Rotate through the observations so a small batch does not measure one input only.
+        rc = gw_policy_decode(p, obs.data() + (size_t)(it * b) % (size_t)(maxb - b + 1), b, &prm, res.data());
+        double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+        if (rc != GW_OK || res[0].status != GW_OK) {
+          std::fprintf(stderr, "policy_bench: decode failed: %s (%s)\n", gw_strerror(rc), res[0].message);
+          return 1;
+        }
+        if (it < 3) continue;  // warm-up: the TorchScript executor profiles its first calls
+        lat.push_back(us / 1000.0);
+        total += us;
+        for (int i = 0; i < b; i++) {
+          chunks_done++;
+          main_fwd += res[i].stats.main_forwards;
+          draft_fwd += res[i].stats.draft_forwards;
+          for (int l = 0; l < L; l++) prop[l] += res[i].stats.layers_proposed[l], acc[l] += res[i].stats.layers_accepted[l];
+        }
+      }
+      Row r{gw_mode_name(mode), b, chunks_done / (total / 1e6), s_pct(lat, 0.5), s_pct(lat, 0.99),
+            (double)main_fwd / chunks_done, (double)draft_fwd / chunks_done, {}};
+      std::string acc_s;
+      for (int l = 0; l < L; l++) {
+        r.accept.push_back(prop[l] ? (double)acc[l] / prop[l] : -1);
+        if (l > 0 && mode != GW_DECODE_AR) {
+          char buf[16];
+          if (r.accept.back() < 0) std::snprintf(buf, sizeof buf, "    -");
+          else std::snprintf(buf, sizeof buf, " %.2f", r.accept.back());
+          acc_s += buf;
+        }
+      }
+      std::printf("%-13s %5d %10.1f %9.3f %9.3f %9.2f %9.2f %s\n", r.mode.c_str(), b, r.chunks_per_s, r.p50_ms, r.p99_ms,
+                  r.main_fwd, r.draft_fwd, acc_s.c_str());
+      rows.push_back(r);
+    }
+  if (json) {
+    FILE *f = std::fopen(json, "w");
+    if (!f) {
+      std::fprintf(stderr, "policy_bench: cannot write %s\n", json);
+      return 1;
+    }
+    std::fprintf(f, "{\"package\": \"%s\", \"device\": \"cpu\", \"threads\": %d, \"results\": [\n", m->name, threads);
+    for (size_t i = 0; i < rows.size(); i++) {
+      const Row &r = rows[i];
+      std::fprintf(f, "  {\"mode\": \"%s\", \"batch\": %d, \"chunks_per_s\": %.2f, \"p50_ms\": %.4f, \"p99_ms\": %.4f, "
+                      "\"main_forwards_per_chunk\": %.3f, \"draft_forwards_per_chunk\": %.3f, \"acceptance_per_layer\": [",
+                   r.mode.c_str(), r.batch, r.chunks_per_s, r.p50_ms, r.p99_ms, r.main_fwd, r.draft_fwd);
+      for (size_t l = 0; l < r.accept.size(); l++)
+        r.accept[l] < 0 ? std::fprintf(f, "%snull", l ? ", " : "") : std::fprintf(f, "%s%.4f", l ? ", " : "", r.accept[l]);
+      std::fprintf(f, "]}%s\n", i + 1 < rows.size() ? "," : "");
+    }
+    std::fprintf(f, "]}\n");
+    std::fclose(f);
+  }
+  gw_policy_destroy(&p);
+  return 0;
+}

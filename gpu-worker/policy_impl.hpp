@@ -1,0 +1,57 @@
+// policy_impl.hpp: what policy.cpp (loading, validation, the C boundary) and spec_decode.cpp (the
+// decoding engine) share inside rsd_policy. Not installed, not included from C.
+#ifndef RSD_GW_POLICY_IMPL_HPP
+#define RSD_GW_POLICY_IMPL_HPP
+
+#include <torch/script.h>
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "policy.h"
+
+// A loaded, validated package. Owned by the caller of gw_policy_open, freed in gw_policy_destroy.
+struct gw_policy_t {
+  gw_manifest_t m{};             // validated manifest; m.unnorm_key is the key chosen at load
+  torch::Device device{torch::kCPU};
+  torch::jit::Module main, draft, tokenizer;  // on `device`, eval mode
+  std::vector<float> q01, q99;   // [A] statistics of m.unnorm_key
+  std::vector<bool> mask;        // [A] true: unnormalize this dimension; false: pass through
+};
+
+namespace gw {
+
+// The one exception type our code throws; the C boundary turns it into (code, thread-local message).
+struct Error : std::runtime_error {
+  int code;
+  Error(int c, const std::string &msg) : std::runtime_error(msg), code(c) {}
+};
+
+// "[2, 4, 9]"
+std::string shape_str(at::IntArrayRef s);
+
+// Throws GW_ESHAPE unless t is a tensor of exactly `shape` and `dtype` on `dev`; `what` names the output.
+void expect_tensor(const at::Tensor &t, std::vector<int64_t> shape, at::ScalarType dtype,
+                   const torch::Device &dev, const std::string &what);
+
+// The request rows that reached the engine, as tensors on the policy's device.
+struct Batch {
+  at::Tensor images;   // [B, C, H, W, 3] uint8
+  at::Tensor proprio;  // [B, P] float32
+  at::Tensor instr;    // [B, T] int64
+  std::vector<int> out;  // out[b] = index into the caller's results for tensor row b
+};
+
+// Runs prefill, the layer decoding in `prm.mode` and the tokenizer for the batch; fills results[out[b]]
+// (status, codes, chunks, stats except batch_size). A row whose outputs are non-finite fails alone.
+// Throws gw::Error / c10::Error for failures of the whole batch.
+void decode_batch(gw_policy_t &p, const Batch &b, const gw_decode_params_t &prm, gw_result_t *results);
+
+// Teacher-forced argmax (gw_policy_main_argmax): codes [B, L, G] int64 -> argmax [B, L, G] int64;
+// row_ok[b] false where the row's outputs were non-finite.
+at::Tensor main_argmax(gw_policy_t &p, const Batch &b, const at::Tensor &codes, std::vector<bool> &row_ok);
+
+}  // namespace gw
+
+#endif

@@ -1,0 +1,485 @@
+/* policy_test.c: the policy runtime and the decoding engine against the tiny packages that
+ * train/make_test_models.py builds at test time. Usage: gw_policy_test SUITE MODELDIR
+ *
+ *   load      manifest, content hash, devices, manifest errors (missing/unknown field, bad hash)
+ *   lossless  spec == ar code for code (exact, poor, mixed drafts; gamma 1..5; batches 1..32 with rows
+ *             at mixed positions); per request, main/draft forwards and proposals replay exactly from the
+ *             per-layer acceptance
+ *   relaxed   accepted layers are within the radii of main's teacher-forced argmax; radius 0 == spec;
+ *             a draft off by one is fully accepted at radius 1 and its codes are kept
+ *   batching  a request's codes, chunk and stats do not depend on the rest of its batch (also when a
+ *             neighbour fails)
+ *   errors    missing method, wrong output shape, NaN output (that request only), unknown unnorm_key,
+ *             wrong image size; unnormalization and the gripper convention */
+#include <jansson.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "policy.h"
+
+#define NOBS 96
+#define MAXL GW_MAX_LAYERS
+
+static const char *s_dir;
+
+/* ---- observations ---------------------------------------------------------------------------- */
+typedef struct {
+  uint8_t img[2 * 16 * 16 * 3];
+  float proprio[8];
+  char instr[64];
+  gw_obs_t obs;
+} s_obs_t;
+
+static uint64_t s_rng = 88172645463325252ull;
+static uint32_t s_rand(void) {
+  s_rng ^= s_rng << 13;
+  s_rng ^= s_rng >> 7;
+  s_rng ^= s_rng << 17;
+  return (uint32_t)(s_rng >> 11);
+}
+
+static const char *const s_instr[] = {"pick up the black bowl between the plate and the ramekin and place it on the plate",
+                                      "pick up the black bowl on the cookie box and place it on the plate",
+                                      "pick up the black bowl next to the cookie box and place it on the plate", ""};
+
+static void s_make_obs(s_obs_t *o) {
+  for (size_t i = 0; i < sizeof o->img; i++) o->img[i] = (uint8_t)(s_rand() & 255);
+  for (int i = 0; i < 8; i++) o->proprio[i] = (float)((int)(s_rand() % 4001) - 2000) / 1000.0f;
+  snprintf(o->instr, sizeof o->instr, "%s", s_instr[s_rand() % 4]);
+  o->obs = (gw_obs_t){o->img, 2, 16, 16, o->proprio, 8, o->instr};
+}
+
+static s_obs_t s_obs[NOBS];
+
+/* ---- results --------------------------------------------------------------------------------- */
+typedef struct {
+  float chunk[8 * 7], norm[8 * 7];
+  int32_t codes[MAXL * 4];
+  gw_result_t r;
+} s_res_t;
+
+static gw_policy_t *s_open(const char *pkg, const char *key, int *rc_out) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/%s", s_dir, pkg);
+  gw_policy_opts_t opts = {"cpu", key, 1, 1};
+  gw_policy_t *p = NULL;
+  int rc = gw_policy_open(path, &opts, &p);
+  if (rc_out) *rc_out = rc;
+  return p;
+}
+
+static gw_decode_params_t s_params(int mode, int gamma, int radius) {
+  gw_decode_params_t prm = {mode, gamma, {0}};
+  for (int l = 0; l < MAXL; l++) prm.radii[l] = radius;
+  return prm;
+}
+
+/* Decodes obs[idx[0..n-1]] as one batch into out[0..n-1]. */
+static int s_decode(gw_policy_t *p, const int *idx, int n, const gw_decode_params_t *prm, s_res_t *out) {
+  static gw_obs_t obs[64];
+  static gw_result_t res[64];
+  for (int i = 0; i < n; i++) {
+    obs[i] = s_obs[idx[i]].obs;
+    memset(&out[i], 0, sizeof out[i]);
+    for (int k = 0; k < 8 * 7; k++) out[i].chunk[k] = 12345.0f;
+    res[i] = (gw_result_t){.chunk = out[i].chunk, .chunk_norm = out[i].norm, .codes = out[i].codes};
+  }
+  int rc = gw_policy_decode(p, obs, n, prm, res);
+  for (int i = 0; i < n; i++) out[i].r = res[i];
+  return rc;
+}
+
+static int s_codes_eq(const s_res_t *a, const s_res_t *b, int lg) {
+  return memcmp(a->codes, b->codes, sizeof(int32_t) * lg) == 0;
+}
+
+/* Replays the spec rounds from the per-layer acceptance and checks forwards and proposals against it. */
+static int s_accounting_ok(const gw_stats_t *s, int L, int gamma, int *accepted_total) {
+  int prop[MAXL] = {0}, rounds = 0, acc = 0;
+  for (int p = 1; p < L;) {
+    int m = gamma < L - p ? gamma : L - p, k = 0;
+    while (k < m && s->layers_accepted[p + k] == 1) k++;
+    for (int j = 0; j < m; j++) prop[p + j]++;
+    acc += k;
+    rounds++;
+    p = p + k < L ? p + k + 1 : L;
+  }
+  *accepted_total = acc;
+  for (int l = 0; l < L; l++) {
+    if (s->layers_proposed[l] != prop[l]) return 0;
+    if (s->layers_accepted[l] > 1 || s->layers_accepted[l] > s->layers_proposed[l]) return 0;
+  }
+  return s->main_forwards == 1 + rounds && s->draft_forwards == rounds;
+}
+
+/* ---- suites ------------------------------------------------------------------------------------ */
+static void s_suite_load(void) {
+  int rc;
+  gw_policy_t *p = s_open("exact", "libero_spatial", &rc);
+  CHECK(rc == GW_OK && p, "open exact: %d %s", rc, gw_errmsg());
+  if (p) {
+    const gw_manifest_t *m = gw_policy_manifest(p);
+    CHECK(m->layers == 8 && m->groups == 4 && m->levels == 9 && m->chunk_horizon == 8 && m->action_dim == 7,
+          "rfsq/chunk shape %d %d %d %d %d", m->layers, m->groups, m->levels, m->chunk_horizon, m->action_dim);
+    CHECK(m->num_cameras == 2 && strcmp(m->cameras[1], "eye_in_hand") == 0 && m->image_height == 16,
+          "cameras");
+    CHECK(m->decoding.mode == GW_DECODE_SPEC && m->decoding.gamma == 3 && m->decoding.radii[1] == 1, "defaults");
+    CHECK(strcmp(m->unnorm_key, "libero_spatial") == 0 && m->gripper_index == 6, "unnorm_key / gripper");
+    CHECK(strncmp(m->content_hash, "sha256:", 7) == 0, "hash %s", m->content_hash);
+  }
+  gw_policy_destroy(&p);
+  gw_policy_destroy(&p);
+  CHECK(p == NULL, "destroy is idempotent");
+
+  char path[512];
+  snprintf(path, sizeof path, "%s/exact", s_dir);
+  gw_policy_opts_t opts = {"cuda:0", "libero_spatial", 1, 1};
+  rc = gw_policy_open(path, &opts, &p);
+  CHECK(rc == GW_EDEVICE && p == NULL && strstr(gw_errmsg(), "cuda:0"), "cuda: %d %s", rc, gw_errmsg());
+  opts.device = "tpu";
+  rc = gw_policy_open(path, &opts, &p);
+  CHECK(rc == GW_EINVAL && strstr(gw_errmsg(), "tpu"), "bad device: %d %s", rc, gw_errmsg());
+  opts.device = "cpu";
+  rc = gw_policy_open("/nonexistent/pkg", &opts, &p);
+  CHECK(rc == GW_EIO && strstr(gw_errmsg(), "/nonexistent/pkg/manifest.json"), "missing dir: %d %s", rc, gw_errmsg());
+  CHECK(strcmp(gw_strerror(GW_EUNNORM), "unnorm_key not in the package's action statistics") == 0 &&
+            strcmp(gw_strerror(999), "unknown error") == 0, "strerror");
+  CHECK(gw_mode_parse("spec-relaxed") == GW_DECODE_SPEC_RELAXED && gw_mode_parse("fast") == -1 &&
+            strcmp(gw_mode_name(GW_DECODE_AR), "ar") == 0, "mode names");
+
+  /* Edited manifests next to links to the real module files. */
+  char tmp[] = "/tmp/gw_test_XXXXXX";
+  CHECK(mkdtemp(tmp) != NULL, "mkdtemp");
+  const char *files[] = {"main.pt", "draft.pt", "tokenizer.pt"};
+  for (int i = 0; i < 3; i++) {
+    char src[600], dst[600];
+    char *abs_dir = realpath(s_dir, NULL);
+    snprintf(src, sizeof src, "%s/exact/%s", abs_dir ? abs_dir : s_dir, files[i]);
+    free(abs_dir);
+    snprintf(dst, sizeof dst, "%s/%s", tmp, files[i]);
+    CHECK(symlink(src, dst) == 0, "symlink %s", dst);
+  }
+  snprintf(path, sizeof path, "%s/exact/manifest.json", s_dir);
+  json_error_t jerr;
+  struct {
+    const char *field, *expect;
+    int code;
+  } cases[] = {{"content_hash", "hash to sha256:", GW_EHASH},
+               {"proprio_dim", "'proprio_dim' is missing", GW_EMANIFEST},
+               {"extra", "unknown field 'extra'", GW_EMANIFEST},
+               {"rfsq", "'rfsq.levels' = 1 out of range", GW_EMANIFEST}};
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    json_t *root = json_load_file(path, 0, &jerr);
+    CHECK(root != NULL, "load manifest");
+    if (!root) continue;
+    if (c == 0) json_object_set_new(root, "content_hash", json_string("sha256:0000000000000000000000000000000000000000000000000000000000000000"));
+    if (c == 1) json_object_del(root, "proprio_dim");
+    if (c == 2) json_object_set_new(root, "extra", json_true());
+    if (c == 3) json_object_set_new(json_object_get(root, "rfsq"), "levels", json_integer(1));
+    char mpath[600];
+    snprintf(mpath, sizeof mpath, "%s/manifest.json", tmp);
+    json_dump_file(root, mpath, 0);
+    json_decref(root);
+    rc = gw_policy_open(tmp, &opts, &p);
+    CHECK(rc == cases[c].code && p == NULL && strstr(gw_errmsg(), cases[c].expect), "%s: %d %s", cases[c].field, rc,
+          gw_errmsg());
+  }
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+  CHECK(system(cmd) == 0, "cleanup");
+}
+
+/* ar codes of every observation, one request per batch. */
+static s_res_t s_ar[NOBS];
+
+static void s_ar_reference(gw_policy_t *p) {
+  gw_decode_params_t ar = s_params(GW_DECODE_AR, 1, 0);
+  for (int i = 0; i < NOBS; i++) {
+    int rc = s_decode(p, &i, 1, &ar, &s_ar[i]);
+    CHECK(rc == GW_OK && s_ar[i].r.status == GW_OK, "ar %d: %d %s", i, rc, s_ar[i].r.message);
+    CHECK(s_ar[i].r.stats.main_forwards == 8 && s_ar[i].r.stats.draft_forwards == 0, "ar forwards %d",
+          s_ar[i].r.stats.main_forwards);
+  }
+}
+
+/* A random batch of n observations (repeats allowed). */
+static void s_pick(int *idx, int n) {
+  for (int i = 0; i < n; i++) idx[i] = (int)(s_rand() % NOBS);
+}
+
+static void s_suite_lossless(void) {
+  const char *pkgs[] = {"exact", "poor", "mixed"};
+  const int sizes[] = {1, 2, 3, 5, 8, 13, 16, 32};
+  const int gammas[] = {1, 2, 3, 5};
+  s_res_t out[32];
+  for (int k = 0; k < 3; k++) {
+    int rc;
+    gw_policy_t *p = s_open(pkgs[k], "libero_spatial", &rc);
+    CHECK(p != NULL, "open %s: %s", pkgs[k], gw_errmsg());
+    if (!p) continue;
+    s_ar_reference(p);
+    long proposed = 0, accepted = 0, rows = 0, mismatches = 0, bad_accounting = 0, mixed_batches = 0;
+    for (int g = 0; g < 4; g++)
+      for (int s = 0; s < 8; s++)
+        for (int rep = 0; rep < 3; rep++) {
+          int idx[32], n = sizes[s];
+          s_pick(idx, n);
+          gw_decode_params_t prm = s_params(GW_DECODE_SPEC, gammas[g], 0);
+          rc = s_decode(p, idx, n, &prm, out);
+          CHECK(rc == GW_OK, "decode: %d %s", rc, gw_errmsg());
+          int fwd_min = 99, fwd_max = 0;
+          for (int i = 0; i < n; i++) {
+            const gw_stats_t *st = &out[i].r.stats;
+            CHECK(out[i].r.status == GW_OK, "row status %d %s", out[i].r.status, out[i].r.message);
+            mismatches += !s_codes_eq(&out[i], &s_ar[idx[i]], 32);
+            int acc;
+            bad_accounting += !s_accounting_ok(st, 8, gammas[g], &acc);
+            for (int l = 0; l < 8; l++) proposed += st->layers_proposed[l];
+            accepted += acc;
+            rows++;
+            CHECK(st->batch_size == n, "batch_size %d", st->batch_size);
+            if (st->main_forwards < fwd_min) fwd_min = st->main_forwards;
+            if (st->main_forwards > fwd_max) fwd_max = st->main_forwards;
+          }
+          mixed_batches += fwd_min != fwd_max;  /* rows finished at different rounds: mixed positions */
+        }
+    CHECK(mismatches == 0, "%s: %ld of %ld spec rows differ from ar", pkgs[k], mismatches, rows);
+    CHECK(bad_accounting == 0, "%s: %ld rows whose forwards/proposals do not replay from acceptance", pkgs[k],
+          bad_accounting);
+    double rate = proposed ? (double)accepted / (double)proposed : 0;
+    printf("lossless %-6s rows %ld acceptance %.3f mixed-position batches %ld\n", pkgs[k], rows, rate, mixed_batches);
+    if (k == 0) CHECK(rate == 1.0, "exact draft acceptance %.3f", rate);
+    if (k == 1) CHECK(rate == 0.0, "poor draft acceptance %.3f", rate);
+    if (k == 2) CHECK(rate > 0.1 && rate < 0.9 && mixed_batches > 20, "mixed draft acceptance %.3f, %ld mixed", rate,
+                      mixed_batches);
+    /* Exact draft, gamma 3, L 8: rounds advance 4 then 3 layers -> 1 prefill + 2 verifies. */
+    if (k == 0) {
+      int i0 = 0;
+      gw_decode_params_t prm = s_params(GW_DECODE_SPEC, 3, 0);
+      s_decode(p, &i0, 1, &prm, out);
+      CHECK(out[0].r.stats.main_forwards == 3 && out[0].r.stats.draft_forwards == 2, "exact forwards %d/%d",
+            out[0].r.stats.main_forwards, out[0].r.stats.draft_forwards);
+    }
+    if (k == 1) {
+      int i0 = 0;
+      gw_decode_params_t prm = s_params(GW_DECODE_SPEC, 3, 0);
+      s_decode(p, &i0, 1, &prm, out);
+      CHECK(out[0].r.stats.main_forwards == 8, "poor draft forwards %d", out[0].r.stats.main_forwards);
+    }
+    gw_policy_destroy(&p);
+  }
+}
+
+static void s_suite_relaxed(void) {
+  s_res_t out[32];
+  int32_t am[32 * 32];
+  int rc;
+  /* Poor draft (always one level off in group 0): radius 0 == spec == ar; radius 1 accepts all, keeps codes. */
+  gw_policy_t *p = s_open("poor", "libero_spatial", &rc);
+  CHECK(p != NULL, "open poor: %s", gw_errmsg());
+  if (p) {
+    s_ar_reference(p);
+    int idx[32];
+    s_pick(idx, 32);
+    gw_decode_params_t r0 = s_params(GW_DECODE_SPEC_RELAXED, 3, 0), r1 = s_params(GW_DECODE_SPEC_RELAXED, 3, 1);
+    s_decode(p, idx, 32, &r0, out);
+    int same = 0;
+    for (int i = 0; i < 32; i++) same += s_codes_eq(&out[i], &s_ar[idx[i]], 32);
+    CHECK(same == 32, "radius 0 equals spec/ar: %d of 32", same);
+    s_decode(p, idx, 32, &r1, out);
+    int full = 0, differ = 0;
+    for (int i = 0; i < 32; i++) {
+      int prop = 0, acc = 0;
+      for (int l = 0; l < 8; l++) prop += out[i].r.stats.layers_proposed[l], acc += out[i].r.stats.layers_accepted[l];
+      full += prop == acc && out[i].r.stats.main_forwards == 3;
+      differ += !s_codes_eq(&out[i], &s_ar[idx[i]], 32);
+    }
+    CHECK(full == 32, "radius 1 accepts every off-by-one layer: %d of 32", full);
+    CHECK(differ == 32, "the draft's codes are kept: %d of 32 differ from ar", differ);
+    gw_policy_destroy(&p);
+  }
+  /* Mixed draft, random radii per layer: every layer within r_l of main's teacher-forced argmax. */
+  p = s_open("mixed", "libero_spatial", &rc);
+  CHECK(p != NULL, "open mixed: %s", gw_errmsg());
+  if (!p) return;
+  long violations = 0, rows = 0, accepted = 0;
+  for (int t = 0; t < 40; t++) {
+    int n = 1 + (int)(s_rand() % 32), idx[32];
+    s_pick(idx, n);
+    gw_decode_params_t prm = s_params(GW_DECODE_SPEC_RELAXED, 1 + (int)(s_rand() % 4), 0);
+    for (int l = 0; l < 8; l++) prm.radii[l] = (int)(s_rand() % 3);
+    rc = s_decode(p, idx, n, &prm, out);
+    CHECK(rc == GW_OK, "relaxed decode %d", rc);
+    gw_obs_t obs[32];
+    int32_t codes[32 * 32];
+    int status[32];
+    for (int i = 0; i < n; i++) {
+      obs[i] = s_obs[idx[i]].obs;
+      memcpy(codes + i * 32, out[i].codes, sizeof(int32_t) * 32);
+    }
+    rc = gw_policy_main_argmax(p, obs, n, codes, am, status);
+    CHECK(rc == GW_OK, "main_argmax %d %s", rc, gw_errmsg());
+    for (int i = 0; i < n; i++) {
+      CHECK(status[i] == GW_OK, "argmax row status %d", status[i]);
+      for (int l = 0; l < 8; l++) {
+        for (int g = 0; g < 4; g++) violations += abs(codes[i * 32 + l * 4 + g] - am[i * 32 + l * 4 + g]) > prm.radii[l];
+        accepted += out[i].r.stats.layers_accepted[l];
+      }
+      rows++;
+    }
+  }
+  CHECK(violations == 0, "%ld codes outside their layer's radius", violations);
+  CHECK(accepted > rows, "relaxed accepted %ld layers over %ld rows", accepted, rows);
+  gw_policy_destroy(&p);
+}
+
+static int s_same_request(const s_res_t *a, const s_res_t *b) {
+  if (a->r.status != b->r.status || !s_codes_eq(a, b, 32)) return 0;
+  for (int k = 0; k < 56; k++)
+    if (fabsf(a->chunk[k] - b->chunk[k]) > 1e-6f || fabsf(a->norm[k] - b->norm[k]) > 1e-6f) return 0;
+  const gw_stats_t *x = &a->r.stats, *y = &b->r.stats;
+  return x->main_forwards == y->main_forwards && x->draft_forwards == y->draft_forwards &&
+         memcmp(x->layers_proposed, y->layers_proposed, sizeof x->layers_proposed) == 0 &&
+         memcmp(x->layers_accepted, y->layers_accepted, sizeof x->layers_accepted) == 0;
+}
+
+static void s_suite_batching(void) {
+  int rc;
+  gw_policy_t *p = s_open("mixed", "libero_spatial", &rc);
+  CHECK(p != NULL, "open mixed: %s", gw_errmsg());
+  if (!p) return;
+  for (int mode = 0; mode < 3; mode++) {
+    gw_decode_params_t prm = s_params(mode, 3, 1);
+    static s_res_t alone[NOBS];
+    for (int i = 0; i < NOBS; i++) s_decode(p, &i, 1, &prm, &alone[i]);
+    long differ = 0, rows = 0;
+    s_res_t out[32];
+    for (int t = 0; t < 30; t++) {
+      int n = 1 + (int)(s_rand() % 32), idx[32];
+      s_pick(idx, n);
+      s_decode(p, idx, n, &prm, out);
+      for (int i = 0; i < n; i++, rows++) differ += !s_same_request(&out[i], &alone[idx[i]]);
+    }
+    CHECK(differ == 0, "%s: %ld of %ld requests changed with their batch", gw_mode_name(mode), differ, rows);
+  }
+  /* A neighbour with a wrong image size fails alone. */
+  gw_decode_params_t prm = s_params(GW_DECODE_SPEC, 3, 0);
+  s_res_t one[4], all[4];
+  int idx[4] = {3, 4, 5, 6};
+  for (int i = 0; i < 4; i++) s_decode(p, &idx[i], 1, &prm, &one[i]);
+  s_obs[5].obs.image_height = 32;
+  s_decode(p, idx, 4, &prm, all);
+  s_obs[5].obs.image_height = 16;
+  CHECK(all[2].r.status == GW_EINPUT, "bad row status %d", all[2].r.status);
+  CHECK(s_same_request(&all[0], &one[0]) && s_same_request(&all[1], &one[1]) && s_same_request(&all[3], &one[3]),
+        "neighbours of a failed request are unchanged");
+  gw_policy_destroy(&p);
+}
+
+static void s_suite_errors(void) {
+  int rc;
+  gw_policy_t *p = s_open("no_verify", "libero_spatial", &rc);
+  CHECK(rc == GW_EMODULE && !p && strstr(gw_errmsg(), "main module has no method 'verify'"), "no verify: %d %s", rc,
+        gw_errmsg());
+  p = s_open("bad_shape", "libero_spatial", &rc);
+  CHECK(rc == GW_ESHAPE && !p && strstr(gw_errmsg(), "tokenizer.decode chunk: shape [2, 9, 7], manifest says [2, 8, 7]"),
+        "bad shape: %d %s", rc, gw_errmsg());
+  p = s_open("exact", "libero_goal", &rc);
+  CHECK(rc == GW_EUNNORM && !p && strstr(gw_errmsg(), "'libero_goal'") && strstr(gw_errmsg(), "libero_spatial") &&
+            strstr(gw_errmsg(), "bridge_orig"),
+        "unknown unnorm_key: %d %s", rc, gw_errmsg());
+  p = s_open("exact", NULL, &rc);
+  CHECK(rc == GW_EUNNORM && !p, "no unnorm_key: %d %s", rc, gw_errmsg());
+
+  /* NaN for one request: that request fails, the others decode as usual, its chunk is untouched. */
+  p = s_open("nan", "libero_spatial", &rc);
+  CHECK(p != NULL, "open nan: %d %s", rc, gw_errmsg());
+  gw_policy_t *ref = s_open("exact", "libero_spatial", &rc);
+  if (p && ref) {
+    for (int mode = 0; mode < 3; mode++) {
+      gw_decode_params_t prm = s_params(mode, 3, 0);
+      int idx[4] = {7, 8, 9, 10};
+      s_res_t out[4], exp[4];
+      s_decode(ref, idx, 4, &prm, exp);
+      float keep = s_obs[9].proprio[0];
+      s_obs[9].proprio[0] = 1000.0f;
+      rc = s_decode(p, idx, 4, &prm, out);
+      s_obs[9].proprio[0] = keep;
+      CHECK(rc == GW_OK, "nan batch rc %d", rc);
+      CHECK(out[2].r.status == GW_ENONFINITE && strstr(out[2].r.message, "NaN") && out[2].chunk[0] == 12345.0f,
+            "nan row: %d '%s' %f", out[2].r.status, out[2].r.message, out[2].chunk[0]);
+      CHECK(out[0].r.status == GW_OK && s_same_request(&out[0], &exp[0]) && s_same_request(&out[3], &exp[3]),
+            "rows beside the NaN row are unaffected");
+    }
+    /* Wrong image size: that request, with a message naming both sizes. */
+    int i0 = 11;
+    s_res_t o;
+    gw_decode_params_t prm = s_params(GW_DECODE_AR, 1, 0);
+    s_obs[11].obs.image_width = 15;
+    rc = s_decode(p, &i0, 1, &prm, &o);
+    s_obs[11].obs.image_width = 16;
+    CHECK(rc == GW_OK && o.r.status == GW_EINPUT && strstr(o.r.message, "16x15, model expects 2 x 16x16"),
+          "wrong image size: %d '%s'", o.r.status, o.r.message);
+    prm.mode = 7;
+    rc = s_decode(p, &i0, 1, &prm, &o);
+    CHECK(rc == GW_EINVAL && o.r.status == GW_EINVAL, "bad mode: %d", rc);
+  }
+  gw_policy_destroy(&p);
+
+  /* Unnormalization: q01/q99 of the chosen key for masked dims, gripper -> -1 / +1. */
+  if (ref) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/exact/manifest.json", s_dir);
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    json_t *st = json_object_get(json_object_get(root, "action_stats"), "libero_spatial");
+    int idx[8] = {0, 1, 2, 3, 4, 5, 6, 7}, bad = 0, grip_open = 0, grip_close = 0;
+    s_res_t out[8];
+    gw_decode_params_t prm = s_params(GW_DECODE_SPEC, 3, 0);
+    s_decode(ref, idx, 8, &prm, out);
+    for (int i = 0; i < 8; i++)
+      for (int h = 0; h < 8; h++)
+        for (int a = 0; a < 7; a++) {
+          float x = out[i].norm[h * 7 + a], y = out[i].chunk[h * 7 + a];
+          if (a == 6) {
+            bad += y != (x > 0 ? 1.0f : -1.0f);
+            grip_open += y == -1.0f, grip_close += y == 1.0f;
+            continue;
+          }
+          double lo = json_number_value(json_array_get(json_object_get(st, "q01"), a));
+          double hi = json_number_value(json_array_get(json_object_get(st, "q99"), a));
+          double xc = x < -1 ? -1 : x > 1 ? 1 : x;
+          bad += fabs(y - (0.5 * (xc + 1) * (hi - lo) + lo)) > 1e-5;
+        }
+    CHECK(bad == 0, "%d unnormalized values disagree with q01/q99 and the gripper convention", bad);
+    CHECK(grip_open > 0 && grip_close > 0, "gripper takes both values (%d open, %d close)", grip_open, grip_close);
+    json_decref(root);
+  }
+  gw_policy_destroy(&ref);
+}
+
+int main(int argc, char **argv) {
+  if (argc != 3) {
+    fprintf(stderr, "usage: gw_policy_test load|lossless|relaxed|batching|errors MODELDIR\n");
+    return 2;
+  }
+  s_dir = argv[2];
+  for (int i = 0; i < NOBS; i++) s_make_obs(&s_obs[i]);
+  if (strcmp(argv[1], "load") == 0) s_suite_load();
+  else if (strcmp(argv[1], "lossless") == 0) s_suite_lossless();
+  else if (strcmp(argv[1], "relaxed") == 0) s_suite_relaxed();
+  else if (strcmp(argv[1], "batching") == 0) s_suite_batching();
+  else if (strcmp(argv[1], "errors") == 0) s_suite_errors();
+  else {
+    fprintf(stderr, "unknown suite '%s'\n", argv[1]);
+    return 2;
+  }
+  char name[64];
+  snprintf(name, sizeof name, "gw_%s", argv[1]);
+  return check_summary(name);
+}

@@ -1,0 +1,308 @@
+// spec_decode.cpp: the decoding engine. Given a batch of observations as tensors it runs main.prefill,
+// then decodes the RFSQ layers in one of three modes, then tokenizer.decode and the unnormalization:
+//
+//   ar            one main.step per layer; all rows advance together.
+//   spec          per round: draft.propose(gamma) -> one main.verify over the proposed layers ->
+//                 per row, accept the longest prefix of layers equal to main's argmax, then take main's
+//                 layer at the first mismatch (or the bonus layer after a full accept).
+//   spec-relaxed  as spec, but a layer is accepted when every code is within radii[l] levels of main's
+//                 argmax, and the draft's codes are kept.
+//
+// Rows keep their own position (layers decided so far); a round runs only the rows that are still
+// decoding, selected out of the batch tensors, so rows at different layers share one forward. Codes and
+// positions live on the CPU (they are small and the accept loop reads them); model tensors stay on the
+// policy's device. A row whose outputs contain NaN/Inf stops and fails alone. It does not own loading or
+// validation of the package (policy.cpp) nor batching in time (the batcher).
+#include <torch/script.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+
+#include "policy_impl.hpp"
+
+using gw::Error;
+
+namespace {
+
+double s_us_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+}
+
+std::vector<at::Tensor> s_call(torch::jit::Module &mod, const char *method, std::vector<c10::IValue> args,
+                               size_t n_out, const char *what) {
+  c10::IValue v = mod.get_method(method)(std::move(args));
+  std::vector<at::Tensor> out;
+  if (n_out == 1) {
+    if (!v.isTensor()) throw Error(GW_ESHAPE, std::string(what) + ": expected a tensor");
+    out.push_back(v.toTensor());
+    return out;
+  }
+  if (!v.isTuple() || v.toTupleRef().elements().size() != n_out)
+    throw Error(GW_ESHAPE, std::string(what) + ": expected a tuple of " + std::to_string(n_out) + " tensors");
+  for (const auto &e : v.toTupleRef().elements()) {
+    if (!e.isTensor()) throw Error(GW_ESHAPE, std::string(what) + ": tuple item is not a tensor");
+    out.push_back(e.toTensor());
+  }
+  return out;
+}
+
+// Per row of t ([b, ...]): are all values finite? On the CPU.
+std::vector<bool> s_rows_finite(const at::Tensor &t) {
+  at::Tensor f = at::isfinite(t).reshape({t.size(0), -1}).all(1).to(at::kCPU);
+  std::vector<bool> out(t.size(0));
+  for (int64_t i = 0; i < t.size(0); i++) out[i] = f[i].item<bool>();
+  return out;
+}
+
+// The decoding state of a batch.
+struct Run {
+  gw_policy_t &p;
+  const gw::Batch &b;
+  gw_result_t *res;
+  int64_t B, L, G, K, D;
+  at::Tensor state;            // main's per-row state, on device
+  at::Tensor hidden;           // [B, D] main's hidden at the last decided layer, on device
+  at::Tensor codes;            // [B, L, G] int64 on CPU: decided layers (and nothing beyond pos)
+  std::vector<int64_t> pos;    // layers decided per row, 0..L
+  std::vector<bool> alive;     // false once the row failed
+
+  Run(gw_policy_t &p_, const gw::Batch &b_, gw_result_t *r)
+      : p(p_), b(b_), res(r), B((int64_t)b_.out.size()), L(p_.m.layers), G(p_.m.groups), K(p_.m.levels),
+        D(p_.m.hidden_dim), pos(B, 0), alive(B, true) {}
+
+  gw_result_t &row(int64_t i) { return res[b.out[i]]; }
+
+  void fail_row(int64_t i, int code, const std::string &why) {
+    if (!alive[i]) return;
+    alive[i] = false;
+    row(i).status = code;
+    std::snprintf(row(i).message, sizeof row(i).message, "%s", why.c_str());
+  }
+
+  // Rows still decoding.
+  std::vector<int64_t> active() const {
+    std::vector<int64_t> a;
+    for (int64_t i = 0; i < B; i++)
+      if (alive[i] && pos[i] < L) a.push_back(i);
+    return a;
+  }
+
+  at::Tensor select(const at::Tensor &t, const std::vector<int64_t> &act) const {
+    if ((int64_t)act.size() == t.size(0)) return t;
+    return t.index_select(0, at::tensor(act, at::kLong).to(t.device()));
+  }
+
+  void prefill() {
+    auto out = s_call(p.main, "prefill", {b.images, b.proprio, b.instr}, 3, "main.prefill");
+    if (out[0].dim() < 1 || out[0].size(0) != B)
+      throw Error(GW_ESHAPE, "main.prefill state: shape " + gw::shape_str(out[0].sizes()) + ", expected [" +
+                                 std::to_string(B) + ", ...]");
+    gw::expect_tensor(out[1], {B, G, K}, at::kFloat, p.device, "main.prefill logits0");
+    gw::expect_tensor(out[2], {B, D}, at::kFloat, p.device, "main.prefill hidden");
+    state = out[0];
+    hidden = out[2].clone();
+    std::vector<bool> f1 = s_rows_finite(out[1]), f2 = s_rows_finite(out[2]);
+    codes = at::zeros({B, L, G}, at::kLong);
+    at::Tensor a0 = out[1].argmax(-1).to(at::kCPU);
+    codes.select(1, 0).copy_(a0);
+    for (int64_t i = 0; i < B; i++) {
+      row(i).stats.main_forwards = 1;
+      if (!f1[i] || !f2[i]) fail_row(i, GW_ENONFINITE, "main.prefill returned NaN or Inf for this request");
+      pos[i] = 1;
+    }
+  }
+
+  void ar_round(const std::vector<int64_t> &act) {
+    int64_t n = (int64_t)act.size();
+    std::vector<int64_t> pv(n);
+    for (int64_t r = 0; r < n; r++) pv[r] = pos[act[r]];
+    at::Tensor ps = at::tensor(pv, at::kLong);
+    auto out = s_call(p.main, "step", {select(state, act), select(codes, act).to(p.device), ps.to(p.device)}, 2,
+                      "main.step");
+    gw::expect_tensor(out[0], {n, G, K}, at::kFloat, p.device, "main.step logits");
+    gw::expect_tensor(out[1], {n, D}, at::kFloat, p.device, "main.step hidden");
+    std::vector<bool> fin = s_rows_finite(out[0]);
+    at::Tensor am = out[0].argmax(-1).to(at::kCPU);
+    auto A = am.accessor<int64_t, 2>();
+    auto C = codes.accessor<int64_t, 3>();
+    for (int64_t r = 0; r < n; r++) {
+      int64_t i = act[r];
+      row(i).stats.main_forwards++;
+      if (!fin[r]) {
+        fail_row(i, GW_ENONFINITE, "main.step returned NaN or Inf at layer " + std::to_string(pos[i]));
+        continue;
+      }
+      for (int64_t g = 0; g < G; g++) C[i][pos[i]][g] = A[r][g];
+      pos[i]++;
+    }
+  }
+
+  void spec_round(const std::vector<int64_t> &act, const gw_decode_params_t &prm) {
+    const bool relaxed = prm.mode == GW_DECODE_SPEC_RELAXED;
+    int64_t n = (int64_t)act.size(), left = 0;
+    std::vector<int64_t> pv(n);
+    for (int64_t r = 0; r < n; r++) {
+      pv[r] = pos[act[r]];
+      left = std::max(left, L - pos[act[r]]);
+    }
+    at::Tensor ps = at::tensor(pv, at::kLong);
+    at::Tensor psd = ps.to(p.device);
+    const int64_t gamma = std::min<int64_t>(prm.gamma, left);  // layers worth proposing in this round
+    const int64_t nv = std::min<int64_t>(gamma, left - 1);       // verify logits for pos .. pos+nv
+    at::Tensor cd = select(codes, act);
+    if (cd.data_ptr() == codes.data_ptr()) cd = cd.clone();
+
+    // Draft: gamma layers per row from main's hidden state at the last decided layer.
+    at::Tensor prop = s_call(p.draft, "propose", {select(hidden, act), cd.to(p.device), psd, gamma}, 1,
+                             "draft.propose")[0];
+    gw::expect_tensor(prop, {n, gamma, G}, at::kLong, p.device, "draft.propose codes");
+    prop = prop.to(at::kCPU);
+    auto P = prop.accessor<int64_t, 3>();
+    auto CD = cd.accessor<int64_t, 3>();
+    std::vector<int64_t> m(n);
+    for (int64_t r = 0; r < n; r++) {
+      int64_t i = act[r];
+      row(i).stats.draft_forwards++;
+      m[r] = std::min<int64_t>(gamma, L - pos[i]);
+      for (int64_t j = 0; j < m[r] && alive[i]; j++)
+        for (int64_t g = 0; g < G; g++) {
+          int64_t c = P[r][j][g];
+          if (c < 0 || c >= K) {
+            fail_row(i, GW_ESHAPE, "draft.propose returned code " + std::to_string(c) + " outside [0, " +
+                                       std::to_string(K) + ") at layer " + std::to_string(pos[i] + j));
+            break;
+          }
+          CD[r][pos[i] + j][g] = c;
+        }
+    }
+
+    // One main forward verifies every proposed layer of every row.
+    auto out = s_call(p.main, "verify", {select(state, act), cd.to(p.device), psd, nv}, 2, "main.verify");
+    gw::expect_tensor(out[0], {n, nv + 1, G, K}, at::kFloat, p.device, "main.verify logits");
+    gw::expect_tensor(out[1], {n, nv + 1, D}, at::kFloat, p.device, "main.verify hidden");
+    at::Tensor fin = at::isfinite(out[0]).reshape({n, nv + 1, -1}).all(2)
+                         .logical_and(at::isfinite(out[1]).all(2)).to(at::kCPU);
+    auto F = fin.accessor<bool, 2>();
+    at::Tensor am = out[0].argmax(-1).to(at::kCPU);
+    auto A = am.accessor<int64_t, 3>();
+    auto C = codes.accessor<int64_t, 3>();
+    std::vector<int64_t> upd_rows, upd_from;  // hidden[upd_rows[k]] = verify hidden[upd_from[k] / (nv+1), % (nv+1)]
+    for (int64_t r = 0; r < n; r++) {
+      int64_t i = act[r];
+      if (!alive[i]) continue;
+      row(i).stats.main_forwards++;
+      const int64_t p0 = pos[i], used = std::min<int64_t>(nv, L - 1 - p0);  // verify positions of this row
+      bool finite = true;
+      for (int64_t j = 0; j <= used; j++) finite = finite && F[r][j];
+      if (!finite) {
+        fail_row(i, GW_ENONFINITE, "main.verify returned NaN or Inf for layers " + std::to_string(p0) + ".." +
+                                       std::to_string(p0 + used));
+        continue;
+      }
+      int64_t k = 0;
+      for (; k < m[r]; k++) {
+        const int64_t l = p0 + k;
+        bool ok = true;
+        for (int64_t g = 0; g < G && ok; g++) {
+          int64_t d = P[r][k][g] - A[r][k][g];
+          ok = relaxed ? std::abs(d) <= prm.radii[l] : d == 0;
+        }
+        if (!ok) break;
+      }
+      gw_stats_t &s = row(i).stats;
+      for (int64_t j = 0; j < m[r]; j++) s.layers_proposed[p0 + j]++;
+      for (int64_t j = 0; j < k; j++) {
+        s.layers_accepted[p0 + j]++;
+        for (int64_t g = 0; g < G; g++) C[i][p0 + j][g] = P[r][j][g];  // spec: equal to main's argmax
+      }
+      if (p0 + k < L) {  // main's layer at the first mismatch, or the bonus layer after a full accept
+        for (int64_t g = 0; g < G; g++) C[i][p0 + k][g] = A[r][k][g];
+        upd_rows.push_back(i);
+        upd_from.push_back(r * (nv + 1) + k);
+        pos[i] = p0 + k + 1;
+      } else {
+        pos[i] = L;
+      }
+    }
+    if (!upd_rows.empty()) {
+      at::Tensor src = out[1].reshape({n * (nv + 1), D}).index_select(0, at::tensor(upd_from, at::kLong).to(p.device));
+      hidden.index_copy_(0, at::tensor(upd_rows, at::kLong).to(p.device), src);
+    }
+  }
+
+  // tokenizer.decode for the finished rows, then unnormalization into the caller's buffers.
+  void finish() {
+    std::vector<int64_t> done;
+    for (int64_t i = 0; i < B; i++)
+      if (alive[i] && pos[i] == L) done.push_back(i);
+    if (done.empty()) return;
+    const int64_t n = (int64_t)done.size(), H = p.m.chunk_horizon, Ad = p.m.action_dim;
+    at::Tensor cd = select(codes, done);
+    at::Tensor chunk = s_call(p.tokenizer, "decode", {cd.to(p.device)}, 1, "tokenizer.decode")[0];
+    gw::expect_tensor(chunk, {n, H, Ad}, at::kFloat, p.device, "tokenizer.decode chunk");
+    chunk = chunk.to(at::kCPU).contiguous();
+    std::vector<bool> fin = s_rows_finite(chunk);
+    auto X = chunk.accessor<float, 3>();
+    auto C = cd.accessor<int64_t, 3>();
+    for (int64_t r = 0; r < n; r++) {
+      int64_t i = done[r];
+      if (!fin[r]) {
+        fail_row(i, GW_ENONFINITE, "tokenizer.decode returned NaN or Inf for this request");
+        continue;
+      }
+      gw_result_t &out = row(i);
+      if (out.codes)
+        for (int64_t l = 0; l < L; l++)
+          for (int64_t g = 0; g < G; g++) out.codes[l * G + g] = (int32_t)C[r][l][g];
+      for (int64_t h = 0; h < H; h++)
+        for (int64_t a = 0; a < Ad; a++) {
+          float x = X[r][h][a];
+          if (out.chunk_norm) out.chunk_norm[h * Ad + a] = x;
+          // Normalized units are [-1, 1]; clip, then map onto [q01, q99] (docs/model-package.md).
+          float xc = std::min(1.0f, std::max(-1.0f, x)), y;
+          if (a == p.m.gripper_index)
+            y = xc > 0.0f ? 1.0f : -1.0f;  // +1 close, -1 open
+          else if (p.mask[a])
+            y = 0.5f * (xc + 1.0f) * (p.q99[a] - p.q01[a]) + p.q01[a];
+          else
+            y = x;
+          out.chunk[h * Ad + a] = y;
+        }
+    }
+  }
+};
+
+}  // namespace
+
+void gw::decode_batch(gw_policy_t &p, const Batch &b, const gw_decode_params_t &prm, gw_result_t *results) {
+  auto t0 = std::chrono::steady_clock::now();
+  Run run(p, b, results);
+  run.prefill();
+  double prefill_us = s_us_since(t0);
+  auto t1 = std::chrono::steady_clock::now();
+  for (std::vector<int64_t> act = run.active(); !act.empty(); act = run.active()) {
+    if (prm.mode == GW_DECODE_AR)
+      run.ar_round(act);
+    else
+      run.spec_round(act, prm);
+  }
+  run.finish();
+  double decode_us = s_us_since(t1);
+  for (int64_t i = 0; i < run.B; i++) {
+    run.row(i).stats.prefill_us = prefill_us;
+    run.row(i).stats.decode_us = decode_us;
+  }
+}
+
+at::Tensor gw::main_argmax(gw_policy_t &p, const Batch &b, const at::Tensor &codes, std::vector<bool> &row_ok) {
+  const int64_t B = (int64_t)b.out.size(), L = p.m.layers, G = p.m.groups, K = p.m.levels;
+  auto pre = s_call(p.main, "prefill", {b.images, b.proprio, b.instr}, 3, "main.prefill");
+  gw::expect_tensor(pre[1], {B, G, K}, at::kFloat, p.device, "main.prefill logits0");
+  auto out = s_call(p.main, "verify", {pre[0], codes, at::zeros({B}, at::dtype(at::kLong).device(p.device)), L - 1},
+                    2, "main.verify");
+  gw::expect_tensor(out[0], {B, L, G, K}, at::kFloat, p.device, "main.verify logits");
+  row_ok = s_rows_finite(out[0]);
+  return out[0].argmax(-1);
+}
