@@ -2,7 +2,8 @@
  * the sim workers played by fake_sim_worker (the protocol without simulation). One worker kills itself
  * (SIGKILL) while holding a lease. Checks: the campaign completes; every episode key has exactly one
  * result; the dead worker's lease came back with an attempt counted; `rsd status` reports it; running
- * the same config again resumes and changes nothing; a changed config is refused with the difference.
+ * the same config again resumes and changes nothing; a changed config is refused with the difference; a
+ * rogue peer's flood of malformed and unexpected messages is refused and counted without harm.
  *
  *   campaign_test RSD FAKE_SIM_WORKER */
 #include <signal.h>
@@ -12,8 +13,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <zmq.h>
+
 #include "check.h"
 #include "journal.h"
+#include "msg_samples.h"
 
 static pid_t s_pids[8];
 static int s_npids;
@@ -117,6 +121,29 @@ int main(int argc, char **argv) {
   CHECK(s_read_endpoint(out, endpoint, sizeof endpoint) == 0, "rsd wrote no endpoint");
   pid_t a = s_spawn((char *[]){fake, endpoint, "2", "20", "3", NULL}, NULL);
   s_spawn((char *[]){fake, endpoint, "3", "30", NULL}, NULL);
+
+  /* A rogue peer floods the coordinator with garbage, another protocol version, and messages it must
+   * not take (a LEASE sent to it, RESULTs without HELLO): all refused and counted, campaign unaffected. */
+  void *ctx = zmq_ctx_new(), *rogue = zmq_socket(ctx, ZMQ_DEALER);
+  int linger = 0;
+  zmq_setsockopt(rogue, ZMQ_LINGER, &linger, sizeof linger);
+  CHECK(zmq_connect(rogue, endpoint) == 0, "rogue connect");
+  msg_buf_t buf = {0};
+  msg_error_t me;
+  msg_t lease;
+  msg_sample(MSG_LEASE, &lease);
+  msg_encode(&lease, &buf, &me);
+  static const uint8_t v2[] = {0x83, 0xa1, 'v', 0x02, 0xa4, 't', 'y', 'p', 'e', 0xa3, 'B', 'Y', 'E', 0xa2, 'i', 'd', 0x05};
+  int sent = 0;
+  for (int i = 0; i < 600; i++) {
+    uint8_t junk[64];
+    for (size_t k = 0; k < sizeof junk; k++) junk[k] = (uint8_t)(i * 31 + k * 7);
+    const void *data = i % 3 == 0 ? (const void *)junk : i % 3 == 1 ? (const void *)v2 : (const void *)buf.data;
+    size_t len = i % 3 == 0 ? sizeof junk : i % 3 == 1 ? sizeof v2 : buf.size;
+    sent += zmq_send(rogue, data, len, ZMQ_DONTWAIT) >= 0;
+  }
+  CHECK(sent == 600, "rogue sent %d of 600", sent);
+  msg_buf_free(&buf);
   int rc = s_wait(co, 120);
   CHECK(rc == 0, "rsd run exited %d (log %s)", rc, log);
   CHECK(s_wait(a, 5) == 128 + SIGKILL, "worker A did not die as planned");
@@ -158,6 +185,8 @@ int main(int argc, char **argv) {
     co_journal_iter_destroy(&eit);
     uint64_t events[CO_EVENT_COUNT_] = {0}, workers = 0;
     co_journal_event_counts(j, events, &workers, &je);
+    CHECK(events[CO_EVENT_MALFORMED] == 100, "%llu malformed events logged, want the cap of 100 (of 400 malformed)",
+          (unsigned long long)events[CO_EVENT_MALFORMED]);
     CHECK(retried >= 1 && events[CO_EVENT_DIED] == 1 && events[CO_EVENT_LEASE_EXPIRED] >= 1,
           "retried %d, died %llu, expired %llu", retried, (unsigned long long)events[CO_EVENT_DIED],
           (unsigned long long)events[CO_EVENT_LEASE_EXPIRED]);
@@ -183,6 +212,8 @@ int main(int argc, char **argv) {
   rc = s_wait(s_spawn((char *[]){rsd, "run", cfg2, NULL}, log), 30);
   CHECK(rc == 2 && s_file_has(log, "refusing to resume") && s_file_has(log, "trials"), "changed config: exit %d", rc);
 
+  zmq_close(rogue);
+  zmq_ctx_term(ctx);
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
