@@ -317,7 +317,7 @@ int co_server_run(co_server_t *s, volatile sig_atomic_t *stop, void (*on_progres
     }
     if (s_tick(s, err, errlen)) break;
     int64_t now = zclock_mono();
-    if (now - s->last_progress_ms >= 1000 || s->nworkers == 0) {
+    if (now - s->last_progress_ms >= 1000) { /* counts scan the journal: about once a second */
       s->last_progress_ms = now;
       co_progress_t p;
       if (co_server_progress(s, &p, err, errlen)) break;
