@@ -163,7 +163,7 @@ static void s_join_names(const char *const *names, char *out, size_t cap) {
 
 static int s_find_name(const char *const *names, const char *s, size_t len) {
   for (int i = 0; names[i]; i++) {
-    if (strlen(names[i]) == len && memcmp(names[i], s, len) == 0) return i;
+    if (strlen(names[i]) == len && (len == 0 || memcmp(names[i], s, len) == 0)) return i;
   }
   return -1;
 }
@@ -825,7 +825,9 @@ static msg_err_t s_decode_map(const msgpack_object *root, const msg_span_t *payl
     const msgpack_object *k = &kv[i].key;
     for (uint32_t j = 0; j < i; j++) { /* any key twice, known or not (maps hold at most 64 keys) */
       const msgpack_object *o = &kv[j].key;
-      if (o->via.str.size == k->via.str.size && memcmp(o->via.str.ptr, k->via.str.ptr, k->via.str.size) == 0) {
+      /* an empty key may carry a NULL pointer: compare bytes only when there are some */
+      if (o->via.str.size == k->via.str.size &&
+          (k->via.str.size == 0 || memcmp(o->via.str.ptr, k->via.str.ptr, k->via.str.size) == 0)) {
         char q[64];
         s_quote(k->via.str.ptr, k->via.str.size, q, sizeof q);
         return s_fail(err, MSG_ERR_DUPLICATE, "header: key '%s' appears twice", q);

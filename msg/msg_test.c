@@ -195,6 +195,8 @@ static void x_type_bad(msgpack_packer *pk) { s_key(pk, "type"); s_key(pk, "TELEP
 static void x_dup_step(msgpack_packer *pk) { s_key(pk, "step"); msgpack_pack_uint32(pk, 1); }
 static void x_unknown_key(msgpack_packer *pk) { s_key(pk, "added_in_v1_7"); msgpack_pack_uint32(pk, 5); }
 static void x_unknown_twice(msgpack_packer *pk) { x_unknown_key(pk); x_unknown_key(pk); }
+static void x_empty_key(msgpack_packer *pk) { s_key(pk, ""); msgpack_pack_uint32(pk, 5); }
+static void x_empty_key_twice(msgpack_packer *pk) { x_empty_key(pk); x_empty_key(pk); }
 static void x_bad_utf8(msgpack_packer *pk) { s_key(pk, "instruction"); s_key(pk, "pick \xc3("); }
 static void x_nil(msgpack_packer *pk) { s_key(pk, "deadline_ms"); msgpack_pack_nil(pk); }
 static void x_bin(msgpack_packer *pk) { s_key(pk, "instruction"); msgpack_pack_bin(pk, 3); msgpack_pack_bin_body(pk, "abc", 3); }
@@ -307,6 +309,8 @@ static void test_field_rejections(void) {
   CHECK(memcmp(&m, &out, sizeof m) == 0, "unknown key changed the decoded message");
   msgpack_sbuffer_destroy(&sb);
   s_expect(MSG_INFER, NULL, x_unknown_twice, 2, MSG_ERR_DUPLICATE, "key 'added_in_v1_7' appears twice", "unknown key twice");
+  /* an empty key has no bytes to compare (found by the fuzzer: memcmp on a NULL pointer) */
+  s_expect(MSG_INFER, NULL, x_empty_key_twice, 2, MSG_ERR_DUPLICATE, "key '' appears twice", "empty key twice");
 }
 
 static void test_byte_level_rejections(void) {
