@@ -24,6 +24,8 @@ RSD_DEBIAN_PACKAGES=(
   libgl1-mesa-dri   # Mesa's drivers (llvmpipe) behind OSMesa and EGL
   clang             # clang 14: libFuzzer and the sanitizer build
   libclang-rt-14-dev
+  libhdf5-dev       # HDF5 1.10: demonstrations in the robomimic/LIBERO layout (rsd-sim-worker collect)
+  chromium          # headless Chromium: the report's HTML is rendered in a test
 )
 
 # Python packages, installed into the project's virtual environment (never the system Python).
