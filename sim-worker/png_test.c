@@ -1,5 +1,6 @@
 /* png_test.c: a written PNG is a valid file (signature, chunk CRCs, IHDR) whose pixels inflate back to the
- * image that was written. */
+ * image that was written; an animated PNG has the APNG chunk sequence (acTL, fcTL + IDAT, fcTL + fdAT with
+ * sequence numbers) and every frame un-filters back to its image. */
 #include "png.h"
 
 #include <stdbool.h>
@@ -58,5 +59,58 @@ int main(void) {
   CHECK(sw_png_write(path, rgb, 0, H, err, sizeof err) == -1 && strstr(err, "0x21"), "zero width: %s", err);
   unlink(path);
   rmdir(dir);
+
+  /* Animated: three frames, each different. */
+  enum { NF = 3 };
+  static uint8_t frames[NF * W * H * 3];
+  for (int i = 0; i < NF * W * H * 3; i++) frames[i] = (uint8_t)(i * 13 + i / (W * H * 3) * 77);
+  uint8_t *apng = NULL;
+  size_t alen = 0;
+  CHECK(sw_apng_encode(frames, NF, W, H, 10, &apng, &alen, err, sizeof err) == 0, "apng: %s", err);
+  int seq = 0, frame = 0, bad_seq = 0, actl = 0;
+  bad_crc = 0;
+  ended = false;
+  off = 8;
+  CHECK(apng && alen > 8 && memcmp(apng, "\x89PNG\r\n\x1a\n", 8) == 0, "apng signature");
+  while (apng && off + 12 <= alen && !ended) {
+    uint32_t len = s_be32(apng + off);
+    const uint8_t *type = apng + off + 4;
+    bad_crc += (uint32_t)crc32(crc32(0L, Z_NULL, 0), type, 4 + len) != s_be32(apng + off + 8 + len);
+    if (memcmp(type, "acTL", 4) == 0) actl = (int)s_be32(type + 4);
+    if (memcmp(type, "fcTL", 4) == 0) {
+      bad_seq += s_be32(type + 4) != (uint32_t)seq++;
+      CHECK(s_be32(type + 8) == W && s_be32(type + 12) == H && type[24] == 0 && type[25] == 1 && type[26] == 0 && type[27] == 10,
+            "fcTL %d fields", frame);
+    }
+    if (memcmp(type, "IDAT", 4) == 0 || memcmp(type, "fdAT", 4) == 0) {
+      const uint8_t *z = type + 4;
+      uint32_t zl = len;
+      if (type[0] == 'f') {
+        bad_seq += s_be32(z) != (uint32_t)seq++;
+        z += 4;
+        zl -= 4;
+      }
+      CHECK((type[0] == 'I') == (frame == 0), "frame %d in %.4s", frame, (const char *)type);
+      raw_len = sizeof raw;
+      CHECK(uncompress(raw, &raw_len, z, zl) == Z_OK && raw_len == sizeof raw, "frame %d does not inflate", frame);
+      diff = 0;
+      for (int y = 0; y < H; y++) {
+        const uint8_t *want = frames + (size_t)frame * W * H * 3 + (size_t)y * W * 3;
+        diff += raw[y * (W * 3 + 1)] != 2;
+        for (int i = 0; i < W * 3; i++)
+          diff += (uint8_t)(raw[y * (W * 3 + 1) + 1 + i] + (y ? want[i - W * 3] : 0)) != want[i];
+      }
+      CHECK(diff == 0, "frame %d: %d bytes differ after un-filtering", frame, diff);
+      frame++;
+    }
+    ended = memcmp(type, "IEND", 4) == 0;
+    off += 12 + len;
+  }
+  CHECK(ended && off == alen && bad_crc == 0 && bad_seq == 0 && actl == NF && frame == NF,
+        "apng: ended %d, %zu of %zu bytes, bad CRCs %d, bad sequence numbers %d, acTL %d, frames %d", ended, off, alen,
+        bad_crc, bad_seq, actl, frame);
+  free(apng);
+  CHECK(sw_apng_encode(frames, 0, W, H, 10, &apng, &alen, err, sizeof err) == -1 && strstr(err, "0 frames"),
+        "zero frames: %s", err);
   return check_summary("png_test");
 }
