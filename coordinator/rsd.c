@@ -1,23 +1,34 @@
 /* rsd.c: the `rsd` command.
  *
  *   rsd run CONFIG [--out DIR]   open or resume the campaign CONFIG describes and serve it to sim workers
+ *   rsd resume DIR               resume the campaign stored in DIR's journal (its stored config), same serving
  *   rsd status DIR               progress of the campaign in DIR, from its journal (also while it runs)
  *
- * `run` writes the coordinator's endpoint to DIR/coordinator.endpoint, so that sim workers on this
- * machine (and tests) can find an ephemeral port. Ctrl-C (SIGINT) or SIGTERM stops cleanly: leases go
- * back to the queue and a later `rsd run` continues. Exit status: 0 campaign complete, 1 error, 2 usage
- * or config error, 130 stopped before the end. */
+ * `run` and `resume` write the coordinator's endpoint to DIR/coordinator.endpoint (atomically), so that
+ * sim workers on this machine (and tests) can find an ephemeral port. When the config binds an ephemeral
+ * TCP port (`tcp://HOST:*`) and that file names a port from an earlier run (e.g. one killed with -9), the
+ * coordinator binds that port again if it is free, so workers reconnect where they were; otherwise it
+ * takes a new one and the file says which. Ctrl-C (SIGINT) or SIGTERM stops cleanly: leases go back to
+ * the queue and a later `rsd run` or `rsd resume` continues. A live progress line goes to stderr:
+ * rewritten in place once a second on a terminal, a plain line every 10 s otherwise.
+ * Exit status: 0 campaign complete, 1 error, 2 usage or config error, 130 stopped before the end.
+ *
+ * This file owns the command line, the progress line and the endpoint file; serving is server.c. */
 #include <czmq.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "config.h"
 #include "journal.h"
 #include "server.h"
+
+#define S_SOFTWARE "rsd 0.1.0"
+#define S_PLAIN_PROGRESS_S 10 /* seconds between progress lines when stderr is not a terminal */
 
 static volatile sig_atomic_t s_stop;
 static void s_on_signal(int sig) {
@@ -26,7 +37,10 @@ static void s_on_signal(int sig) {
 }
 
 static int s_usage(void) {
-  fprintf(stderr, "usage: rsd run CONFIG [--out DIR]\n       rsd status DIR\n");
+  fprintf(stderr,
+          "usage: rsd run CONFIG [--out DIR]   serve the campaign CONFIG describes (resumes DIR if it holds it)\n"
+          "       rsd resume DIR              resume the campaign stored in DIR\n"
+          "       rsd status DIR              progress of the campaign in DIR\n");
   return 2;
 }
 
@@ -50,23 +64,166 @@ static void s_hash(const char *text, char out[17]) {
   snprintf(out, 17, "%016llx", (unsigned long long)h);
 }
 
-static bool s_tty;
-static void s_on_progress(const co_progress_t *p) {
-  static double last_print = -100;
-  if (!s_tty && p->elapsed_s - last_print < 10 && p->done + p->abandoned < p->total) return;
-  last_print = p->elapsed_s;
-  double rate = p->elapsed_s > 0 ? (double)p->done * 60.0 / p->elapsed_s : 0;
-  double left = (double)(p->total - p->done - p->abandoned);
-  char eta[32] = "?";
-  if (rate > 0) snprintf(eta, sizeof eta, "%.0f min", left / rate);
-  fprintf(stderr, "%s[rsd] %llu/%llu done, %llu successes, %llu abandoned, %u workers, %.1f episodes/min, ETA %s%s",
-          s_tty ? "\r" : "", (unsigned long long)p->done, (unsigned long long)p->total,
-          (unsigned long long)p->successes, (unsigned long long)p->abandoned, p->workers, rate, eta,
-          s_tty ? "   " : "\n");
+/* ---- the progress line ------------------------------------------------------------------------ */
+
+static void s_eta(double s, char *out, size_t cap) {
+  if (s < 0) {
+    snprintf(out, cap, "?");
+    return;
+  }
+  long t = (long)(s + 0.5);
+  if (t >= 3600) snprintf(out, cap, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+  else snprintf(out, cap, "%ld:%02ld", t / 60, t % 60);
 }
 
-static int s_run(const char *config_path, const char *out_override) {
-  co_config_t cfg;
+/* One line: done / total, success so far per variant, rate, ETA, workers alive. */
+static void s_progress_line(const co_progress_t *p, char *out, size_t cap) {
+  char eta[32];
+  s_eta(p->eta_s, eta, sizeof eta);
+  size_t k = (size_t)snprintf(out, cap, "[rsd] %llu/%llu done", (unsigned long long)p->done, (unsigned long long)p->total);
+  if (p->abandoned && k < cap) k += (size_t)snprintf(out + k, cap - k, ", %llu abandoned", (unsigned long long)p->abandoned);
+  if (k < cap) k += (size_t)snprintf(out + k, cap - k, " | success");
+  for (size_t i = 0; i < p->nvariants && k < cap; i++) {
+    const co_journal_counts_t *v = &p->variants[i];
+    uint64_t done = v->by_state[CO_EPISODE_DONE];
+    k += (size_t)snprintf(out + k, cap - k, "%s %s %llu/%llu", i ? "," : "", v->variant, (unsigned long long)v->successes,
+                          (unsigned long long)done);
+    if (done && k < cap) k += (size_t)snprintf(out + k, cap - k, " (%.0f%%)", 100.0 * (double)v->successes / (double)done);
+  }
+  if (k < cap)
+    snprintf(out + k, cap - k, " | %.1f episodes/min | ETA %s | %u workers", p->rate_per_min, eta, p->workers);
+}
+
+static bool s_tty;
+static double s_last_print = -1e9;
+static uint64_t s_last_done = UINT64_MAX;
+static void s_on_progress(const co_progress_t *p) {
+  bool finished = p->done + p->abandoned == p->total;
+  if (!s_tty && p->elapsed_s - s_last_print < S_PLAIN_PROGRESS_S && !(finished && p->done != s_last_done)) return;
+  s_last_print = p->elapsed_s;
+  s_last_done = p->done;
+  char line[4096];
+  s_progress_line(p, line, sizeof line);
+  if (s_tty) fprintf(stderr, "\r\033[K%s", line);
+  else fprintf(stderr, "%s\n", line);
+}
+
+/* ---- serving ---------------------------------------------------------------------------------- */
+
+/* The endpoint to try first: the previous run's port, when the config binds an ephemeral TCP port. */
+static void s_previous_endpoint(const co_config_t *cfg, char *out, size_t cap) {
+  out[0] = '\0';
+  const char *bind = cfg->bind.coordinator;
+  size_t n = strlen(bind);
+  if (strncmp(bind, "tcp://", 6) != 0 || n < 2 || strcmp(bind + n - 2, ":*") != 0) return;
+  char path[CO_PATH_MAX + 64], old[512] = "";
+  snprintf(path, sizeof path, "%s/coordinator.endpoint", cfg->output);
+  FILE *f = fopen(path, "r");
+  if (!f) return;
+  bool ok = fgets(old, sizeof old, f) != NULL;
+  fclose(f);
+  old[strcspn(old, "\r\n")] = '\0';
+  const char *colon = strrchr(old, ':');
+  if (!ok || strncmp(old, "tcp://", 6) != 0 || !colon || colon[1] == '\0' || strspn(colon + 1, "0123456789") != strlen(colon + 1))
+    return;
+  snprintf(out, cap, "%.*s%s", (int)(n - 1), bind, colon + 1);
+}
+
+/* Writes the endpoint file through a rename, so that a reader never sees half of it. */
+static int s_write_endpoint(const char *dir, const char *endpoint) {
+  char path[CO_PATH_MAX + 64], tmp[CO_PATH_MAX + 80];
+  snprintf(path, sizeof path, "%s/coordinator.endpoint", dir);
+  snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
+  FILE *f = fopen(tmp, "w");
+  if (!f) return -1;
+  bool ok = fprintf(f, "%s\n", endpoint) > 0;
+  ok = fclose(f) == 0 && ok;
+  if (!ok || rename(tmp, path) != 0) {
+    unlink(tmp);
+    return -1;
+  }
+  return 0;
+}
+
+/* Serves the campaign in j (config cfg) until it is complete, stopped or failing. `created`: the journal
+ * is new (nothing to recover). `again` is the command that continues it, for the stop message. */
+static int s_serve(co_config_t *cfg, co_journal_t *j, bool created, const char *again) {
+  co_journal_error_t je;
+  if (!created) {
+    size_t recovered = 0;
+    if (co_journal_recover(j, &recovered, &je)) {
+      fprintf(stderr, "rsd: %s\n", je.text);
+      return 1;
+    }
+    fprintf(stderr, "[rsd] resuming campaign %s (%zu leases of the previous run back in the queue)\n", cfg->name,
+            recovered);
+  }
+  uint64_t n = co_config_episodes(cfg);
+  co_episode_key_t *keys = calloc(n ? n : 1, sizeof *keys);
+  for (uint64_t i = 0; keys && i < n; i++) {
+    co_config_episode_t e;
+    co_config_episode(cfg, i, &e);
+    snprintf(keys[i].variant, sizeof keys[i].variant, "%s", cfg->variants[e.variant].name);
+    keys[i].task = e.task;
+    keys[i].trial = e.trial;
+  }
+  size_t added = 0;
+  co_journal_err_t arc = keys ? co_journal_add_episodes(j, keys, n, &added, &je) : CO_JOURNAL_ERR_NOMEM;
+  free(keys);
+  if (arc) {
+    fprintf(stderr, "rsd: %s\n", keys ? je.text : "out of memory for the episode list");
+    return 1;
+  }
+  zsys_handler_set(NULL); /* our handlers, not czmq's */
+  struct sigaction sa = {0};
+  sa.sa_handler = s_on_signal;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  char err[1024], prefer[512];
+  s_previous_endpoint(cfg, prefer, sizeof prefer);
+  co_server_t *server = co_server_new(cfg, j, prefer, err, sizeof err);
+  if (!server) {
+    fprintf(stderr, "rsd: %s\n", err);
+    return 1;
+  }
+  const char *endpoint = co_server_endpoint(server);
+  if (prefer[0] && strcmp(prefer, endpoint) != 0)
+    fprintf(stderr, "[rsd] the previous endpoint %s is taken; workers must read the new one\n", prefer);
+  if (s_write_endpoint(cfg->output, endpoint) != 0)
+    fprintf(stderr, "[rsd] warning: cannot write %s/coordinator.endpoint: %s\n", cfg->output, strerror(errno));
+  fprintf(stderr, "[rsd] campaign %s: %llu episodes; sim workers connect to %s\n", cfg->name, (unsigned long long)n,
+          endpoint);
+  s_tty = isatty(STDERR_FILENO);
+  int64_t t0 = zclock_mono();
+  int rc = co_server_run(server, &s_stop, s_on_progress, err, sizeof err);
+  if (s_tty) fprintf(stderr, "\n");
+  co_server_stats_t st;
+  co_server_stats(server, &st);
+  co_server_destroy(&server); /* releases the leases still out */
+  co_journal_add_wall_ms(j, (uint64_t)(zclock_mono() - t0), &je);
+  fprintf(stderr,
+          "[rsd] this run: %llu results (%llu stored, %llu duplicates) in %llu commits (largest %llu), commit p50 %.2f ms "
+          "p99 %.2f ms; %llu leases sent, at most %llu out at once; %u workers at most\n",
+          (unsigned long long)st.results, (unsigned long long)st.stored, (unsigned long long)st.duplicates,
+          (unsigned long long)st.commits, (unsigned long long)st.largest_batch, st.commit_p50_ms, st.commit_p99_ms,
+          (unsigned long long)st.leases, (unsigned long long)st.most_leases_out, st.most_workers);
+  if (rc < 0) {
+    fprintf(stderr, "rsd: %s\n", err);
+    return 1;
+  }
+  if (rc == 1) {
+    fprintf(stderr, "[rsd] stopped; leases released. '%s' continues the campaign.\n", again);
+    return 130;
+  }
+  fprintf(stderr, "[rsd] campaign %s complete; results in %s/journal.sqlite\n", cfg->name, cfg->output);
+  return 0;
+}
+
+static int s_run_cli(int argc, char **argv) {
+  const char *config_path = argc >= 1 ? argv[0] : NULL, *out_override = NULL;
+  if (argc == 3 && strcmp(argv[1], "--out") == 0) out_override = argv[2];
+  else if (argc != 1) return s_usage();
+  static co_config_t cfg;
   co_config_error_t cerr;
   if (co_config_load(config_path, &cfg, &cerr)) {
     fprintf(stderr, "rsd: %s\n", cerr.text);
@@ -81,7 +238,7 @@ static int s_run(const char *config_path, const char *out_override) {
   co_config_to_json(&cfg, json, sizeof json);
   char hash[17];
   s_hash(json, hash);
-  co_journal_campaign_t camp = {cfg.name, json, hash, "rsd 0.1.0"};
+  co_journal_campaign_t camp = {cfg.name, json, hash, S_SOFTWARE};
   co_journal_error_t je;
   bool created = false;
   co_journal_t *j = co_journal_open(cfg.output, CO_JOURNAL_CREATE_OR_RESUME, &camp, &created, &je);
@@ -90,120 +247,176 @@ static int s_run(const char *config_path, const char *out_override) {
     return 1;
   }
   int status = 1;
-  co_server_t *server = NULL;
   if (!created) { /* resuming: the stored config must agree */
     co_journal_info_t info;
-    co_config_t stored;
+    static co_config_t stored;
     char diff[8192];
+    je.text[0] = '\0';
     if (co_journal_info(j, &info, &je) ||
         co_config_from_json(info.config_json, strlen(info.config_json), &stored, &cerr)) {
       fprintf(stderr, "rsd: cannot read the stored config of %s: %s\n", cfg.output, je.text[0] ? je.text : cerr.text);
       goto done;
     }
-    int forbidding = co_config_diff(&stored, &cfg, diff, sizeof diff);
-    if (forbidding > 0) {
+    if (co_config_diff(&stored, &cfg, diff, sizeof diff) > 0) {
       fprintf(stderr, "rsd: %s holds campaign '%s' with another config; refusing to resume. Differences:\n%s",
               cfg.output, info.name, diff);
       status = 2;
       goto done;
     }
-    size_t recovered = 0;
-    if (co_journal_recover(j, &recovered, &je)) {
-      fprintf(stderr, "rsd: %s\n", je.text);
-      goto done;
-    }
-    fprintf(stderr, "[rsd] resuming campaign %s (%zu leases of the previous run back in the queue)\n", cfg.name,
-            recovered);
   }
-  uint64_t n = co_config_episodes(&cfg);
-  co_episode_key_t *keys = calloc(n ? n : 1, sizeof *keys);
-  for (uint64_t i = 0; keys && i < n; i++) {
-    co_config_episode_t e;
-    co_config_episode(&cfg, i, &e);
-    snprintf(keys[i].variant, sizeof keys[i].variant, "%s", cfg.variants[e.variant].name);
-    keys[i].task = e.task;
-    keys[i].trial = e.trial;
-  }
-  size_t added = 0;
-  co_journal_err_t arc = keys ? co_journal_add_episodes(j, keys, n, &added, &je) : CO_JOURNAL_ERR_NOMEM;
-  free(keys);
-  if (arc) {
-    fprintf(stderr, "rsd: %s\n", je.text);
-    goto done;
-  }
-  zsys_handler_set(NULL); /* our handlers, not czmq's */
-  struct sigaction sa = {0};
-  sa.sa_handler = s_on_signal;
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
-  char err[1024];
-  server = co_server_new(&cfg, j, err, sizeof err);
-  if (!server) {
-    fprintf(stderr, "rsd: %s\n", err);
-    goto done;
-  }
-  char path[CO_PATH_MAX + 64];
-  snprintf(path, sizeof path, "%s/coordinator.endpoint", cfg.output);
-  FILE *f = fopen(path, "w");
-  if (f) {
-    fprintf(f, "%s\n", co_server_endpoint(server));
-    fclose(f);
-  }
-  fprintf(stderr, "[rsd] campaign %s: %llu episodes; sim workers connect to %s\n", cfg.name, (unsigned long long)n,
-          co_server_endpoint(server));
-  s_tty = isatty(STDERR_FILENO);
-  int rc = co_server_run(server, &s_stop, s_on_progress, err, sizeof err);
-  if (s_tty) fprintf(stderr, "\n");
-  if (rc < 0) {
-    fprintf(stderr, "rsd: %s\n", err);
-  } else if (rc == 1) {
-    fprintf(stderr, "[rsd] stopped; leases released. 'rsd run %s' continues the campaign.\n", config_path);
-    status = 130;
-  } else {
-    fprintf(stderr, "[rsd] campaign %s complete; results in %s/journal.sqlite\n", cfg.name, cfg.output);
-    status = 0;
-  }
+  char again[CO_PATH_MAX + 64];
+  snprintf(again, sizeof again, "rsd run %s", config_path);
+  status = s_serve(&cfg, j, created, again);
 done:
-  co_server_destroy(&server);
   co_journal_close(&j);
   return status;
 }
 
-static int s_status(const char *dir) {
+static int s_resume_cli(int argc, char **argv) {
+  if (argc != 1) return s_usage();
+  const char *dir = argv[0];
+  co_journal_error_t je;
+  co_journal_t *j = co_journal_open(dir, CO_JOURNAL_RESUME, NULL, NULL, &je);
+  if (!j) {
+    fprintf(stderr, "rsd: journal in %s: %s\n", dir, je.text);
+    return 1;
+  }
+  static co_config_t cfg;
+  co_config_error_t cerr;
+  co_journal_info_t info;
+  int status = 1;
+  je.text[0] = '\0';
+  if (co_journal_info(j, &info, &je) || co_config_from_json(info.config_json, strlen(info.config_json), &cfg, &cerr)) {
+    fprintf(stderr, "rsd: cannot read the stored config of %s: %s\n", dir, je.text[0] ? je.text : cerr.text);
+  } else if (strlen(dir) >= sizeof cfg.output) {
+    fprintf(stderr, "rsd: directory name too long (%zu bytes, at most %zu): %s\n", strlen(dir), sizeof cfg.output - 1, dir);
+  } else {
+    snprintf(cfg.output, sizeof cfg.output, "%s", dir); /* the directory given, wherever the config said */
+    char again[CO_PATH_MAX + 64];
+    snprintf(again, sizeof again, "rsd resume %s", dir);
+    status = s_serve(&cfg, j, false, again);
+  }
+  co_journal_close(&j);
+  return status;
+}
+
+/* ---- status ----------------------------------------------------------------------------------- */
+
+/* The pid holding the journal's write lock (a running coordinator), from /proc/locks; 0 if none.
+ * Reading /proc/locks takes no lock, so it can never stand in a starting coordinator's way. */
+static long s_lock_holder(const char *dir) {
+  char path[CO_PATH_MAX + 64];
+  snprintf(path, sizeof path, "%s/%s", dir, CO_JOURNAL_LOCK_FILE);
+  struct stat st;
+  if (stat(path, &st) != 0) return 0;
+  FILE *f = fopen("/proc/locks", "r");
+  if (!f) return 0;
+  char line[512];
+  long pid = 0;
+  while (!pid && fgets(line, sizeof line, f)) {
+    char kind[16], dev[64];
+    long p;
+    if (strstr(line, "->") || sscanf(line, "%*s %15s %*s %*s %ld %63s", kind, &p, dev) != 3 || strcmp(kind, "FLOCK") != 0)
+      continue;
+    unsigned maj, min;
+    unsigned long ino;
+    if (sscanf(dev, "%x:%x:%lu", &maj, &min, &ino) == 3 && maj == major(st.st_dev) && min == minor(st.st_dev) &&
+        ino == (unsigned long)st.st_ino)
+      pid = p;
+  }
+  fclose(f);
+  return pid;
+}
+
+/* The progress figures from the journal alone: rate from the results stored in the last minute,
+ * workers alive = distinct workers holding a lease while a coordinator runs. */
+static int s_progress_from_journal(co_journal_t *j, bool running, co_progress_t *p, co_journal_error_t *je) {
+  memset(p, 0, sizeof *p);
+  co_journal_counts_t total;
+  if (co_journal_counts(j, &total, p->variants, CO_MAX_VARIANTS, &p->nvariants, je)) return -1;
+  if (p->nvariants > CO_MAX_VARIANTS) p->nvariants = CO_MAX_VARIANTS;
+  p->total = total.total;
+  p->done = total.by_state[CO_EPISODE_DONE];
+  p->abandoned = total.by_state[CO_EPISODE_ABANDONED];
+  p->leased = total.by_state[CO_EPISODE_LEASED];
+  p->successes = total.successes;
+  int64_t now = zclock_time() * 1000, oldest = now;
+  uint64_t recent = 0;
+  co_journal_iter_t *it = co_journal_results(j, NULL, je);
+  if (!it) return -1;
+  static co_journal_result_t r;
+  while (co_journal_results_next(it, &r, je))
+    if (r.received_us >= now - 60 * 1000000ll) {
+      recent++;
+      if (r.received_us < oldest) oldest = r.received_us;
+    }
+  co_journal_iter_destroy(&it);
+  if (je->code) return -1;
+  double span_s = (double)(now - oldest) / 1e6;
+  span_s = span_s < 1 ? 1 : span_s > 60 ? 60 : span_s;
+  p->rate_per_min = (double)recent * 60.0 / span_s;
+  uint64_t left = p->total - p->done - p->abandoned;
+  p->eta_s = left == 0 ? 0 : p->rate_per_min > 0 && running ? (double)left * 60.0 / p->rate_per_min : -1;
+  if (running) {
+    static char seen[1024][MSG_NAME_MAX + 1];
+    size_t nseen = 0;
+    co_journal_iter_t *eit = co_journal_episodes(j, CO_EPISODE_LEASED, je);
+    if (!eit) return -1;
+    static co_episode_t ep;
+    while (co_journal_episodes_next(eit, &ep, je)) {
+      size_t i = 0;
+      while (i < nseen && strcmp(seen[i], ep.worker) != 0) i++;
+      if (i == nseen && nseen < sizeof seen / sizeof seen[0]) snprintf(seen[nseen++], sizeof seen[0], "%s", ep.worker);
+    }
+    co_journal_iter_destroy(&eit);
+    if (je->code) return -1;
+    p->workers = (uint32_t)nseen;
+  }
+  return 0;
+}
+
+static int s_status_cli(int argc, char **argv) {
+  if (argc != 1) return s_usage();
+  const char *dir = argv[0];
   co_journal_error_t je;
   co_journal_t *j = co_journal_open(dir, CO_JOURNAL_READ_ONLY, NULL, NULL, &je);
   if (!j) {
     fprintf(stderr, "rsd: %s: %s\n", dir, je.text);
     return 1;
   }
-  co_journal_counts_t total, per[CO_MAX_VARIANTS];
-  size_t nv = 0;
+  static co_progress_t p;
   co_journal_info_t info;
+  long pid = s_lock_holder(dir);
   int status = 0;
-  if (co_journal_info(j, &info, &je) || co_journal_counts(j, &total, per, CO_MAX_VARIANTS, &nv, &je)) {
+  if (co_journal_info(j, &info, &je) || s_progress_from_journal(j, pid != 0, &p, &je)) {
     fprintf(stderr, "rsd: %s: %s\n", dir, je.text);
     status = 1;
   } else {
     printf("campaign %s: %llu/%llu episodes done, %llu abandoned, %llu leased now\n", info.name,
-           (unsigned long long)total.by_state[CO_EPISODE_DONE], (unsigned long long)total.total,
-           (unsigned long long)total.by_state[CO_EPISODE_ABANDONED], (unsigned long long)total.by_state[CO_EPISODE_LEASED]);
+           (unsigned long long)p.done, (unsigned long long)p.total, (unsigned long long)p.abandoned,
+           (unsigned long long)p.leased);
+    if (pid) printf("coordinator running (pid %ld)\n", pid);
+    else printf("coordinator not running%s\n", p.done + p.abandoned < p.total ? "; 'rsd resume DIR' continues" : "");
+    char line[4096];
+    s_progress_line(&p, line, sizeof line);
+    printf("%s\n", line);
     printf("%-24s %8s %8s %10s %10s\n", "variant", "done", "total", "successes", "abandoned");
-    for (size_t i = 0; i < nv && i < CO_MAX_VARIANTS; i++)
-      printf("%-24s %8llu %8llu %10llu %10llu\n", per[i].variant, (unsigned long long)per[i].by_state[CO_EPISODE_DONE],
-             (unsigned long long)per[i].total, (unsigned long long)per[i].successes,
-             (unsigned long long)per[i].by_state[CO_EPISODE_ABANDONED]);
+    for (size_t i = 0; i < p.nvariants; i++)
+      printf("%-24s %8llu %8llu %10llu %10llu\n", p.variants[i].variant,
+             (unsigned long long)p.variants[i].by_state[CO_EPISODE_DONE], (unsigned long long)p.variants[i].total,
+             (unsigned long long)p.variants[i].successes,
+             (unsigned long long)p.variants[i].by_state[CO_EPISODE_ABANDONED]);
   }
   co_journal_close(&j);
   return status;
 }
 
+/* Subcommands get the arguments after their name. */
 int main(int argc, char **argv) {
-  if (argc >= 3 && strcmp(argv[1], "run") == 0) {
-    const char *out = NULL;
-    if (argc == 5 && strcmp(argv[3], "--out") == 0) out = argv[4];
-    else if (argc != 3) return s_usage();
-    return s_run(argv[2], out);
-  }
-  if (argc == 3 && strcmp(argv[1], "status") == 0) return s_status(argv[2]);
+  if (argc < 2) return s_usage();
+  const char *cmd = argv[1];
+  if (strcmp(cmd, "run") == 0) return s_run_cli(argc - 2, argv + 2);
+  if (strcmp(cmd, "resume") == 0) return s_resume_cli(argc - 2, argv + 2);
+  if (strcmp(cmd, "status") == 0) return s_status_cli(argc - 2, argv + 2);
   return s_usage();
 }
