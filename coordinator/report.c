@@ -40,7 +40,8 @@ static const char *const s_video_exts[] = {"png", "webm", "mp4"};
 static const char *const s_palette[] = {"#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee",
                                         "#aa3377", "#bbbbbb", "#000000", "#994f00", "#006cd1"};
 #define S_PALETTE_N (sizeof s_palette / sizeof s_palette[0])
-static const char *const s_split_colors[3] = {"#bbbbbb", "#66ccee", "#4477aa"}; /* queue, encode, decode */
+/* queue, encode, decode: greys and a dark indigo, apart from the variants' colours */
+static const char *const s_split_colors[3] = {"#cfcfcf", "#8f8f8f", "#332288"};
 
 const char *co_report_strerror(co_report_err_t code) {
   switch (code) {
@@ -251,7 +252,7 @@ static int s_var_find(const s_rep_t *r, const char *name) {
 }
 
 static int s_task_index(const s_rep_t *r, uint32_t task) {
-  const uint32_t *p = bsearch(&task, r->tasks, r->nt, sizeof *r->tasks, s_cmp_u32);
+  const uint32_t *p = r->nt ? bsearch(&task, r->tasks, r->nt, sizeof *r->tasks, s_cmp_u32) : NULL;
   return p ? (int)(p - r->tasks) : -1;
 }
 
@@ -349,8 +350,8 @@ static co_report_err_t s_read_episodes(s_rep_t *r, co_journal_t *j, co_report_er
   co_journal_iter_destroy(&it);
   free(e);
   if (rc) return rc;
-  qsort(r->tasks, r->nt, sizeof *r->tasks, s_cmp_u32);
-  qsort(r->eps, r->neps, sizeof *r->eps, s_cmp_ep);
+  if (r->nt) qsort(r->tasks, r->nt, sizeof *r->tasks, s_cmp_u32);
+  if (r->neps) qsort(r->eps, r->neps, sizeof *r->eps, s_cmp_ep);
   for (size_t i = 0; i < r->nv; i++)
     if (!(r->vars[i].cells = calloc(r->nt ? r->nt : 1, sizeof(s_cell_t))))
       return s_fail(err, CO_REPORT_ERR_NOMEM, "report of %s: out of memory", r->dir);
@@ -487,8 +488,8 @@ static co_report_err_t s_aggregate(s_rep_t *r, co_report_error_t *err) {
                               co_report_quantile(v->lat[c], v->lat_n, 0.95),
                               co_report_quantile(v->lat[c], v->lat_n, 0.99), sum / (double)v->lat_n};
     }
-    qsort(v->failed.v, v->failed.n, sizeof *v->failed.v, s_cmp_item);
-    qsort(v->abandoned.v, v->abandoned.n, sizeof *v->abandoned.v, s_cmp_item);
+    if (v->failed.n) qsort(v->failed.v, v->failed.n, sizeof *v->failed.v, s_cmp_item);
+    if (v->abandoned.n) qsort(v->abandoned.v, v->abandoned.n, sizeof *v->abandoned.v, s_cmp_item);
   }
   /* The baseline: the config's (baseline: true, else its first ar variant), else the first variant. */
   r->baseline = -1;
@@ -624,6 +625,11 @@ static void s_describe(const s_rep_t *r, const s_var_t *v, char *out, size_t cap
   }
 }
 
+/* Environment steps per second of episode time: sum of RESULT.steps over sum of RESULT.wall_ms. */
+static double s_episode_steps_per_s(const s_var_t *v) {
+  return s_div((double)v->all.steps, (double)v->ep_wall_ms / 1000.0);
+}
+
 static double s_steps_per_s(const s_rep_t *r) { return isnan(r->wall_s) ? NAN : s_div((double)r->steps, r->wall_s); }
 static double s_chunks_per_s(const s_rep_t *r) {
   return isnan(r->wall_s) ? NAN : s_div((double)r->chunks, r->wall_s);
@@ -756,7 +762,7 @@ static json_t *s_json(const s_rep_t *r) {
     json_object_set_new(o, "tasks", cells);
     json_object_set_new(o, "decode", s_jdecode(v));
     json_object_set_new(o, "env_steps", s_jint(v->all.steps));
-    json_object_set_new(o, "episode_steps_per_s", s_jnum(s_div((double)v->all.steps, (double)v->ep_wall_ms / 1000.0)));
+    json_object_set_new(o, "episode_steps_per_s", s_jnum(s_episode_steps_per_s(v)));
     s_cmp_t c = s_compare(r, i);
     json_t *cmp = json_null();
     if (c.has) {
@@ -956,7 +962,8 @@ static void s_markdown(FILE *f, const s_rep_t *r) {
   fprintf(f, "\nSuccess rates carry 95%% Wilson score intervals; \"" S_DASH "\" means no data. See docs/report.md.\n");
 
   fprintf(f, "\n## Success per variant\n\n");
-  fprintf(f, "| variant | decoding | successes/trials | success rate | 95%% CI | mean steps | done | total | abandoned | retries |\n");
+  fprintf(f, "| variant | decoding | successes/trials | success rate | 95%% CI | mean steps | done | total "
+             "| abandoned | retries |\n");
   fprintf(f, "|---|---|---|---|---|---|---|---|---|---|\n");
   for (size_t i = 0; i < r->nv; i++) {
     const s_var_t *v = &r->vars[i];
@@ -988,7 +995,8 @@ static void s_markdown(FILE *f, const s_rep_t *r) {
 
   fprintf(f, "\n## Decoding\n\nLatency per action chunk (from the sim worker's INFER to its ACTION): p50 / p95 / p99, "
              "and the mean of each part.\n\n");
-  fprintf(f, "| variant | chunks | total p50 | total p95 | total p99 | queue p50 | encode p50 | decode p50 | mean queue | mean encode | mean decode | main fwd/chunk | acceptance | accepted layers/verify |\n");
+  fprintf(f, "| variant | chunks | total p50 | total p95 | total p99 | queue p50 | encode p50 | decode p50 "
+             "| mean queue | mean encode | mean decode | main fwd/chunk | acceptance | accepted layers/verify |\n");
   fprintf(f, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (size_t i = 0; i < r->nv; i++) {
     const s_var_t *v = &r->vars[i];
@@ -1023,7 +1031,8 @@ static void s_markdown(FILE *f, const s_rep_t *r) {
   } else {
     fprintf(f, "Difference = variant − baseline; 95%% Newcombe hybrid score interval; two-sided Fisher exact test. "
                "Speedups are baseline ÷ variant.\n\n");
-    fprintf(f, "| variant | baseline | success difference | 95%% CI | Fisher p | decode speedup (mean) | latency speedup (p50) | main forwards ratio |\n");
+    fprintf(f, "| variant | baseline | success difference | 95%% CI | Fisher p | decode speedup (mean) "
+               "| latency speedup (p50) | main forwards ratio |\n");
     fprintf(f, "|---|---|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < r->nv; i++) {
       s_cmp_t c = s_compare(r, i);
@@ -1045,6 +1054,13 @@ static void s_markdown(FILE *f, const s_rep_t *r) {
   fprintf(f, "| workers seen | %" PRIu64 " |\n", r->workers_seen);
   for (int e = 0; e < CO_EVENT_COUNT_; e++)
     fprintf(f, "| events: %s | %" PRIu64 " |\n", co_event_name((co_event_t)e), r->events[e]);
+  fprintf(f, "\nPer variant (steps/s of episode time: steps over the episodes' own wall time, one episode at a "
+             "time):\n\n| variant | environment steps | action chunks | steps/s of episode time |\n|---|---|---|---|\n");
+  for (size_t i = 0; i < r->nv; i++) {
+    const s_var_t *v = &r->vars[i];
+    fprintf(f, "| %s | %" PRIu64 " | %s | %s |\n", v->name, v->all.steps,
+            v->chunks_n ? s_fix((double)v->chunks, 0).s : S_DASH, s_fix(s_episode_steps_per_s(v), 1).s);
+  }
 
   fprintf(f, "\n## Failed episodes\n\n");
   size_t nfail = 0;
@@ -1126,14 +1142,14 @@ static void s_svg_rate_bar(FILE *f, double x, double w, double ytop, double ybot
 static void s_svg_success(FILE *f, const s_rep_t *r) {
   const double W = 1100, H = 340, L = 56, R = 10, T = 36, B = 44;
   size_t groups = r->nt + 1;
-  double gw = (W - L - R) / (double)groups, bw = gw * 0.8 / (double)(r->nv ? r->nv : 1);
+  double gw = (W - L - R) / (double)groups, bw = fmin(gw * 0.8 / (double)(r->nv ? r->nv : 1), 72);
   fprintf(f, "<svg class=\"chart\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" role=\"img\" "
              "aria-label=\"success rate per task and variant\">",
           W, H, W, H);
   s_svg_pct_axis(f, L, W - R, T, H - B);
   s_svg_legend(f, r, NULL, L, 16);
   for (size_t g = 0; g < groups; g++) {
-    double gx = L + gw * (double)g + gw * 0.1;
+    double gx = L + gw * (double)g + (gw - bw * (double)r->nv) / 2;
     for (size_t i = 0; i < r->nv; i++) {
       const s_cell_t *c = g < r->nt ? &r->vars[i].cells[g] : &r->vars[i].all;
       char label[MSG_NAME_MAX + 32];
@@ -1142,11 +1158,11 @@ static void s_svg_success(FILE *f, const s_rep_t *r) {
       s_svg_rate_bar(f, gx + bw * (double)i, bw * 0.92, T, H - B, s_color(i), label, c);
     }
     if (g < r->nt)
-      fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" class=\"ax\" text-anchor=\"middle\">%s%" PRIu32 "</text>", gx + gw * 0.4,
-              H - B + 18, r->nt <= 12 ? "task " : "", r->tasks[g]);
+      fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" class=\"ax\" text-anchor=\"middle\">%s%" PRIu32 "</text>",
+              L + gw * (double)g + gw / 2, H - B + 18, r->nt <= 12 ? "task " : "", r->tasks[g]);
     else
       fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" class=\"ax\" text-anchor=\"middle\" font-weight=\"bold\">all</text>",
-              gx + gw * 0.4, H - B + 18);
+              L + gw * (double)g + gw / 2, H - B + 18);
   }
   fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" class=\"axis\"/>", L, H - B, W - R, H - B);
   fprintf(f, "</svg>\n");
@@ -1225,14 +1241,14 @@ static void s_svg_acceptance(FILE *f, const s_rep_t *r) {
     return;
   }
   const double W = 1100, H = 280, L = 56, R = 10, T = 36, B = 40;
-  double gw = (W - L - R) / (double)maxl, bw = gw * 0.8 / (double)nshow;
+  double gw = (W - L - R) / (double)maxl, bw = fmin(gw * 0.8 / (double)nshow, 72);
   fprintf(f, "<svg class=\"chart\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" role=\"img\" "
              "aria-label=\"draft acceptance per layer\">",
           W, H, W, H);
   s_svg_pct_axis(f, L, W - R, T, H - B);
   s_svg_legend(f, r, show, L, 16);
   for (uint32_t l = 0; l < maxl; l++) {
-    double gx = L + gw * l + gw * 0.1;
+    double gx = L + gw * l + (gw - bw * (double)nshow) / 2;
     size_t k = 0;
     for (size_t i = 0; i < r->nv && i < sizeof show; i++) {
       if (!show[i]) continue;
@@ -1251,7 +1267,7 @@ static void s_svg_acceptance(FILE *f, const s_rep_t *r) {
               s_pct(rate).s);
     }
     fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" class=\"ax\" text-anchor=\"middle\">layer %" PRIu32 "</text>",
-            gx + gw * 0.4, H - B + 18, l);
+            L + gw * l + gw / 2, H - B + 18, l);
   }
   fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" class=\"axis\"/>", L, H - B, W - R, H - B);
   fprintf(f, "</svg>\n");
@@ -1265,6 +1281,7 @@ static const char s_css[] =
     "padding-bottom:4px}h3{font-size:15px;margin:16px 0 6px}"
     "table{border-collapse:collapse;margin:8px 0 12px;font-variant-numeric:tabular-nums}"
     "th,td{border:1px solid #d8d8d8;padding:3px 8px;text-align:right;vertical-align:top}"
+    "td{white-space:nowrap}td.l{white-space:normal}"
     "th{background:#f3f3f3}td.l,th.l{text-align:left}"
     ".meta{color:#555;margin:2px 0}.note{color:#666;font-style:italic}"
     "svg.chart{display:block;margin:8px 0 16px;font-size:12px}"
@@ -1275,9 +1292,10 @@ static const char s_css[] =
     "details{margin:6px 0}summary{cursor:pointer;font-weight:600}"
     "img.video,video{max-width:256px;max-height:256px;display:block}";
 
-static void s_html_head_row(FILE *f, const char *const *cols, size_t n) {
+/* A header row; align[i] is 'l' for a left-aligned (text) column, else right (numbers). */
+static void s_html_head_row(FILE *f, const char *const *cols, size_t n, const char *align) {
   fprintf(f, "<tr>");
-  for (size_t i = 0; i < n; i++) fprintf(f, "<th%s>%s</th>", i == 0 ? " class=\"l\"" : "", cols[i]);
+  for (size_t i = 0; i < n; i++) fprintf(f, "<th%s>%s</th>", align[i] == 'l' ? " class=\"l\"" : "", cols[i]);
   fprintf(f, "</tr>\n");
 }
 
@@ -1328,7 +1346,7 @@ static void s_html(FILE *f, const s_rep_t *r) {
   fprintf(f, "<h2>Success per variant</h2>\n<table>\n");
   static const char *const vcols[] = {"variant", "decoding", "successes / trials", "success rate", "95% CI (Wilson)",
                                       "mean steps", "done", "total", "abandoned", "retries"};
-  s_html_head_row(f, vcols, sizeof vcols / sizeof vcols[0]);
+  s_html_head_row(f, vcols, sizeof vcols / sizeof vcols[0], "llrrrrrrrr");
   for (size_t i = 0; i < r->nv; i++) {
     const s_var_t *v = &r->vars[i];
     double lo, hi;
@@ -1373,10 +1391,11 @@ static void s_html(FILE *f, const s_rep_t *r) {
              "its answer, split into queue, encode and decode time.</p>\n");
   s_svg_latency(f, r);
   fprintf(f, "<table>\n");
-  static const char *const dcols[] = {"variant", "chunks", "total p50", "total p95", "total p99", "queue p50 / p95 / p99",
-                                      "encode p50 / p95 / p99", "decode p50 / p95 / p99", "main forwards / chunk",
-                                      "acceptance", "accepted layers / verify"};
-  s_html_head_row(f, dcols, sizeof dcols / sizeof dcols[0]);
+  static const char *const dcols[] = {"variant", "chunks", "total p50", "total p95", "total p99",
+                                      "queue ms<br>p50 / p95 / p99", "encode ms<br>p50 / p95 / p99",
+                                      "decode ms<br>p50 / p95 / p99", "main fwd<br>/ chunk", "accept&shy;ance",
+                                      "accepted layers<br>/ verify"};
+  s_html_head_row(f, dcols, sizeof dcols / sizeof dcols[0], "lrrrrrrrrrr");
   for (size_t i = 0; i < r->nv; i++) {
     const s_var_t *v = &r->vars[i];
     fprintf(f, "<tr><td class=\"l\">");
@@ -1384,7 +1403,8 @@ static void s_html(FILE *f, const s_rep_t *r) {
     fprintf(f, "</td><td>%" PRIu64 "</td><td>%s</td><td>%s</td><td>%s</td>", (uint64_t)v->lat_n, s_ms(v->dist[3].p50).s,
             s_ms(v->dist[3].p95).s, s_ms(v->dist[3].p99).s);
     for (int c = 0; c < 3; c++)
-      fprintf(f, "<td>%s / %s / %s</td>", s_ms(v->dist[c].p50).s, s_ms(v->dist[c].p95).s, s_ms(v->dist[c].p99).s);
+      fprintf(f, "<td>%s / %s / %s</td>", s_fix(v->dist[c].p50 / 1000.0, 2).s, s_fix(v->dist[c].p95 / 1000.0, 2).s,
+              s_fix(v->dist[c].p99 / 1000.0, 2).s);
     fprintf(f, "<td>%s</td><td>%s</td><td>%s</td></tr>\n", s_fix(s_mf_per_chunk(v), 2).s, s_pct(s_accept_overall(v)).s,
             s_fix(s_accepted_per_verify(v), 2).s);
   }
@@ -1403,7 +1423,7 @@ static void s_html(FILE *f, const s_rep_t *r) {
             r->vars[r->baseline].name, r->baseline_rule);
     static const char *const ccols[] = {"variant", "success difference", "95% CI (Newcombe)", "Fisher p",
                                         "decode speedup (mean)", "latency speedup (p50)", "main forwards ratio"};
-    s_html_head_row(f, ccols, sizeof ccols / sizeof ccols[0]);
+    s_html_head_row(f, ccols, sizeof ccols / sizeof ccols[0], "lrrrrrr");
     for (size_t i = 0; i < r->nv; i++) {
       s_cmp_t c = s_compare(r, i);
       if (!c.has) continue;
@@ -1430,7 +1450,19 @@ static void s_html(FILE *f, const s_rep_t *r) {
   for (int e = 0; e < CO_EVENT_COUNT_; e++)
     fprintf(f, "<tr><td class=\"l\">events: %s</td><td>%" PRIu64 "</td></tr>\n", co_event_name((co_event_t)e),
             r->events[e]);
-  fprintf(f, "</table>\n");
+  fprintf(f, "</table>\n<table>\n");
+  static const char *const tcols[] = {"variant", "environment steps", "action chunks", "steps/s of episode time"};
+  s_html_head_row(f, tcols, sizeof tcols / sizeof tcols[0], "lrrr");
+  for (size_t i = 0; i < r->nv; i++) {
+    const s_var_t *v = &r->vars[i];
+    fprintf(f, "<tr><td class=\"l\">");
+    s_html_text(f, v->name);
+    fprintf(f, "</td><td>%" PRIu64 "</td><td>%s</td><td>%s</td></tr>\n", v->all.steps,
+            v->chunks_n ? s_fix((double)v->chunks, 0).s : S_DASH, s_fix(s_episode_steps_per_s(v), 1).s);
+  }
+  fprintf(f, "</table>\n<p class=\"note\">Steps/s of episode time: a variant's environment steps over the sum "
+             "of its episodes' own wall time (RESULT.wall_ms), i.e. the speed of one episode; campaign throughput "
+             "above is over the campaign's wall time.</p>\n");
 
   fprintf(f, "<h2>Failed episodes</h2>\n");
   size_t nfail = 0;
@@ -1443,11 +1475,11 @@ static void s_html(FILE *f, const s_rep_t *r) {
     s_html_text(f, v->name);
     fprintf(f, ": %zu failed</summary>\n<table>\n", v->failed.n);
     static const char *const fcols[] = {"task", "trial", "steps", "reason", "worker", "video"};
-    s_html_head_row(f, fcols, sizeof fcols / sizeof fcols[0]);
+    s_html_head_row(f, fcols, sizeof fcols / sizeof fcols[0], "rrrlll");
     for (size_t k = 0; k < v->failed.n; k++) {
       const s_item_t *it = &v->failed.v[k];
-      fprintf(f, "<tr><td class=\"l\">%" PRIu32 "</td><td>%" PRIu32 "</td><td>%" PRIu32 "</td><td class=\"l\">",
-              it->task, it->trial, it->steps);
+      fprintf(f, "<tr><td>%" PRIu32 "</td><td>%" PRIu32 "</td><td>%" PRIu32 "</td><td class=\"l\">", it->task,
+              it->trial, it->steps);
       s_html_text(f, it->reason);
       fprintf(f, "</td><td class=\"l\">");
       s_html_text(f, it->worker);
@@ -1465,7 +1497,7 @@ static void s_html(FILE *f, const s_rep_t *r) {
     fprintf(f, "<p class=\"note\">Given up after repeated infrastructure failures; not counted as trials.</p>\n"
                "<table>\n");
     static const char *const acols[] = {"variant", "task", "trial", "attempts", "last error"};
-    s_html_head_row(f, acols, sizeof acols / sizeof acols[0]);
+    s_html_head_row(f, acols, sizeof acols / sizeof acols[0], "lrrrl");
     for (size_t i = 0; i < r->nv; i++)
       for (size_t k = 0; k < r->vars[i].abandoned.n; k++) {
         const s_item_t *it = &r->vars[i].abandoned.v[k];

@@ -847,9 +847,12 @@ static void s_test_render(const char *dir) {
 
   char chromium_buf[4096];
   const char *chromium = s_find_chromium(chromium_buf, sizeof chromium_buf);
+  const char *forced = getenv("RSD_CHROMIUM");
   CHECK(chromium != NULL,
-        "chromium not found (not on PATH, RSD_CHROMIUM unset): install Debian's 'chromium' package "
-        "(ops/pins.sh, ops/setup.sh). This test renders report.html and does not skip without it.");
+        "chromium not found (%s%s%s): install Debian's 'chromium' package (ops/pins.sh, ops/setup.sh). This test "
+        "renders report.html and does not skip without it.",
+        forced && *forced ? "RSD_CHROMIUM='" : "not on PATH", forced && *forced ? forced : "",
+        forced && *forced ? "' is not executable" : "");
   if (!chromium) return;
   char real[4096], shot[4200], url[4300], profile[4200], shot_arg[4300], profile_arg[4300], log[4200];
   CHECK(realpath(dir, real) != NULL, "realpath %s", dir);
@@ -883,8 +886,8 @@ static void s_test_render(const char *dir) {
   CHECK(colours >= 16, "screenshot has %zu distinct colours: a flat or empty page", colours);
   /* The charts drew: the variants' bar colours (#4477aa ar, #ee6677 spec) cover real areas. */
   size_t blue = s_count_colour(&img, 0x4477aa), red = s_count_colour(&img, 0xee6677);
-  CHECK(blue >= 2000 && red >= 2000, "variant colours in the screenshot: #4477aa %zu px, #ee6677 %zu px (charts missing?)",
-        blue, red);
+  CHECK(blue >= 2000 && red >= 2000,
+        "variant colours in the screenshot: #4477aa %zu px, #ee6677 %zu px (charts missing?)", blue, red);
   printf("screenshot %s: %ux%u, %zu+ colours, #4477aa %zu px, #ee6677 %zu px\n", shot, img.w, img.h, colours, blue,
          red);
   free(img.px);
