@@ -495,11 +495,11 @@ static co_report_err_t s_aggregate(s_rep_t *r, co_report_error_t *err) {
   r->baseline = -1;
   if (r->has_cfg && r->cfg.baseline >= 0) {
     r->baseline = s_var_find(r, r->cfg.variants[r->cfg.baseline].name);
-    r->baseline_rule = "the config's baseline (the variant with baseline: true, else the first ar variant)";
+    r->baseline_rule = "the config's baseline: the variant with baseline: true, else the first ar variant";
   }
   if (r->baseline < 0 && r->nv > 0) {
     r->baseline = 0;
-    r->baseline_rule = "the first variant (the config names no baseline and has no ar variant)";
+    r->baseline_rule = "the first variant, since the config names no baseline and has no ar variant";
   }
   /* Wall time: the coordinator's accumulated run time; else first journal write to last result. */
   r->wall_s = NAN;
@@ -956,8 +956,8 @@ static void s_markdown(FILE *f, const s_rep_t *r) {
   fprintf(f, "\n- Journal created: %s by ", s_time(r->created_us).s);
   s_md_text(f, r->journal_version);
   fprintf(f, "; report generated: %s by %s\n", s_time(r->generated_us).s, S_CODE_VERSION);
-  fprintf(f, "- Baseline: %s (%s)\n", r->baseline >= 0 ? r->vars[r->baseline].name : S_DASH,
-          r->baseline_rule ? r->baseline_rule : "no variants");
+  fprintf(f, "- Baseline: %s; chosen as %s\n", r->baseline >= 0 ? r->vars[r->baseline].name : S_DASH,
+          r->baseline_rule ? r->baseline_rule : "nothing: no variants");
   if (!r->has_cfg) fprintf(f, "- The stored config could not be read: %s\n", r->cfg_error);
   fprintf(f, "\nSuccess rates carry 95%% Wilson score intervals; \"" S_DASH "\" means no data. See docs/report.md.\n");
 
@@ -993,8 +993,8 @@ static void s_markdown(FILE *f, const s_rep_t *r) {
     fprintf(f, "\n");
   }
 
-  fprintf(f, "\n## Decoding\n\nLatency per action chunk (from the sim worker's INFER to its ACTION): p50 / p95 / p99, "
-             "and the mean of each part.\n\n");
+  fprintf(f, "\n## Decoding\n\nLatency per action chunk as the sim workers report it (RESULT's latency frame): the "
+             "total, and its queue / encode / decode parts; p50 / p95 / p99 and means.\n\n");
   fprintf(f, "| variant | chunks | total p50 | total p95 | total p99 | queue p50 | encode p50 | decode p50 "
              "| mean queue | mean encode | mean decode | main fwd/chunk | acceptance | accepted layers/verify |\n");
   fprintf(f, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -1281,7 +1281,7 @@ static const char s_css[] =
     "padding-bottom:4px}h3{font-size:15px;margin:16px 0 6px}"
     "table{border-collapse:collapse;margin:8px 0 12px;font-variant-numeric:tabular-nums}"
     "th,td{border:1px solid #d8d8d8;padding:3px 8px;text-align:right;vertical-align:top}"
-    "td{white-space:nowrap}td.l{white-space:normal}"
+    "td{white-space:nowrap}td.w{white-space:normal}"
     "th{background:#f3f3f3}td.l,th.l{text-align:left}"
     ".meta{color:#555;margin:2px 0}.note{color:#666;font-style:italic}"
     "svg.chart{display:block;margin:8px 0 16px;font-size:12px}"
@@ -1387,8 +1387,8 @@ static void s_html(FILE *f, const s_rep_t *r) {
   }
   fprintf(f, "</table>\n");
 
-  fprintf(f, "<h2>Decoding</h2>\n<p class=\"note\">Latency per action chunk, from the sim worker's request to "
-             "its answer, split into queue, encode and decode time.</p>\n");
+  fprintf(f, "<h2>Decoding</h2>\n<p class=\"note\">Latency per action chunk as the sim workers report it: the "
+             "total, and its queue, encode and decode parts (bars: means; ticks: total p50 / p95 / p99).</p>\n");
   s_svg_latency(f, r);
   fprintf(f, "<table>\n");
   static const char *const dcols[] = {"variant", "chunks", "total p50", "total p95", "total p99",
@@ -1417,7 +1417,7 @@ static void s_html(FILE *f, const s_rep_t *r) {
   if (r->baseline < 0 || r->nv < 2) {
     fprintf(f, "<p class=\"note\">Only one variant: nothing to compare.</p>\n");
   } else {
-    fprintf(f, "<p class=\"note\">Baseline: %s (%s). Difference = variant − baseline with a 95%% Newcombe hybrid "
+    fprintf(f, "<p class=\"note\">Baseline: %s, chosen as %s. Difference = variant − baseline with a 95%% Newcombe hybrid "
                "score interval; p from a two-sided Fisher exact test. Speedups are baseline ÷ variant; the main "
                "forwards ratio is variant ÷ baseline.</p>\n<table>\n",
             r->vars[r->baseline].name, r->baseline_rule);
@@ -1468,6 +1468,30 @@ static void s_html(FILE *f, const s_rep_t *r) {
   size_t nfail = 0;
   for (size_t i = 0; i < r->nv; i++) nfail += r->vars[i].failed.n;
   if (!nfail) fprintf(f, "<p class=\"note\">None.</p>\n");
+  else {
+    /* Per variant x task: which trials failed (the lists are sorted by task, then trial). */
+    fprintf(f, "<p class=\"note\">Episodes that ended without success (abandoned ones are listed apart, below); "
+               "rollout videos from %s/ are linked where a file exists.</p>\n<table>\n",
+            CO_REPORT_VIDEOS_DIR);
+    static const char *const gcols[] = {"variant", "task", "failed / trials", "failed trials"};
+    s_html_head_row(f, gcols, sizeof gcols / sizeof gcols[0], "lrrl");
+    for (size_t i = 0; i < r->nv; i++) {
+      const s_var_t *v = &r->vars[i];
+      for (size_t k = 0; k < v->failed.n;) {
+        size_t end = k;
+        while (end < v->failed.n && v->failed.v[end].task == v->failed.v[k].task) end++;
+        int ti = s_task_index(r, v->failed.v[k].task);
+        fprintf(f, "<tr><td class=\"l\">");
+        s_html_text(f, v->name);
+        fprintf(f, "</td><td>%" PRIu32 "</td><td>%zu/%" PRIu64 "</td><td class=\"l w\">", v->failed.v[k].task, end - k,
+                ti >= 0 ? s_done(&v->cells[ti]) : 0);
+        for (size_t m = k; m < end; m++) fprintf(f, "%s%" PRIu32, m > k ? ", " : "", v->failed.v[m].trial);
+        fprintf(f, "</td></tr>\n");
+        k = end;
+      }
+    }
+    fprintf(f, "</table>\n");
+  }
   for (size_t i = 0; i < r->nv; i++) {
     const s_var_t *v = &r->vars[i];
     if (!v->failed.n) continue;
@@ -1478,7 +1502,7 @@ static void s_html(FILE *f, const s_rep_t *r) {
     s_html_head_row(f, fcols, sizeof fcols / sizeof fcols[0], "rrrlll");
     for (size_t k = 0; k < v->failed.n; k++) {
       const s_item_t *it = &v->failed.v[k];
-      fprintf(f, "<tr><td>%" PRIu32 "</td><td>%" PRIu32 "</td><td>%" PRIu32 "</td><td class=\"l\">", it->task,
+      fprintf(f, "<tr><td>%" PRIu32 "</td><td>%" PRIu32 "</td><td>%" PRIu32 "</td><td class=\"l w\">", it->task,
               it->trial, it->steps);
       s_html_text(f, it->reason);
       fprintf(f, "</td><td class=\"l\">");
@@ -1503,7 +1527,7 @@ static void s_html(FILE *f, const s_rep_t *r) {
         const s_item_t *it = &r->vars[i].abandoned.v[k];
         fprintf(f, "<tr><td class=\"l\">");
         s_html_text(f, r->vars[i].name);
-        fprintf(f, "</td><td>%" PRIu32 "</td><td>%" PRIu32 "</td><td>%" PRIu32 "</td><td class=\"l\">", it->task,
+        fprintf(f, "</td><td>%" PRIu32 "</td><td>%" PRIu32 "</td><td>%" PRIu32 "</td><td class=\"l w\">", it->task,
                 it->trial, it->attempts);
         s_html_text(f, it->reason);
         fprintf(f, "</td></tr>\n");

@@ -452,6 +452,16 @@ static void s_check_campaign_json(json_t *root) {
       for (uint32_t tr = 0; tr < 4; tr++)
         if (s_outcome[v][t][tr] >= 0) steps += s_steps(s_outcome[v][t][tr], t, tr);
   s_expect_num(root, "throughput/env_steps", (double)steps, 0);
+  /* Per variant, steps per second of episode time: every RESULT says wall_ms 2000. */
+  for (int v = 0; v < 2; v++) {
+    uint64_t vs = 0, n = 0;
+    for (uint32_t t = 0; t < 3; t++)
+      for (uint32_t tr = 0; tr < 4; tr++)
+        if (s_outcome[v][t][tr] >= 0) vs += s_steps(s_outcome[v][t][tr], t, tr), n++;
+    char q[64];
+    snprintf(q, sizeof q, "variants/%d/episode_steps_per_s", v);
+    s_expect_num(root, q, (double)vs / (2.0 * (double)n), 1e-9);
+  }
   s_expect_num(root, "throughput/chunks", 44, 0);
   double wall = s_num(root, "throughput/wall_s"), sps = s_num(root, "throughput/env_steps_per_s");
   CHECK(wall > 0 && S_NEAR(sps, (double)steps / wall, 1e-6 * sps), "env steps/s %.6g = steps / wall %.6g", sps, wall);
@@ -479,6 +489,10 @@ static void s_check_campaign_text(const char *dir) {
   s_contains(html, "<img class=\"video\" src=\"videos/ar_t0_r3.png\"", "report.html");
   s_contains(html, "<video controls muted preload=\"metadata\" src=\"videos/spec_t1_r2.webm\"", "report.html");
   CHECK(html && !strstr(html, "ar_t2_r0.mp4"), "a successful episode's video is not linked");
+  /* Failed trials per variant x task. */
+  s_contains(html, "<tr><td class=\"l\">ar</td><td>1</td><td>3/4</td><td class=\"l w\">1, 2, 3</td></tr>",
+             "report.html");
+  s_contains(html, "<tr><td class=\"l\">spec</td><td>1</td><td>1/3</td><td class=\"l w\">2</td></tr>", "report.html");
   /* Self-contained: inline SVG, no script, no external URL; text escaped. */
   s_contains(html, "<svg class=\"chart\"", "report.html");
   CHECK(html && !strstr(html, "http:") && !strstr(html, "https:") && !strstr(html, "<script"),
