@@ -6,3 +6,13 @@ rsd_add_test(coordinator_faults_test SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/coordin
 target_include_directories(coordinator_faults_test PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 add_dependencies(coordinator_faults_test rsd fake_sim_worker)
 
+
+if(RSD_BENCH)
+  # Many simulated sim workers (DEALER sockets, episode time 0) against a real `rsd run`: results/s,
+  # leases held at once, lease round trip, journal commit latency. Prints a table (JSON with --json).
+  add_executable(coordinator_bench ${CMAKE_CURRENT_SOURCE_DIR}/bench/coordinator_bench.c)
+  rsd_warnings(coordinator_bench)
+  target_link_libraries(coordinator_bench PRIVATE rsd_msg)
+  target_compile_definitions(coordinator_bench PRIVATE RSD_BIN="$<TARGET_FILE:rsd>")
+  add_dependencies(coordinator_bench rsd)
+endif()
