@@ -630,6 +630,12 @@ static double s_episode_steps_per_s(const s_var_t *v) {
   return s_div((double)v->all.steps, (double)v->ep_wall_ms / 1000.0);
 }
 
+/* Every episode done or abandoned (and there is at least one). */
+static bool s_complete(const s_rep_t *r) {
+  return r->total.total > 0 &&
+         r->total.by_state[CO_EPISODE_DONE] + r->total.by_state[CO_EPISODE_ABANDONED] == r->total.total;
+}
+
 static double s_steps_per_s(const s_rep_t *r) { return isnan(r->wall_s) ? NAN : s_div((double)r->steps, r->wall_s); }
 static double s_chunks_per_s(const s_rep_t *r) {
   return isnan(r->wall_s) ? NAN : s_div((double)r->chunks, r->wall_s);
@@ -723,9 +729,7 @@ static json_t *s_json(const s_rep_t *r) {
   json_object_set_new(camp, "journal_code_version", s_jstr(r->journal_version));
   json_object_set_new(camp, "created_us", json_integer(r->created_us));
   json_object_set_new(camp, "updated_us", json_integer(r->updated_us));
-  json_object_set_new(camp, "complete",
-                      json_boolean(r->total.by_state[CO_EPISODE_DONE] + r->total.by_state[CO_EPISODE_ABANDONED] ==
-                                   r->total.total));
+  json_object_set_new(camp, "complete", json_boolean(s_complete(r)));
   json_object_set_new(root, "campaign", camp);
   json_error_t jerr;
   json_t *cfg = json_loads(r->config_json, 0, &jerr);
@@ -932,7 +936,11 @@ static void s_html_text(FILE *f, const char *s) {
 
 static const char *s_status_line(const s_rep_t *r, char *buf, size_t cap) {
   const s_cell_t *t = &r->total;
-  bool complete = t->by_state[CO_EPISODE_DONE] + t->by_state[CO_EPISODE_ABANDONED] == t->total;
+  bool complete = s_complete(r);
+  if (t->total == 0) {
+    snprintf(buf, cap, "no episodes in the journal yet");
+    return buf;
+  }
   snprintf(buf, cap,
            "%s: %" PRIu64 " of %" PRIu64 " episodes done, %" PRIu64 " abandoned, %" PRIu64 " leased, %" PRIu64
            " waiting",
@@ -1027,7 +1035,7 @@ static void s_markdown(FILE *f, const s_rep_t *r) {
 
   fprintf(f, "\n## Compared with the baseline\n\n");
   if (r->baseline < 0 || r->nv < 2) {
-    fprintf(f, "Only one variant: nothing to compare.\n");
+    fprintf(f, "Fewer than two variants: nothing to compare.\n");
   } else {
     fprintf(f, "Difference = variant − baseline; 95%% Newcombe hybrid score interval; two-sided Fisher exact test. "
                "Speedups are baseline ÷ variant.\n\n");
@@ -1415,7 +1423,7 @@ static void s_html(FILE *f, const s_rep_t *r) {
 
   fprintf(f, "<h2>Compared with the baseline</h2>\n");
   if (r->baseline < 0 || r->nv < 2) {
-    fprintf(f, "<p class=\"note\">Only one variant: nothing to compare.</p>\n");
+    fprintf(f, "<p class=\"note\">Fewer than two variants: nothing to compare.</p>\n");
   } else {
     fprintf(f, "<p class=\"note\">Baseline: %s, chosen as %s. Difference = variant − baseline with a 95%% Newcombe hybrid "
                "score interval; p from a two-sided Fisher exact test. Speedups are baseline ÷ variant; the main "
@@ -1616,7 +1624,7 @@ co_report_err_t co_report_write(const char *dir, const char *out_dir, co_report_
     summary->abandoned = r->total.by_state[CO_EPISODE_ABANDONED];
     summary->variants = (uint32_t)r->nv;
     summary->tasks = (uint32_t)r->nt;
-    summary->complete = summary->done + summary->abandoned == summary->episodes;
+    summary->complete = s_complete(r);
   }
   s_rep_free(r);
   free(r);

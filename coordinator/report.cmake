@@ -18,3 +18,6 @@ target_include_directories(report_test PRIVATE ${PROJECT_SOURCE_DIR}/tests)
 target_compile_definitions(report_test PRIVATE RSD_TEST_VERSION="${PROJECT_VERSION}")
 add_test(NAME report_render_test COMMAND report_test --render ${CMAKE_CURRENT_BINARY_DIR}/report_render)
 set_tests_properties(report_render_test PROPERTIES TIMEOUT 120)
+
+# `rsd report DIR` (coordinator/rsd.c calls co_report_cli): the command links the report library.
+target_link_libraries(rsd PRIVATE rsd_report)

@@ -81,7 +81,7 @@ typedef struct {
   uint64_t abandoned; /* given up after max_attempts infrastructure failures */
   uint32_t variants;
   uint32_t tasks;
-  bool complete; /* every episode done or abandoned */
+  bool complete; /* there are episodes, and every one is done or abandoned */
 } co_report_summary_t;
 
 /* Reads `dir`/journal.sqlite (read-only) and writes report.json, report.md and report.html into

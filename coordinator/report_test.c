@@ -585,10 +585,12 @@ static void s_test_empty_and_partial(void) {
   co_journal_close(&j);
   co_report_error_t err;
   co_report_summary_t sum;
-  CHECK(co_report_write(dir, NULL, &sum, &err) == CO_REPORT_OK && sum.episodes == 0 && sum.variants == 0,
+  CHECK(co_report_write(dir, NULL, &sum, &err) == CO_REPORT_OK && sum.episodes == 0 && sum.variants == 0 &&
+            !sum.complete,
         "empty campaign: %s", err.text);
   json_t *root = s_load_json(dir);
   CHECK(json_array_size(s_at(root, "variants")) == 0, "no variants");
+  CHECK(json_is_false(s_at(root, "campaign/complete")), "a campaign without episodes is not complete");
   s_expect_null(root, "baseline");
   s_expect_null(root, "throughput/wall_s");
   s_expect_null(root, "throughput/env_steps_per_s");
