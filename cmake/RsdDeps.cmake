@@ -4,7 +4,7 @@
 #   PkgConfig::ZMQ PkgConfig::CZMQ PkgConfig::MSGPACK PkgConfig::SQLITE3 PkgConfig::YAML PkgConfig::ZLIB
 #   PkgConfig::JANSSON
 #   rsd::mujoco   libmujoco + headers from the mujoco wheel
-#   rsd::torch    libtorch (CPU) + headers from the torch wheel
+#   rsd::torch    libtorch (CPU; with RSD_CUDA also its CUDA part) + headers from the torch wheel
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(ZMQ REQUIRED IMPORTED_TARGET libzmq>=4.3.4)
 pkg_check_modules(CZMQ REQUIRED IMPORTED_TARGET libczmq>=4.2.1)
@@ -63,7 +63,7 @@ set_target_properties(rsd::mujoco PROPERTIES
   INTERFACE_SYSTEM_INCLUDE_DIRECTORIES "${RSD_MUJOCO_DIR}/include"
   INTERFACE_INCLUDE_DIRECTORIES "${RSD_MUJOCO_DIR}/include")
 
-# libtorch (CPU part) from the torch wheel. The CUDA part is added by the gpu-worker when RSD_CUDA is on.
+# libtorch (CPU part) from the torch wheel; with RSD_CUDA also its CUDA part (below).
 set(_rsd_torch_lib "${RSD_TORCH_DIR}/lib")
 if(NOT RSD_TORCH_DIR OR NOT EXISTS "${_rsd_torch_lib}/libtorch_cpu.so" OR NOT EXISTS "${_rsd_torch_lib}/libc10.so")
   message(FATAL_ERROR "torch wheel in '${RSD_VENV}' has no lib/libtorch_cpu.so (looked in '${RSD_TORCH_DIR}'); "
@@ -78,5 +78,21 @@ set_target_properties(rsd::torch PROPERTIES
     "${RSD_TORCH_DIR}/include;${RSD_TORCH_DIR}/include/torch/csrc/api/include"
   INTERFACE_COMPILE_DEFINITIONS "_GLIBCXX_USE_CXX11_ABI=1"
   INTERFACE_LINK_OPTIONS "LINKER:-rpath,${_rsd_torch_lib}")
+# RSD_CUDA: libtorch_cuda and libc10_cuda from the same wheel (torch 2.11.0+cu130). Nothing calls into
+# them directly: their static initializers register the CUDA backend, so they are linked with
+# --no-as-needed. Their own RPATH finds the CUDA runtime, cuBLAS and cuDNN in the wheel's nvidia/ folder,
+# so neither the CUDA toolkit nor LD_LIBRARY_PATH is needed to build or run.
+if(RSD_CUDA)
+  foreach(_rsd_lib libtorch_cuda.so libc10_cuda.so)
+    if(NOT EXISTS "${_rsd_torch_lib}/${_rsd_lib}")
+      message(FATAL_ERROR "RSD_CUDA=ON but the torch wheel in '${RSD_VENV}' has no lib/${_rsd_lib} (a CPU-only "
+                          "wheel?); install the CUDA wheel (ops/pins.sh) or configure with -DRSD_CUDA=OFF")
+    endif()
+  endforeach()
+  set_property(TARGET rsd::torch APPEND PROPERTY INTERFACE_LINK_LIBRARIES
+    "-Wl,--push-state,--no-as-needed" "${_rsd_torch_lib}/libtorch_cuda.so" "${_rsd_torch_lib}/libc10_cuda.so"
+    "-Wl,--pop-state")
+  message(STATUS "rsd: CUDA   ${_rsd_torch_lib}/libtorch_cuda.so")
+endif()
 message(STATUS "rsd: mujoco ${_rsd_mujoco_lib}")
 message(STATUS "rsd: torch  ${RSD_TORCH_DIR}")

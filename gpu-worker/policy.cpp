@@ -192,7 +192,8 @@ struct Parsed {
   std::string files[3];  // main, draft, tokenizer
 };
 
-void s_parse_manifest(const std::string &dir, const char *unnorm_key, gw_policy_t &p, Parsed &out) {
+void s_parse_manifest(const std::string &dir, const char *unnorm_key, bool any_unnorm_key, gw_policy_t &p,
+                      Parsed &out) {
   std::string path = dir + "/manifest.json";
   std::string text = s_read_file(path);
   json_error_t jerr;
@@ -281,11 +282,23 @@ void s_parse_manifest(const std::string &dir, const char *unnorm_key, gw_policy_
       mask[a] = json_is_true(b);
     }
     have += (have.empty() ? "" : ", ") + std::string(key);
+    if (m.num_unnorm_keys == GW_MAX_UNNORM_KEYS)
+      top.bad("action_stats", "has more than " + std::to_string(GW_MAX_UNNORM_KEYS) + " unnorm_keys");
+    s_copy(m.unnorm_keys[m.num_unnorm_keys++], GW_NAME_MAX, key);
+    p.all_q01.push_back(q01);
+    p.all_q99.push_back(q99);
+    p.all_mask.push_back(mask);
     if (unnorm_key && std::strcmp(unnorm_key, key) == 0) {
       p.q01 = q01;
       p.q99 = q99;
       p.mask = mask;
     }
+  }
+  if (!unnorm_key && any_unnorm_key) {
+    unnorm_key = m.unnorm_keys[0];
+    p.q01 = p.all_q01[0];
+    p.q99 = p.all_q99[0];
+    p.mask = p.all_mask[0];
   }
   if (!unnorm_key || !*unnorm_key) throw Error(GW_EUNNORM, "no unnorm_key given (have: " + have + ")");
   if (p.q01.empty())
@@ -488,7 +501,7 @@ extern "C" int gw_policy_open(const char *dir, const gw_policy_opts_t *opts, gw_
     p->device = s_device(opts->device);  // before reading the package: a bad device is the caller's error
     if (opts->num_threads > 0) at::set_num_threads(opts->num_threads);
     Parsed pm;
-    s_parse_manifest(dir, opts->unnorm_key, *p, pm);
+    s_parse_manifest(dir, opts->unnorm_key, opts->any_unnorm_key != 0, *p, pm);
     p->m = pm.m;
     if (opts->verify_hash) s_check_hash(dir, pm);
     p->main = s_load_module(dir, pm.files[0], "main", p->device);
@@ -501,6 +514,25 @@ extern "C" int gw_policy_open(const char *dir, const gw_policy_opts_t *opts, gw_
     s_need_method(p->tokenizer, "tokenizer", "decode", 1, "decode(codes)");
     s_probe(*p);
     *policy_out = p.release();
+  });
+}
+
+extern "C" int gw_policy_set_unnorm_key(gw_policy_t *policy, const char *unnorm_key) {
+  return s_guard([&] {
+    if (!policy || !unnorm_key) throw Error(GW_EINVAL, "gw_policy_set_unnorm_key: policy and unnorm_key are required");
+    gw_manifest_t &m = policy->m;
+    std::string have;
+    for (int i = 0; i < m.num_unnorm_keys; i++) {
+      if (std::strcmp(m.unnorm_keys[i], unnorm_key) == 0) {
+        policy->q01 = policy->all_q01[i];
+        policy->q99 = policy->all_q99[i];
+        policy->mask = policy->all_mask[i];
+        s_copy(m.unnorm_key, sizeof m.unnorm_key, unnorm_key);
+        return;
+      }
+      have += (have.empty() ? "" : ", ") + std::string(m.unnorm_keys[i]);
+    }
+    throw Error(GW_EUNNORM, "unnorm_key '" + std::string(unnorm_key) + "' not in model stats (have: " + have + ")");
   });
 }
 

@@ -31,6 +31,7 @@ extern "C" {
 #define GW_MAX_GAMMA 16       /* draft layers proposed per round */
 #define GW_NAME_MAX 64        /* names, versions, keys (with the NUL) */
 #define GW_ROW_MSG_MAX 256    /* gw_result_t.message (with the NUL) */
+#define GW_MAX_UNNORM_KEYS 32 /* action_stats entries a package may declare */
 
 /* ---- error codes: stable numbers ---------------------------------------------------------------- */
 #define GW_ERRORS(E)                                                                 \
@@ -97,6 +98,8 @@ typedef struct {
   int hidden_dim;                                  /* D: main's hidden state that the draft reads */
   gw_decode_params_t decoding;                     /* the package's default decoding parameters */
   char unnorm_key[GW_NAME_MAX];                    /* the statistics this policy handle unnormalizes with */
+  int num_unnorm_keys;                             /* entries of action_stats, 1..GW_MAX_UNNORM_KEYS */
+  char unnorm_keys[GW_MAX_UNNORM_KEYS][GW_NAME_MAX]; /* every unnorm_key of action_stats, in manifest order */
 } gw_manifest_t;
 
 typedef struct {
@@ -104,6 +107,8 @@ typedef struct {
   const char *unnorm_key;   /* required: the campaign's dataset key into the action statistics */
   int num_threads;          /* intra-op threads for CPU; 0 leaves libtorch's default */
   int verify_hash;          /* nonzero: check content_hash against the module files (recommended) */
+  int any_unnorm_key;       /* nonzero: unnorm_key may be NULL, and then the package's first key is selected
+                             * (a server that picks the key per request with gw_policy_set_unnorm_key) */
 } gw_policy_opts_t;
 
 typedef struct gw_policy_t gw_policy_t;
@@ -111,8 +116,12 @@ typedef struct gw_policy_t gw_policy_t;
 /* Loads the package in directory `dir` and validates it: every manifest field, the content hash, each
  * module's methods, and a probe call on a dummy batch that checks every output's shape, dtype, device
  * and finiteness. Fails with GW_EUNNORM (listing the keys it has) when opts->unnorm_key is missing from
- * the statistics. On success *policy_out is a new handle owned by the caller; on failure it is NULL. */
+ * the statistics (unless opts->any_unnorm_key and it is NULL). On success *policy_out is a new handle owned by the caller; on failure it is NULL. */
 int gw_policy_open(const char *dir, const gw_policy_opts_t *opts, gw_policy_t **policy_out);
+/* Switches the action statistics that later gw_policy_decode calls unnormalize with to `unnorm_key`
+ * (one of gw_policy_manifest(policy)->unnorm_keys; the manifest's unnorm_key follows). Fails with
+ * GW_EUNNORM, listing the keys the package has, and keeps the current statistics. */
+int gw_policy_set_unnorm_key(gw_policy_t *policy, const char *unnorm_key);
 /* Frees a policy; idempotent, sets *self_p = NULL. self_p and *self_p may be NULL. */
 void gw_policy_destroy(gw_policy_t **self_p);
 /* The validated manifest (borrowed; lives as long as the policy). */

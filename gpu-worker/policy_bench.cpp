@@ -50,7 +50,7 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
-  gw_policy_opts_t opts = {"cpu", nullptr, threads, 1};
+  gw_policy_opts_t opts = {"cpu", nullptr, threads, 1, 0};
   // Any unnorm_key of the package will do: ask with none, then take the first from the message.
   gw_policy_t *p = nullptr;
   int rc = gw_policy_open(dir, &opts, &p);

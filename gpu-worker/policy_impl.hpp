@@ -18,6 +18,9 @@ struct gw_policy_t {
   torch::jit::Module main, draft, tokenizer;  // on `device`, eval mode
   std::vector<float> q01, q99;   // [A] statistics of m.unnorm_key
   std::vector<bool> mask;        // [A] true: unnormalize this dimension; false: pass through
+  // Every key's statistics, index-aligned with m.unnorm_keys; q01/q99/mask are a copy of the selected one.
+  std::vector<std::vector<float>> all_q01, all_q99;
+  std::vector<std::vector<bool>> all_mask;
 };
 
 namespace gw {

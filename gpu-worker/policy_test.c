@@ -66,7 +66,7 @@ typedef struct {
 static gw_policy_t *s_open(const char *pkg, const char *key, int *rc_out) {
   char path[512];
   snprintf(path, sizeof path, "%s/%s", s_dir, pkg);
-  gw_policy_opts_t opts = {"cpu", key, 1, 1};
+  gw_policy_opts_t opts = {"cpu", key, 1, 1, 0};
   gw_policy_t *p = NULL;
   int rc = gw_policy_open(path, &opts, &p);
   if (rc_out) *rc_out = rc;
@@ -138,7 +138,7 @@ static void s_suite_load(void) {
 
   char path[512];
   snprintf(path, sizeof path, "%s/exact", s_dir);
-  gw_policy_opts_t opts = {"cuda:0", "libero_spatial", 1, 1};
+  gw_policy_opts_t opts = {"cuda:0", "libero_spatial", 1, 1, 0};
   rc = gw_policy_open(path, &opts, &p);
   CHECK(rc == GW_EDEVICE && p == NULL && strstr(gw_errmsg(), "cuda:0"), "cuda: %d %s", rc, gw_errmsg());
   opts.device = "tpu";
@@ -458,6 +458,33 @@ static void s_suite_errors(void) {
         }
     CHECK(bad == 0, "%d unnormalized values disagree with q01/q99 and the gripper convention", bad);
     CHECK(grip_open > 0 && grip_close > 0, "gripper takes both values (%d open, %d close)", grip_open, grip_close);
+
+    /* Switching the statistics: bridge_orig's q01/q99 for the same normalized chunk; an unknown key is
+     * refused with the keys listed and leaves the statistics as they were. */
+    const gw_manifest_t *m = gw_policy_manifest(ref);
+    CHECK(m->num_unnorm_keys == 2 && !strcmp(m->unnorm_keys[0], "libero_spatial") &&
+              !strcmp(m->unnorm_keys[1], "bridge_orig"),
+          "manifest lists its unnorm_keys (%d)", m->num_unnorm_keys);
+    int rc = gw_policy_set_unnorm_key(ref, "libero_goal");
+    CHECK(rc == GW_EUNNORM && strstr(gw_errmsg(), "'libero_goal'") && strstr(gw_errmsg(), "bridge_orig") &&
+              !strcmp(m->unnorm_key, "libero_spatial"),
+          "unknown key refused: %d %s", rc, gw_errmsg());
+    CHECK(gw_policy_set_unnorm_key(ref, "bridge_orig") == GW_OK && !strcmp(m->unnorm_key, "bridge_orig"),
+          "switch to bridge_orig: %s", gw_errmsg());
+    json_t *st2 = json_object_get(json_object_get(root, "action_stats"), "bridge_orig");
+    s_res_t out2[8];
+    s_decode(ref, idx, 8, &prm, out2);
+    int bad2 = 0;
+    for (int i = 0; i < 8; i++)
+      for (int k = 0; k < 8 * 7; k++) {
+        int a = k % 7;
+        if (a == 6) continue;
+        double lo = json_number_value(json_array_get(json_object_get(st2, "q01"), a));
+        double hi = json_number_value(json_array_get(json_object_get(st2, "q99"), a));
+        double x = out2[i].norm[k], xc = x < -1 ? -1 : x > 1 ? 1 : x;
+        bad2 += out2[i].norm[k] != out[i].norm[k] || fabs(out2[i].chunk[k] - (0.5 * (xc + 1) * (hi - lo) + lo)) > 1e-5;
+      }
+    CHECK(bad2 == 0, "%d values disagree with bridge_orig's statistics after the switch", bad2);
     json_decref(root);
   }
   gw_policy_destroy(&ref);

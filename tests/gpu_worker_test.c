@@ -1,0 +1,555 @@
+/* gpu_worker_test.c: the real rsd-gpu-worker process against a broker that this test plays (a ROUTER on
+ * tcp://127.0.0.1:*), on the tiny packages that train/make_test_models.py builds (ctest fixture gw_models).
+ *
+ *   gpu_worker_test PATH/TO/rsd-gpu-worker TEST_MODELS_DIR
+ *
+ * It checks, in order: the HELLO (role, model name and content hash, device, max_batch, capacity);
+ * four INFERs of one key come back as one batch of 4 whose actions and codes equal what the policy C API
+ * gives in this process for the same observations (spec, libero_spatial); the same observations in ar
+ * with another unnorm_key give ar's codes (lossless) unnormalized with that key's statistics; a wrong
+ * image size, an unknown unnorm_key and a wrong proprio shape come back as ERROR 31 naming the field
+ * and the value while the requests around them are served (spec-relaxed batch); READY returns exactly
+ * one credit per answered INFER; a HEARTBEAT reports the requests held; SIGTERM with two requests queued
+ * answers both (a batch of 2), then BYE and exit status 0. A second worker (package "nan") re-HELLOs
+ * on a new connection when the broker falls silent, answers a batch in which one row produces NaN with
+ * ERROR 30 for that row and an ACTION for the other, and leaves on SIGINT. Last, --device cuda:0 either
+ * fails with a message naming the device (no CUDA in the build or on the machine) or says HELLO with
+ * that device. Every child is killed when the test exits. */
+#include <czmq.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "msg.h"
+#include "policy.h"
+
+#define NOBS 4
+#define IMG 16
+#define NCAM 2
+#define PROPRIO 8
+#define HA (8 * 7)
+#define LG (8 * 4)
+
+static pid_t s_pids[8];
+static int s_npids;
+
+static void s_kill_all(void) {
+  for (int i = 0; i < s_npids; i++)
+    if (s_pids[i] > 0) {
+      kill(s_pids[i], SIGKILL);
+      waitpid(s_pids[i], NULL, 0);
+      s_pids[i] = 0;
+    }
+}
+
+/* Starts argv[0] with argv; stderr to `err_path` when not NULL. */
+static pid_t s_spawn(char **argv, const char *err_path) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (err_path) {
+      int fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (fd >= 0) dup2(fd, 2);
+    }
+    execv(argv[0], argv);
+    _exit(127);
+  }
+  if (pid > 0 && s_npids < 8) s_pids[s_npids++] = pid;
+  return pid;
+}
+
+/* Waits up to timeout_ms for pid to exit; its wait status, or -1 if it is still running. */
+static int s_wait_exit(pid_t pid, int timeout_ms) {
+  for (int t = 0; t <= timeout_ms; t += 20) {
+    int st;
+    if (waitpid(pid, &st, WNOHANG) == pid) {
+      for (int i = 0; i < s_npids; i++)
+        if (s_pids[i] == pid) s_pids[i] = 0;
+      return st;
+    }
+    zclock_sleep(20);
+  }
+  return -1;
+}
+
+/* ---- the broker played by the test --------------------------------------------------------------- */
+
+typedef struct {
+  msg_sock_t *sock;
+  zframe_t *route;        /* the worker's routing id (owned) */
+  bool beat;              /* send HEARTBEATs while waiting */
+  uint64_t seq;
+  int64_t last_beat;
+  uint32_t credit;        /* sum of READY.credit received */
+  int heartbeats;         /* HEARTBEATs received */
+  uint32_t last_busy;     /* HEARTBEAT.busy of the last one */
+} s_broker_t;
+
+/* The next message from the worker that is not a HEARTBEAT or READY (those are counted); NULL after
+ * timeout_ms. Sends HEARTBEATs every 500 ms meanwhile when b->beat. */
+static msg_in_t *s_recv(s_broker_t *b, int timeout_ms, bool stop_on_heartbeat) {
+  int64_t end = zclock_mono() + timeout_ms;
+  zpoller_t *p = zpoller_new(msg_sock_zsock(b->sock), NULL);
+  msg_in_t *out = NULL;
+  while (!out && zclock_mono() < end) {
+    if (b->beat && b->route && zclock_mono() - b->last_beat >= 500) {
+      msg_t hb;
+      msg_init(&hb, MSG_HEARTBEAT, ++b->seq);
+      msg_error_t err;
+      msg_sock_send(b->sock, b->route, &hb, &err);
+      b->last_beat = zclock_mono();
+    }
+    if (!zpoller_wait(p, 50)) continue;
+    msg_in_t *in = NULL;
+    msg_error_t err;
+    msg_err_t rc = msg_sock_recv(b->sock, &in, &err);
+    CHECK(rc == MSG_OK, "the worker sent a message the codec refuses: %s", err.text);
+    if (rc != MSG_OK) {
+      msg_in_destroy(&in);
+      continue;
+    }
+    if (in->msg.type == MSG_READY) {
+      b->credit += in->msg.ready.credit;
+      msg_in_destroy(&in);
+    } else if (in->msg.type == MSG_HEARTBEAT) {
+      b->heartbeats++;
+      b->last_busy = in->msg.heartbeat.has_busy ? in->msg.heartbeat.busy : 0;
+      if (stop_on_heartbeat) out = in;
+      else msg_in_destroy(&in);
+    } else {
+      out = in;
+    }
+  }
+  zpoller_destroy(&p);
+  return out;
+}
+
+static void s_welcome(s_broker_t *b, const msg_in_t *hello, uint32_t heartbeat_ms, uint32_t liveness) {
+  zframe_destroy(&b->route);
+  b->route = zframe_dup(hello->route);
+  msg_t w;
+  msg_init(&w, MSG_WELCOME, hello->msg.id);
+  w.welcome.worker_id = 7;
+  w.welcome.heartbeat_ms = heartbeat_ms;
+  w.welcome.liveness = liveness;
+  snprintf(w.welcome.software, sizeof w.welcome.software, "gpu_worker_test");
+  msg_error_t err;
+  CHECK(msg_sock_send(b->sock, b->route, &w, &err) == MSG_OK, "WELCOME: %s", err.text);
+}
+
+/* ---- observations -------------------------------------------------------------------------------- */
+
+static uint8_t s_images[NOBS][NCAM][IMG * IMG * 3];
+static float s_proprio[NOBS][PROPRIO];
+static const char *s_instr[NOBS] = {"pick up the black bowl", "put the bowl on the plate",
+                                    "pick up the bowl next to the ramekin", "open the drawer"};
+
+static void s_make_obs(void) {
+  uint32_t x = 12345;
+  for (int i = 0; i < NOBS; i++) {
+    for (int c = 0; c < NCAM; c++)
+      for (int k = 0; k < IMG * IMG * 3; k++) {
+        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+        s_images[i][c][k] = (uint8_t)(x >> 24);
+      }
+    for (int k = 0; k < PROPRIO; k++) {
+      x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+      s_proprio[i][k] = (float)((int)(x % 2001) - 1000) / 1000.0f;
+    }
+  }
+}
+
+typedef struct {
+  const char *mode, *unnorm_key, *model; /* model NULL: "tiny-mixed" */
+  int image_size;     /* 0: IMG */
+  int proprio_len;    /* 0: PROPRIO */
+  float proprio0;     /* NAN: keep */
+} s_infer_opts_t;
+
+static void s_send_infer(s_broker_t *b, uint64_t id, int obs, s_infer_opts_t o) {
+  msg_t m;
+  msg_init(&m, MSG_INFER, id);
+  msg_infer_body_t *q = &m.infer;
+  snprintf(q->variant, sizeof q->variant, "%s", o.mode);
+  q->task = 1;
+  q->trial = (uint32_t)obs;
+  q->step = 0;
+  snprintf(q->instruction, sizeof q->instruction, "%s", s_instr[obs]);
+  snprintf(q->model, sizeof q->model, "%s", o.model ? o.model : "tiny-mixed");
+  snprintf(q->unnorm_key, sizeof q->unnorm_key, "%s", o.unnorm_key);
+  q->mode = !strcmp(o.mode, "ar") ? MSG_MODE_AR : !strcmp(o.mode, "spec") ? MSG_MODE_SPEC : MSG_MODE_SPEC_RELAXED;
+  static uint8_t big[64 * 64 * 3];
+  static float prop[PROPRIO];
+  memcpy(prop, s_proprio[obs], sizeof prop);
+  if (!isnan(o.proprio0)) prop[0] = o.proprio0;
+  int size = o.image_size ? o.image_size : IMG;
+  uint32_t ishape[3] = {(uint32_t)size, (uint32_t)size, 3};
+  uint32_t pshape[1] = {(uint32_t)(o.proprio_len ? o.proprio_len : PROPRIO)};
+  msg_error_t err;
+  const void *agent = size == IMG ? (const void *)s_images[obs][0] : (const void *)big;
+  msg_add_frame(&m, "agentview", MSG_DTYPE_U8, 3, ishape, agent, (size_t)size * size * 3, &err);
+  msg_add_frame(&m, "eye_in_hand", MSG_DTYPE_U8, 3, (uint32_t[]){IMG, IMG, 3}, s_images[obs][1], IMG * IMG * 3, &err);
+  msg_add_frame(&m, "proprio", MSG_DTYPE_F32, 1, pshape, prop, sizeof(float) * pshape[0], &err);
+  CHECK(msg_sock_send(b->sock, b->route, &m, &err) == MSG_OK, "INFER %llu: %s", (unsigned long long)id, err.text);
+}
+
+#define INFER_OPTS(...) ((s_infer_opts_t){.proprio0 = NAN, __VA_ARGS__})
+
+/* In-process expectations: gw_policy_decode on observations idx[0..n) with the package defaults for
+ * `mode`, unnormalized with `key`. */
+static void s_expect(gw_policy_t *p, const char *key, int mode, const int *idx, int n, float (*chunk)[HA],
+                     int32_t (*codes)[LG], int *status) {
+  gw_obs_t obs[NOBS];
+  gw_result_t res[NOBS];
+  static uint8_t stacked[NOBS][NCAM * IMG * IMG * 3];
+  static float prop[NOBS][PROPRIO];
+  for (int i = 0; i < n; i++) {
+    memcpy(stacked[i], s_images[idx[i]], sizeof stacked[i]);
+    memcpy(prop[i], s_proprio[idx[i]], sizeof prop[i]);
+    obs[i] = (gw_obs_t){stacked[i], NCAM, IMG, IMG, prop[i], PROPRIO, s_instr[idx[i]]};
+    res[i] = (gw_result_t){.chunk = chunk[i], .codes = codes[i]};
+  }
+  CHECK(gw_policy_set_unnorm_key(p, key) == GW_OK, "set_unnorm_key %s: %s", key, gw_errmsg());
+  gw_decode_params_t prm = gw_policy_manifest(p)->decoding;
+  prm.mode = mode;
+  int rc = gw_policy_decode(p, obs, n, &prm, res);
+  CHECK(rc == GW_OK, "in-process decode: %s", gw_errmsg());
+  for (int i = 0; i < n; i++) {
+    if (status) status[i] = res[i].status;
+    else CHECK(res[i].status == GW_OK, "in-process row %d: %s", i, res[i].message);
+  }
+}
+
+/* The ACTION / ERROR replies to ids first..first+n-1, in any order, into replies[id - first]. */
+static int s_collect(s_broker_t *b, uint64_t first, int n, msg_in_t **replies) {
+  int got = 0;
+  for (int i = 0; i < n; i++) replies[i] = NULL;
+  while (got < n) {
+    msg_in_t *in = s_recv(b, 60000, false);
+    if (!in) break;
+    uint64_t k = in->msg.id - first;
+    bool ours = (in->msg.type == MSG_ACTION || in->msg.type == MSG_ERROR) && in->msg.id >= first && k < (uint64_t)n;
+    CHECK(ours && !replies[k], "unexpected %s id %llu", msg_type_name(in->msg.type), (unsigned long long)in->msg.id);
+    if (ours && !replies[k]) {
+      replies[k] = in;
+      got++;
+    } else {
+      msg_in_destroy(&in);
+    }
+  }
+  CHECK(got == n, "%d of %d replies from id %llu", got, n, (unsigned long long)first);
+  return got;
+}
+
+static void s_free_replies(msg_in_t **r, int n) {
+  for (int i = 0; i < n; i++) msg_in_destroy(&r[i]);
+}
+
+/* An ACTION with batch == `batch` whose actions and codes equal the expectations. */
+static void s_check_action(const msg_in_t *in, uint32_t batch, const float *chunk, const int32_t *codes,
+                           const char *what) {
+  CHECK(in && in->msg.type == MSG_ACTION, "%s: %s (%s)", what, in ? msg_type_name(in->msg.type) : "nothing",
+        in && in->msg.type == MSG_ERROR ? in->msg.error.text : "");
+  if (!in || in->msg.type != MSG_ACTION) return;
+  const msg_action_body_t *a = &in->msg.action;
+  CHECK(a->batch == batch, "%s: batch %u, expected %u", what, a->batch, batch);
+  const msg_frame_t *f = msg_find_frame(&in->msg, "actions");
+  CHECK(f && f->dtype == MSG_DTYPE_F32 && f->rank == 2 && f->shape[0] == 8 && f->shape[1] == 7, "%s: actions frame",
+        what);
+  if (f && f->size == sizeof(float) * HA) {
+    float got[HA];
+    memcpy(got, f->data, sizeof got);
+    int diff = 0;
+    for (int k = 0; k < HA; k++) diff += got[k] != chunk[k];
+    CHECK(diff == 0, "%s: %d of %d action values differ from the policy C API in-process", what, diff, HA);
+  }
+  const msg_frame_t *c = msg_find_frame(&in->msg, "codes");
+  CHECK(c && c->dtype == MSG_DTYPE_I32 && c->size == sizeof(int32_t) * LG, "%s: codes frame", what);
+  if (c && c->size == sizeof(int32_t) * LG) {
+    int32_t got[LG];
+    memcpy(got, c->data, sizeof got);
+    CHECK(memcmp(got, codes, sizeof got) == 0, "%s: codes differ from the policy C API in-process", what);
+  }
+  CHECK(a->has_worker && a->main_forwards >= 1, "%s: worker name and main forwards", what);
+}
+
+static void s_check_error(const msg_in_t *in, uint32_t code, const char *needle1, const char *needle2,
+                          const char *what) {
+  CHECK(in && in->msg.type == MSG_ERROR && in->msg.error.code == code && strstr(in->msg.error.text, needle1) &&
+            strstr(in->msg.error.text, needle2),
+        "%s: expected ERROR %u naming '%s' and '%s', got %s %u '%s'", what, code, needle1, needle2,
+        in ? msg_type_name(in->msg.type) : "nothing", in && in->msg.type == MSG_ERROR ? in->msg.error.code : 0,
+        in && in->msg.type == MSG_ERROR ? in->msg.error.text : "");
+}
+
+/* ---- the scenarios ------------------------------------------------------------------------------- */
+
+static void s_main_worker(const char *exe, const char *models, s_broker_t *b) {
+  char dir[1024];
+  snprintf(dir, sizeof dir, "%s/mixed", models);
+  gw_policy_opts_t popts = {"cpu", "libero_spatial", 1, 1, 0};
+  gw_policy_t *p = NULL;
+  int rc = gw_policy_open(dir, &popts, &p);
+  CHECK(rc == GW_OK, "in-process policy %s: %s", dir, gw_errmsg());
+  if (rc != GW_OK) return;
+  const gw_manifest_t *man = gw_policy_manifest(p);
+  /* Expectations for the very batches the worker will form (same rows, same order): the tokenizer's
+   * float output may depend on the batch shape in its last bits; the codes never do (integer-exact). */
+  static float ex_spec[NOBS][HA], ex_ar[NOBS][HA], ex_rel[NOBS][HA], ex_two[2][HA];
+  static int32_t co_spec[NOBS][LG], co_ar[NOBS][LG], co_rel[NOBS][LG], co_two[2][LG];
+  int all[NOBS] = {0, 1, 2, 3}, rel_idx[NOBS] = {3, 2, 1, 0};
+  s_expect(p, "libero_spatial", GW_DECODE_SPEC, all, NOBS, ex_spec, co_spec, NULL);
+  s_expect(p, "bridge_orig", GW_DECODE_AR, all, NOBS, ex_ar, co_ar, NULL);
+  s_expect(p, "libero_spatial", GW_DECODE_SPEC_RELAXED, rel_idx, NOBS, ex_rel, co_rel, NULL);
+  s_expect(p, "libero_spatial", GW_DECODE_SPEC, all, 2, ex_two, co_two, NULL);
+
+  char *argv[] = {(char *)exe, "--broker", (char *)msg_sock_endpoint(b->sock), "--model", dir, "--device", "cpu",
+                  "--max-batch", "4", "--max-wait-us", "30000000", "--credit", "8", "--name", "gwtest-1",
+                  "--heartbeat-ms", "1000", NULL};
+  pid_t pid = s_spawn(argv, NULL);
+  CHECK(pid > 0, "spawn %s", exe);
+
+  /* HELLO */
+  msg_in_t *hello = s_recv(b, 120000, false);
+  CHECK(hello && hello->msg.type == MSG_HELLO, "HELLO from the worker");
+  if (!hello || hello->msg.type != MSG_HELLO) {
+    msg_in_destroy(&hello);
+    gw_policy_destroy(&p);
+    return;
+  }
+  const msg_hello_body_t *h = &hello->msg.hello;
+  CHECK(h->role == MSG_ROLE_GPU && h->capacity == 8 && !strcmp(h->name, "gwtest-1"), "HELLO role/capacity/name");
+  CHECK(h->has_model && !strcmp(h->model, "tiny-mixed") && h->has_model_hash &&
+            !strcmp(h->model_hash, man->content_hash),
+        "HELLO model '%s' hash '%s'", h->model, h->model_hash);
+  CHECK(h->has_device && !strcmp(h->device, "cpu") && h->has_max_batch && h->max_batch == 4, "HELLO device/max_batch");
+  s_welcome(b, hello, 1000, 10);
+  msg_in_destroy(&hello);
+  b->beat = true;
+  uint32_t sent = 0;
+
+  /* A: four requests of one key: one batch of 4, equal to the in-process decode. */
+  for (int i = 0; i < NOBS; i++, sent++)
+    s_send_infer(b, 1 + i, i, INFER_OPTS(.mode = "spec", .unnorm_key = "libero_spatial"));
+  msg_in_t *r[8];
+  s_collect(b, 1, NOBS, r);
+  uint32_t accepted_total = 0;
+  for (int i = 0; i < NOBS; i++) {
+    s_check_action(r[i], 4, ex_spec[i], co_spec[i], "spec libero_spatial");
+    if (r[i] && r[i]->msg.type == MSG_ACTION) {
+      const msg_action_body_t *a = &r[i]->msg.action;
+      CHECK(a->draft_forwards >= 1 && a->main_forwards == a->draft_forwards + 1,
+            "spec: main forwards = 1 + draft forwards (%u, %u)", a->main_forwards, a->draft_forwards);
+      CHECK(a->has_proposed && a->has_accepted && a->proposed_count == 8 && a->accepted_count == 8,
+            "spec: per-layer proposed / accepted");
+      for (int l = 0; l < 8 && a->has_accepted; l++) {
+        CHECK(a->accepted[l] <= a->proposed[l], "accepted <= proposed at layer %d", l);
+        accepted_total += a->accepted[l];
+      }
+    }
+  }
+  CHECK(accepted_total > 0, "the draft of 'mixed' has some layers accepted");
+  s_free_replies(r, NOBS);
+
+  /* B: the same observations in ar with the other statistics: ar's codes (= spec's), bridge_orig's actions. */
+  for (int i = 0; i < NOBS; i++, sent++)
+    s_send_infer(b, 11 + i, i, INFER_OPTS(.mode = "ar", .unnorm_key = "bridge_orig"));
+  s_collect(b, 11, NOBS, r);
+  int differ = 0;
+  for (int i = 0; i < NOBS; i++) {
+    s_check_action(r[i], 4, ex_ar[i], co_ar[i], "ar bridge_orig");
+    CHECK(memcmp(co_ar[i], co_spec[i], sizeof co_ar[i]) == 0, "ar codes == spec codes (lossless), row %d", i);
+    for (int k = 0; k < HA; k++) differ += ex_ar[i][k] != ex_spec[i][k];
+    if (r[i] && r[i]->msg.type == MSG_ACTION)
+      CHECK(r[i]->msg.action.main_forwards == 8 && r[i]->msg.action.draft_forwards == 0 &&
+                !r[i]->msg.action.has_proposed,
+            "ar: L main forwards, no draft");
+  }
+  CHECK(differ > 0, "bridge_orig and libero_spatial statistics give different actions");
+  s_free_replies(r, NOBS);
+
+  /* C: misfits answered with ERROR 31 at once; the spec-relaxed batch around them is served. */
+  s_send_infer(b, 21, 0, INFER_OPTS(.mode = "spec", .unnorm_key = "libero_spatial", .image_size = 32));
+  s_send_infer(b, 22, 1, INFER_OPTS(.mode = "spec", .unnorm_key = "libero_goal"));
+  for (int i = 0; i < NOBS; i++) s_send_infer(b, 23 + i, rel_idx[i], INFER_OPTS(.mode = "spec-relaxed", .unnorm_key = "libero_spatial"));
+  s_send_infer(b, 27, 2, INFER_OPTS(.mode = "ar", .unnorm_key = "libero_spatial", .proprio_len = 7));
+  s_send_infer(b, 28, 2, INFER_OPTS(.mode = "ar", .unnorm_key = "libero_spatial", .model = "tiny-other"));
+  sent += 8;
+  s_collect(b, 21, 8, r);
+  s_check_error(r[0], MSG_ERR_BAD_REQUEST, "agentview", "[32, 32, 3]", "wrong image size");
+  s_check_error(r[1], MSG_ERR_BAD_REQUEST, "'libero_goal'", "libero_spatial", "unknown unnorm_key");
+  for (int i = 0; i < NOBS; i++) s_check_action(r[2 + i], 4, ex_rel[i], co_rel[i], "spec-relaxed around errors");
+  s_check_error(r[6], MSG_ERR_BAD_REQUEST, "proprio", "[7]", "wrong proprio shape");
+  s_check_error(r[7], MSG_ERR_BAD_REQUEST, "'tiny-other'", "tiny-mixed", "wrong model");
+  s_free_replies(r, 8);
+
+  /* Credit: one READY credit per answered INFER (they follow the answers on the same connection). */
+  for (int t = 0; t < 100 && b->credit < sent; t++) {
+    msg_in_t *x = s_recv(b, 100, false);
+    CHECK(!x, "unexpected %s while waiting for READY", x ? msg_type_name(x->msg.type) : "");
+    msg_in_destroy(&x);
+  }
+  CHECK(b->credit == sent, "READY credit %u for %u answered INFERs", b->credit, sent);
+
+  /* SIGTERM with two requests queued (a part-full batch waiting 30 s): both answered, BYE, exit 0. */
+  s_send_infer(b, 31, 0, INFER_OPTS(.mode = "spec", .unnorm_key = "libero_spatial"));
+  s_send_infer(b, 32, 1, INFER_OPTS(.mode = "spec", .unnorm_key = "libero_spatial"));
+  bool held2 = false;
+  for (int t = 0; t < 30 && !held2; t++) {
+    msg_in_t *x = s_recv(b, 2000, true);
+    held2 = x && x->msg.type == MSG_HEARTBEAT && b->last_busy == 2;
+    msg_in_destroy(&x);
+  }
+  CHECK(held2 && b->heartbeats > 0, "a HEARTBEAT reports busy = 2 held requests (last busy %u, %d heartbeats)",
+        b->last_busy, b->heartbeats);
+  uint32_t credit_before = b->credit;
+  kill(pid, SIGTERM);
+  s_collect(b, 31, 2, r);
+  s_check_action(r[0], 2, ex_two[0], co_two[0], "after SIGTERM, row 0");
+  s_check_action(r[1], 2, ex_two[1], co_two[1], "after SIGTERM, row 1");
+  CHECK(!memcmp(co_two, co_spec, sizeof co_two), "a batch of 2 decodes the codes of a batch of 4");
+  s_free_replies(r, 2);
+  msg_in_t *bye = s_recv(b, 30000, false);
+  CHECK(bye && bye->msg.type == MSG_BYE && bye->msg.bye.has_reason && !strcmp(bye->msg.bye.reason, "SIGTERM"),
+        "BYE (SIGTERM) after the last answers, got %s", bye ? msg_type_name(bye->msg.type) : "nothing");
+  msg_in_destroy(&bye);
+  CHECK(b->credit == credit_before, "no READY once stopping (%u -> %u)", credit_before, b->credit);
+  int st = s_wait_exit(pid, 30000);
+  CHECK(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status 0 after SIGTERM (wait status %d)", st);
+  b->beat = false;
+  gw_policy_destroy(&p);
+}
+
+static void s_nan_worker(const char *exe, const char *models, s_broker_t *b) {
+  char dir[1024];
+  snprintf(dir, sizeof dir, "%s/nan", models);
+  gw_policy_opts_t popts = {"cpu", "libero_spatial", 1, 1, 0};
+  gw_policy_t *p = NULL;
+  CHECK(gw_policy_open(dir, &popts, &p) == GW_OK, "in-process nan policy: %s", gw_errmsg());
+  if (!p) return;
+  static float ex[2][HA];
+  static int32_t co[2][LG];
+  int idx[2] = {0, 1}, status[2];
+  /* row 1 with proprio[0] > 100 makes the package return NaN for that row */
+  float keep = s_proprio[1][0];
+  s_proprio[1][0] = 1000.0f;
+  s_expect(p, "libero_spatial", GW_DECODE_SPEC, idx, 2, ex, co, status);
+  s_proprio[1][0] = keep;
+  CHECK(status[0] == GW_OK && status[1] == GW_ENONFINITE, "in-process: NaN for row 1 only (%d, %d)", status[0],
+        status[1]);
+
+  char *argv[] = {(char *)exe, "--broker", (char *)msg_sock_endpoint(b->sock), "--model", dir, "--device", "cpu",
+                  "--max-batch", "2", "--max-wait-us", "30000000", "--credit", "2", "--name", "gwtest-2", NULL};
+  pid_t pid = s_spawn(argv, NULL);
+  msg_in_t *h1 = s_recv(b, 120000, false);
+  CHECK(h1 && h1->msg.type == MSG_HELLO, "HELLO from the nan worker");
+  if (!h1 || h1->msg.type != MSG_HELLO) {
+    msg_in_destroy(&h1);
+    gw_policy_destroy(&p);
+    return;
+  }
+  /* a WELCOME with a short heartbeat, then silence: the worker must say HELLO again on a new connection */
+  s_welcome(b, h1, 50, 2);
+  b->beat = false;
+  msg_in_t *h2 = s_recv(b, 30000, false);
+  CHECK(h2 && h2->msg.type == MSG_HELLO && h2->msg.id != h1->msg.id && !zframe_eq(h2->route, h1->route),
+        "a new HELLO (new nonce, new connection) after the broker fell silent");
+  msg_in_destroy(&h1);
+  if (!h2 || h2->msg.type != MSG_HELLO) {
+    msg_in_destroy(&h2);
+    gw_policy_destroy(&p);
+    return;
+  }
+  s_welcome(b, h2, 1000, 10);
+  msg_in_destroy(&h2);
+  b->beat = true;
+
+  s_infer_opts_t o = INFER_OPTS(.mode = "spec", .unnorm_key = "libero_spatial", .model = "tiny-nan");
+  s_send_infer(b, 41, 0, o);
+  o.proprio0 = 1000.0f;
+  s_send_infer(b, 42, 1, o);
+  msg_in_t *r[2];
+  s_collect(b, 41, 2, r);
+  s_check_action(r[0], 2, ex[0], co[0], "the row next to a NaN row");
+  s_check_error(r[1], MSG_ERR_MODEL, "id 42", "NaN", "NaN output");
+  s_free_replies(r, 2);
+
+  kill(pid, SIGINT);
+  msg_in_t *bye = s_recv(b, 30000, false);
+  CHECK(bye && bye->msg.type == MSG_BYE && !strcmp(bye->msg.bye.reason, "SIGINT"), "BYE (SIGINT)");
+  msg_in_destroy(&bye);
+  int st = s_wait_exit(pid, 30000);
+  CHECK(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status 0 after SIGINT (wait status %d)", st);
+  b->beat = false;
+  gw_policy_destroy(&p);
+}
+
+/* --device cuda:0: a clear failure naming the device, or (CUDA build on a GPU machine) a HELLO with it. */
+static void s_cuda_device(const char *exe, const char *models, s_broker_t *b, const char *tmp) {
+  char dir[1024], errf[1100];
+  snprintf(dir, sizeof dir, "%s/exact", models);
+  snprintf(errf, sizeof errf, "%s/cuda.stderr", tmp);
+  char *argv[] = {(char *)exe, "--broker", (char *)msg_sock_endpoint(b->sock), "--model", dir, "--device", "cuda:0",
+                  NULL};
+  pid_t pid = s_spawn(argv, errf);
+  int st = -1;
+  msg_in_t *hello = NULL;
+  for (int t = 0; t < 600 && st == -1 && !hello; t++) {
+    st = s_wait_exit(pid, 100);
+    if (st == -1) hello = s_recv(b, 100, false);
+  }
+  if (hello) {
+    CHECK(hello->msg.type == MSG_HELLO && !strcmp(hello->msg.hello.device, "cuda:0"), "HELLO on cuda:0");
+    msg_in_destroy(&hello);
+    kill(pid, SIGTERM);
+    st = s_wait_exit(pid, 30000);
+    CHECK(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "cuda:0 worker exits 0 on SIGTERM");
+    return;
+  }
+  char text[4096] = "";
+  FILE *f = fopen(errf, "r");
+  if (f) {
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = '\0';
+    fclose(f);
+  }
+  CHECK(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) != 0 && strstr(text, "'cuda:0'"),
+        "--device cuda:0 without CUDA: non-zero exit and a message naming the device (status %d): %s", st, text);
+}
+
+int main(int argc, char **argv) {
+  if (argc != 3) {
+    fprintf(stderr, "usage: gpu_worker_test PATH/TO/rsd-gpu-worker TEST_MODELS_DIR\n");
+    return 2;
+  }
+  atexit(s_kill_all);
+  zsys_handler_set(NULL);
+  alarm(280);
+  char tmp[] = "/tmp/gpu_worker_test.XXXXXX";
+  CHECK(mkdtemp(tmp) != NULL, "mkdtemp");
+  s_make_obs();
+  msg_error_t err;
+  s_broker_t b = {0};
+  b.sock = msg_sock_new(ZMQ_ROUTER, "tcp://127.0.0.1:*", true, NULL, NULL, &err);
+  CHECK(b.sock != NULL, "broker socket: %s", err.text);
+  if (!b.sock) return check_summary("gpu_worker_test");
+
+  s_main_worker(argv[1], argv[2], &b);
+  s_nan_worker(argv[1], argv[2], &b);
+  s_cuda_device(argv[1], argv[2], &b, tmp);
+
+  zframe_destroy(&b.route);
+  msg_sock_destroy(&b.sock);
+  char path[128];
+  snprintf(path, sizeof path, "%s/cuda.stderr", tmp);
+  unlink(path);
+  rmdir(tmp);
+  return check_summary("gpu_worker_test");
+}
