@@ -203,9 +203,10 @@ static int s_serve(co_config_t *cfg, co_journal_t *j, bool created, const char *
   co_journal_add_wall_ms(j, (uint64_t)(zclock_mono() - t0), &je);
   fprintf(stderr,
           "[rsd] this run: %llu results (%llu stored, %llu duplicates) in %llu commits (largest %llu), commit p50 %.2f ms "
-          "p99 %.2f ms; %llu leases sent, at most %llu out at once; %u workers at most\n",
+          "p99 %.2f ms, %.0f ms in all; %llu leases sent, at most %llu out at once; %u workers at most\n",
           (unsigned long long)st.results, (unsigned long long)st.stored, (unsigned long long)st.duplicates,
           (unsigned long long)st.commits, (unsigned long long)st.largest_batch, st.commit_p50_ms, st.commit_p99_ms,
+          st.commit_total_ms,
           (unsigned long long)st.leases, (unsigned long long)st.most_leases_out, st.most_workers);
   if (rc < 0) {
     fprintf(stderr, "rsd: %s\n", err);

@@ -225,6 +225,7 @@ static int s_flush(co_server_t *s, char *err, size_t errlen) {
   } else {
     s->commit_us[s->stats.commits % S_COMMIT_SAMPLES] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
     s->stats.commits++;
+    s->stats.commit_total_ms += (double)us / 1000.0;
     if (s->nbatch > s->stats.largest_batch) s->stats.largest_batch = s->nbatch;
     uint64_t before = s->stats.stored;
     for (size_t i = 0; i < s->nbatch; i++) {

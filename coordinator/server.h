@@ -42,7 +42,8 @@ typedef struct {
   uint64_t infra_errors;         /* RESULTs with outcome infra_error */
   uint64_t commits;              /* group commits (one FULL transaction each) */
   uint64_t largest_batch;        /* most RESULTs in one commit */
-  double commit_p50_ms, commit_p99_ms, commit_max_ms; /* co_journal_record_results wall time */
+  double commit_p50_ms, commit_p99_ms, commit_max_ms; /* co_journal_record_results wall time (last 32768 commits) */
+  double commit_total_ms;        /* all commits together */
   uint64_t leases;               /* LEASEs sent */
   uint64_t most_leases_out;      /* most leases held by workers at one time */
   uint32_t most_workers;         /* most sim workers connected at one time */
