@@ -1,10 +1,11 @@
-// policy_bench.cpp: decoding throughput and latency of a policy package on the CPU, through the C API
+// policy_bench.cpp: decoding throughput and latency of a policy package on a device, through the C API
 // (so it measures what the worker will call). For each mode (ar, spec, spec-relaxed) and batch size
 // (1, 4, 16, 64): chunks/s, p50/p99 latency of a batch (= what each of its requests waits for decoding),
 // main and draft forwards per chunk, and the draft's acceptance per layer. Prints a table; --json FILE
 // also writes the numbers. Not a test: timing belongs here, not in ctest.
 //
 //   policy_bench [PACKAGE_DIR] [--json FILE] [--threads N] [--seconds S] [--gamma G] [--radius R]
+//                [--device cpu|cuda:N]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -34,7 +35,7 @@ static double s_pct(std::vector<double> v, double q) {
 }
 
 int main(int argc, char **argv) {
-  const char *dir = GW_DEFAULT_PACKAGE, *json = nullptr;
+  const char *dir = GW_DEFAULT_PACKAGE, *json = nullptr, *device = "cpu";
   int threads = 0, gamma = 0, radius = 1;
   double seconds = 1.0;
   for (int i = 1; i < argc; i++) {
@@ -43,24 +44,18 @@ int main(int argc, char **argv) {
     else if (!std::strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = std::atof(argv[++i]);
     else if (!std::strcmp(argv[i], "--gamma") && i + 1 < argc) gamma = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--radius") && i + 1 < argc) radius = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--device") && i + 1 < argc) device = argv[++i];
     else if (argv[i][0] != '-') dir = argv[i];
     else {
       std::fprintf(stderr, "usage: policy_bench [PACKAGE_DIR] [--json FILE] [--threads N] [--seconds S] "
-                           "[--gamma G] [--radius R]\n");
+                           "[--gamma G] [--radius R] [--device cpu|cuda:N]\n");
       return 2;
     }
   }
-  gw_policy_opts_t opts = {"cpu", nullptr, threads, 1, 0};
-  // Any unnorm_key of the package will do: ask with none, then take the first from the message.
+  // Any unnorm_key of the package will do: the first.
+  gw_policy_opts_t opts = {device, nullptr, threads, 1, 1};
   gw_policy_t *p = nullptr;
   int rc = gw_policy_open(dir, &opts, &p);
-  std::string key;
-  if (rc == GW_EUNNORM) {
-    const char *have = std::strstr(gw_errmsg(), "(have: ");
-    if (have) key.assign(have + 7, std::strcspn(have + 7, ",)"));
-    opts.unnorm_key = key.c_str();
-    rc = gw_policy_open(dir, &opts, &p);
-  }
   if (rc != GW_OK) {
     std::fprintf(stderr, "policy_bench: %s: %s (%s)\n", dir, gw_strerror(rc), gw_errmsg());
     return 1;
@@ -82,7 +77,7 @@ int main(int argc, char **argv) {
   std::vector<int32_t> codes((size_t)L * G * maxb);
   std::vector<gw_result_t> res(maxb);
 
-  std::printf("policy_bench: %s (%s), L=%d G=%d K=%d, gamma=%d, relaxed radius=%d, threads=%d\n", dir, m->name, L, G,
+  std::printf("policy_bench: %s (%s) on %s, L=%d G=%d K=%d, gamma=%d, relaxed radius=%d, threads=%d\n", dir, m->name, device, L, G,
               m->levels, gamma ? gamma : m->decoding.gamma, radius, threads);
   std::printf("%-13s %5s %10s %9s %9s %9s %9s  %s\n", "mode", "batch", "chunks/s", "p50 ms", "p99 ms", "main/ch",
               "draft/ch", "acceptance per layer 1..L-1");
@@ -143,7 +138,8 @@ int main(int argc, char **argv) {
       std::fprintf(stderr, "policy_bench: cannot write %s\n", json);
       return 1;
     }
-    std::fprintf(f, "{\"package\": \"%s\", \"device\": \"cpu\", \"threads\": %d, \"results\": [\n", m->name, threads);
+    std::fprintf(f, "{\"package\": \"%s\", \"device\": \"%s\", \"threads\": %d, \"results\": [\n", m->name, device,
+                 threads);
     for (size_t i = 0; i < rows.size(); i++) {
       const Row &r = rows[i];
       std::fprintf(f, "  {\"mode\": \"%s\", \"batch\": %d, \"chunks_per_s\": %.2f, \"p50_ms\": %.4f, \"p99_ms\": %.4f, "

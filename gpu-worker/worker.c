@@ -691,6 +691,11 @@ static void s_handle(s_worker_t *w, msg_in_t **in_p, msg_err_t rc, const msg_err
       } else if (m->error.code == MSG_ERR_VERSION) {
         w->refused = true;
         s_stop(w, "protocol version mismatch");
+      } else if (m->error.code == MSG_ERR_UNEXPECTED && w->welcomed && !w->stopping) {
+        /* a restarted broker that does not know us ("say HELLO first"): as if it had gone silent */
+        msg_in_destroy(in_p);
+        s_hello(w, true);
+        return;
       }
       break;
     default:
@@ -703,6 +708,7 @@ static void s_handle(s_worker_t *w, msg_in_t **in_p, msg_err_t rc, const msg_err
 static int s_run(s_worker_t *w) {
   if (s_hello(w, true) != 0) return 1;
   for (;;) {
+    if (!w->sock) return 1; /* a reconnect could not make its socket (logged) */
     if (s_signal && !w->stopping) s_stop(w, s_signal == SIGINT ? "SIGINT" : "SIGTERM");
     s_dispatch(w);
     if (w->stopping && w->held == 0 && !w->infer.busy) break;
@@ -799,7 +805,10 @@ int main(int argc, char **argv) {
   gw_policy_t *policy = NULL;
   int rc = gw_policy_open(w.o.model, &popts, &policy);
   if (rc != GW_OK) {
-    s_log("--model '%s' on --device '%s': %s: %s", w.o.model, w.o.device, gw_strerror(rc), gw_errmsg());
+    s_log("--model '%s' on --device '%s': %s: %s%s", w.o.model, w.o.device, gw_strerror(rc), gw_errmsg(),
+          rc == GW_EDEVICE && RSD_CUDA ? " [this rsd-gpu-worker is built with CUDA: no usable CUDA device is visible; "
+                                         "check nvidia-smi and CUDA_VISIBLE_DEVICES]"
+                                       : "");
     return 1;
   }
   w.m = gw_policy_manifest(policy);

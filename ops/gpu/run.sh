@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# ops/gpu/run.sh: on the GPU machine (the device tool; shared notes GPU.md), from the repository root,
+# with .device/ carried (made here by ops/gpu/prepare.sh): unpacks the carried .debs into a private
+# prefix (never into /), installs the mujoco wheel beside the machine's own python3 + torch, builds the GPU
+# worker with -DRSD_CUDA=ON, runs the GPU-worker tests (gw_*, gpu_worker_test: a worker on cuda:0 must say
+# HELLO there) and the policy benchmark on cuda:0. Logs and the benchmark JSON go to $OUT when it is set.
+#
+#   device run: command "bash ops/gpu/run.sh", carry [".device"]
+#
+#   RSD_GPU_PREFIX   where the .debs are unpacked (default /tmp/rsd-prefix)
+#   RSD_GPU_BUILD    build directory (default build-cuda)
+#   RSD_GPU_SECONDS  seconds per benchmark cell (default 1)
+set -euo pipefail
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$top"
+out=${OUT:-$top/.device/out}
+mkdir -p "$out"
+P=${RSD_GPU_PREFIX:-/tmp/rsd-prefix}
+build=${RSD_GPU_BUILD:-build-cuda}
+multi=x86_64-linux-gnu
+[ -d .device/debs ] && ls .device/wheels/mujoco-*.whl >/dev/null 2>&1 ||
+  { echo "run.sh: .device/debs or .device/wheels missing: run ops/gpu/prepare.sh here first, then carry .device" >&2; exit 2; }
+nvidia-smi -L || echo "run.sh: nvidia-smi found no GPU (the CUDA tests will say so)"
+
+# 1. Debian packages into the private prefix.
+mkdir -p "$P"
+for f in .device/debs/*.deb; do dpkg -x "$f" "$P"; done
+
+# 2. Python: the machine's python3 (it holds torch 2.11.0+cu130) plus mujoco, behind a venv-shaped folder
+#    so that cmake/RsdDeps.cmake finds it as RSD_VENV.
+py=$(command -v python3)
+site=/tmp/rsd-site
+venv=/tmp/rsd-venv
+"$py" -m pip install -q --no-index --no-deps --no-compile --target "$site" .device/wheels/*.whl
+mkdir -p "$venv/bin"
+printf '#!/bin/sh\nPYTHONPATH=%s${PYTHONPATH:+:$PYTHONPATH} exec %s "$@"\n' "$site" "$py" >"$venv/bin/python"
+chmod +x "$venv/bin/python"
+"$venv/bin/python" -c 'import torch; print("run.sh: torch", torch.__version__, "cuda", torch.cuda.is_available())'
+"$venv/bin/python" -m pip freeze 2>/dev/null | grep -E '^(torch|mujoco)==' >"$venv/rsd-pins.txt" || true
+
+# 3. pkg-config from the prefix, reading only the prefix's .pc files, with the prefix as sysroot.
+mkdir -p /tmp/rsd-bin
+printf '#!/bin/sh\nLD_LIBRARY_PATH=%s exec %s "$@"\n' "$P/usr/lib/$multi" "$P/usr/bin/pkgconf" >/tmp/rsd-bin/pkg-config
+chmod +x /tmp/rsd-bin/pkg-config
+export PATH=/tmp/rsd-bin:$PATH
+export PKG_CONFIG_LIBDIR=$P/usr/lib/$multi/pkgconfig:$P/usr/share/pkgconfig PKG_CONFIG_SYSROOT_DIR=$P
+export CPATH=$P/usr/include:$P/usr/include/$multi LIBRARY_PATH=$P/usr/lib/$multi:$P/lib/$multi
+
+# 4. Build only the GPU worker's targets, with CUDA.
+set -o pipefail
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRSD_CUDA=ON -DRSD_VENV="$venv" \
+  -DCMAKE_EXE_LINKER_FLAGS="-Wl,-rpath-link,$P/usr/lib/$multi -Wl,-rpath-link,$P/lib/$multi" 2>&1 | tee "$out/configure.log"
+ninja -C "$build" rsd-gpu-worker gw_batcher_test gw_policy_test gpu_worker_test policy_bench 2>&1 | tee "$out/build.log"
+
+# 5. Tests (the libraries of the prefix only for the programs we built, not for cmake or python).
+export LD_LIBRARY_PATH=$P/usr/lib/$multi:$P/lib/$multi${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+ctest --test-dir "$build" -R 'gw_|gpu_worker' --output-on-failure 2>&1 | tee "$out/ctest.log"
+
+# 6. The policy benchmark on the GPU and, for comparison, on the CPU.
+secs=${RSD_GPU_SECONDS:-1}
+"$build/gpu-worker/policy_bench" "$build/gpu-worker/test-models/mixed" --device cuda:0 --seconds "$secs" \
+  --json "$out/policy_bench_cuda.json" 2>&1 | tee "$out/bench_cuda.log"
+"$build/gpu-worker/policy_bench" "$build/gpu-worker/test-models/mixed" --device cpu --seconds "$secs" \
+  --json "$out/policy_bench_cpu.json" 2>&1 | tee "$out/bench_cpu.log"
+echo "run.sh: done; logs and JSON in $out"
