@@ -237,8 +237,10 @@ int main(int argc, char **argv) {
   CHECK(rc == 128 + SIGKILL && s_file_has(logs[2], "RSD_FAULT_KILL_AFTER_RESULTS=4"),
         "phase 2: exit %d, want death by SIGKILL from the fault hook (%s)", rc, logs[2]);
   s_logged_endpoint(logs[2], endpoint2, sizeof endpoint2);
-  CHECK(endpoint1[0] && strcmp(endpoint1, endpoint2) == 0, "the restarted coordinator moved from '%s' to '%s'", endpoint1,
-        endpoint2);
+  /* It binds the previous port again; only if a process in between took that port (czmq hands out the
+   * lowest free port from 49152, so a test running beside this one can) does it move, and says so. */
+  CHECK(endpoint1[0] && (strcmp(endpoint1, endpoint2) == 0 || s_file_has(logs[2], "is taken; workers must read the new one")),
+        "the restarted coordinator moved from '%s' to '%s' without trying the old one", endpoint1, endpoint2);
   CHECK(s_counts(out, &c, ev), "journal after phase 2");
   CHECK(ev[CO_EVENT_RECOVERED] == stale[0], "phase 2 recovered %llu leases, phase 1 left %llu",
         (unsigned long long)ev[CO_EVENT_RECOVERED], (unsigned long long)stale[0]);

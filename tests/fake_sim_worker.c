@@ -10,7 +10,8 @@
  * Coordinator restarts (docs/protocol.md 8.1 rule 5): when nothing arrives from the coordinator for
  * liveness x heartbeat_ms, or it answers ERROR 21 (it does not know this worker), the worker abandons the
  * episodes still running, keeps the RESULTs sent but not ACKed, opens a new socket, and says HELLO
- * (a new nonce) every second until a WELCOME arrives; then it resends the kept RESULTs.
+ * (a new nonce) every second until a WELCOME arrives; then it resends the kept RESULTs. A WELCOME for
+ * another campaign than the first one (another coordinator took the old port) is answered with BYE.
  * --persist: a BYE from the coordinator (it stopped, e.g. Ctrl-C) does not end the process either; the
  * worker rejoins the same way, so a test can stop and restart the coordinator under it.
  * DIE_AFTER k: after k RESULTs were acknowledged, the process kills itself (SIGKILL) the moment it holds
@@ -69,7 +70,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "fake_sim_worker: capacity %u is not in 1..%d\n", capacity, S_MAX_JOBS);
     return 2;
   }
-  char name[MSG_NAME_MAX + 1];
+  char name[MSG_NAME_MAX + 1], campaign[MSG_LABEL_MAX + 1] = ""; /* the campaign of the first WELCOME */
   snprintf(name, sizeof name, "fake-%d", (int)getpid());
   msg_error_t err;
   msg_sock_t *sock = NULL;
@@ -109,8 +110,16 @@ int main(int argc, char **argv) {
       if (msg_sock_recv(sock, &in, &err) == MSG_OK) {
         const msg_t *m = &in->msg;
         last_heard = zclock_mono();
-        if (m->type == MSG_WELCOME && !welcomed && m->id == nonce) {
+        bool other = m->type == MSG_WELCOME && campaign[0] && m->welcome.has_campaign && strcmp(campaign, m->welcome.campaign) != 0;
+        if (m->type == MSG_WELCOME && !welcomed && m->id == nonce && other) {
+          /* Another coordinator took our old port: not our campaign; leave it and look again. */
+          fprintf(stderr, "%s: welcomed by campaign %s, not %s: leaving it\n", name, m->welcome.campaign, campaign);
+          msg_t bye;
+          msg_init(&bye, MSG_BYE, 0);
+          msg_sock_send(sock, NULL, &bye, &err);
+        } else if (m->type == MSG_WELCOME && !welcomed && m->id == nonce) {
           welcomed = true;
+          if (m->welcome.has_campaign) snprintf(campaign, sizeof campaign, "%s", m->welcome.campaign);
           heartbeat_ms = m->welcome.heartbeat_ms;
           liveness = m->welcome.liveness;
           for (int i = 0; i < njobs; i++) s_jobs[i].sent_ms = 0; /* resend the unACKed RESULTs now */
