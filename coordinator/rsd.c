@@ -25,6 +25,7 @@
 
 #include "config.h"
 #include "journal.h"
+#include "report.h"
 #include "server.h"
 
 #define S_SOFTWARE "rsd 0.1.0"
@@ -40,7 +41,8 @@ static int s_usage(void) {
   fprintf(stderr,
           "usage: rsd run CONFIG [--out DIR]   serve the campaign CONFIG describes (resumes DIR if it holds it)\n"
           "       rsd resume DIR              resume the campaign stored in DIR\n"
-          "       rsd status DIR              progress of the campaign in DIR\n");
+          "       rsd status DIR              progress of the campaign in DIR\n"
+          "       rsd report DIR [--out D]    write report.json, report.md, report.html from DIR's journal\n");
   return 2;
 }
 
@@ -419,5 +421,6 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "run") == 0) return s_run_cli(argc - 2, argv + 2);
   if (strcmp(cmd, "resume") == 0) return s_resume_cli(argc - 2, argv + 2);
   if (strcmp(cmd, "status") == 0) return s_status_cli(argc - 2, argv + 2);
+  if (strcmp(cmd, "report") == 0) return co_report_cli(argc - 2, argv + 2);
   return s_usage();
 }

@@ -10,7 +10,10 @@
 #include "server.h"
 
 #include <czmq.h>
+#include <dirent.h>
+#include <errno.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,6 +68,8 @@ struct co_server {
     uint64_t finished;
   } samples[S_RATE_WINDOW_S + 2]; /* ring: (time, done + abandoned) once a second, for the rate */
   size_t nsamples, sample_next;
+  uint32_t videos_saved[CO_MAX_VARIANTS]; /* rollout videos in <output>/videos per variant (max_videos) */
+  bool videos_counted;                    /* videos_saved holds the directory's count (after a restart too) */
 };
 
 static int s_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -159,6 +164,10 @@ static int s_fill(co_server_t *s, s_worker_t *w, char *err, size_t errlen) {
       msg_t m;
       msg_init(&m, MSG_LEASE, ep->lease_id);
       co_config_lease(s->cfg, &e, ep->attempts + 1, &m.lease);
+      if (s->cfg->videos != CO_VIDEOS_NONE) { /* record; the video comes back only with the RESULT */
+        m.lease.has_record_video = true;
+        m.lease.record_video = true;
+      }
       msg_error_t me;
       if (msg_sock_send(s->sock, w->route, &m, &me)) {
         co_episode_t back;
@@ -203,6 +212,55 @@ static int s_on_infra_error(co_server_t *s, s_worker_t *w, const msg_t *m, char 
   return s_fill(s, w, err, errlen);
 }
 
+/* Counts the videos already in <output>/videos per variant (a resumed campaign keeps its max_videos). */
+static void s_count_videos(co_server_t *s) {
+  s->videos_counted = true;
+  char dir[CO_PATH_MAX + 16];
+  snprintf(dir, sizeof dir, "%s/videos", s->cfg->output);
+  DIR *d = opendir(dir);
+  if (!d) return;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    for (uint32_t v = 0; v < s->cfg->variants_count; v++) {
+      size_t n = strlen(s->cfg->variants[v].name);
+      if (strncmp(e->d_name, s->cfg->variants[v].name, n) == 0 && strncmp(e->d_name + n, "_t", 2) == 0)
+        s->videos_saved[v]++;
+    }
+  }
+  closedir(d);
+}
+
+/* Writes a stored RESULT's rollout video (payload frame "video": the bytes of an animated PNG) to
+ * <output>/videos/<variant>_t<task>_r<trial>.png when the campaign's video policy keeps it: `all`, or
+ * `failures` and the episode failed; at most max_videos per variant. Written to a temporary name and
+ * renamed, so a reader never sees half a file. A video that cannot be written is reported on stderr;
+ * it never stops the campaign. */
+static void s_save_video(co_server_t *s, const msg_t *m) {
+  const msg_frame_t *f = msg_find_frame(m, "video");
+  int v = co_config_variant_find(s->cfg, m->result.variant);
+  if (!f || f->dtype != MSG_DTYPE_U8 || f->rank != 1 || v < 0 || s->cfg->videos == CO_VIDEOS_NONE) return;
+  if (s->cfg->videos == CO_VIDEOS_FAILURES && m->result.outcome != MSG_OUTCOME_FAILURE) return;
+  if (!s->videos_counted) s_count_videos(s);
+  if (s->videos_saved[v] >= s->cfg->max_videos) return;
+  char dir[CO_PATH_MAX + 16], path[CO_PATH_MAX + 256], tmp[CO_PATH_MAX + 272];
+  snprintf(dir, sizeof dir, "%s/videos", s->cfg->output);
+  snprintf(path, sizeof path, "%s/%s_t%u_r%u.png", dir, m->result.variant, m->result.task, m->result.trial);
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+    fprintf(stderr, "[rsd] video not kept: cannot make %s: %s\n", dir, strerror(errno));
+    return;
+  }
+  FILE *out = fopen(tmp, "wb");
+  bool ok = out && fwrite(f->data, 1, f->size, out) == f->size;
+  if (out && fclose(out) != 0) ok = false;
+  if (ok && rename(tmp, path) == 0) {
+    s->videos_saved[v]++;
+  } else {
+    fprintf(stderr, "[rsd] video not kept: cannot write %s: %s\n", path, strerror(errno));
+    unlink(tmp);
+  }
+}
+
 /* Stores the RESULTs read in this wake-up in one transaction, then acknowledges them and refills the
  * workers that returned leases. */
 static int s_flush(co_server_t *s, char *err, size_t errlen) {
@@ -244,6 +302,7 @@ static int s_flush(co_server_t *s, char *err, size_t errlen) {
       msg_init(&ack, MSG_ACK, in->msg.id);
       ack.ack.status = status[i];
       msg_error_t me;
+      if (status[i] == MSG_ACK_STORED) s_save_video(s, &in->msg);
       msg_sock_send(s->sock, in->route, &ack, &me); /* a lost ACK makes the worker resend; the journal dedups */
       s_worker_t *w = s_find(s, in->route);
       if (w && s_drop_held(s, w, in->msg.id) && !w->touched && s->ntouched < S_BATCH_MAX) {

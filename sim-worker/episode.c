@@ -40,7 +40,19 @@ sw_task_t *sw_task_load(const char *data_dir, const char *suite, int task, char 
     sw_task_destroy(&t);
     return NULL;
   }
+  /* the largest offscreen image now, so that making a renderer never writes to the shared model */
+  mjModel *m = t->scene->model;
+  if (m->vis.global.offwidth < SW_MAX_IMAGE) m->vis.global.offwidth = SW_MAX_IMAGE;
+  if (m->vis.global.offheight < SW_MAX_IMAGE) m->vis.global.offheight = SW_MAX_IMAGE;
   return t;
+}
+
+int sw_task_make_renderer(sw_task_t *t, char *err, size_t errlen) {
+  if (t->renderer) return 0;
+  if (!(t->renderer = sw_renderer_new(t->scene->model, SW_MAX_IMAGE, err, errlen))) return -1;
+  for (int g = 0; g < mjNGROUP; g++) sw_renderer_show_group(t->renderer, g, t->scene->geomgroup[g]);
+  sw_renderer_release(t->renderer);
+  return 0;
 }
 
 void sw_task_destroy(sw_task_t **self_p) {
@@ -62,8 +74,8 @@ static void s_on_sample(void *ctx, const mjModel *m, const mjData *d) {
   mjData *dm = (mjData *)d;
   if (sw_render(ep->task->renderer, m, dm, s->cam_agentview, ep->opts.image_size, ep->agentview, ep->render_error,
                 sizeof ep->render_error) ||
-      sw_render(ep->task->renderer, m, dm, s->cam_eye_in_hand, ep->opts.image_size, ep->eye_in_hand,
-                ep->render_error, sizeof ep->render_error)) {
+      (ep->eye_in_hand && sw_render(ep->task->renderer, m, dm, s->cam_eye_in_hand, ep->opts.image_size,
+                                    ep->eye_in_hand, ep->render_error, sizeof ep->render_error))) {
     if (!ep->render_error[0]) snprintf(ep->render_error, sizeof ep->render_error, "render failed");
     return;
   }
@@ -158,10 +170,7 @@ sw_episode_t *sw_episode_new(sw_task_t *task, int trial, const sw_episode_opts_t
     snprintf(err, errlen, "recording a video needs camera images (image_size is 0)");
     return NULL;
   }
-  if (opts->image_size && !task->renderer) {
-    if (!(task->renderer = sw_renderer_new(task->scene->model, SW_MAX_IMAGE, err, errlen))) return NULL;
-    for (int g = 0; g < mjNGROUP; g++) sw_renderer_show_group(task->renderer, g, s->geomgroup[g]);
-  }
+  if (opts->image_size && sw_task_make_renderer(task, err, errlen)) return NULL;
   sw_episode_t *ep = calloc(1, sizeof *ep);
   if (!ep) {
     snprintf(err, errlen, "out of memory");
@@ -175,8 +184,8 @@ sw_episode_t *sw_episode_new(sw_task_t *task, int trial, const sw_episode_opts_t
   if (opts->image_size) {
     size_t img = (size_t)opts->image_size * (size_t)opts->image_size * 3;
     ep->agentview = malloc(img);
-    ep->eye_in_hand = malloc(img);
-    if (!ep->agentview || !ep->eye_in_hand) {
+    ep->eye_in_hand = opts->agentview_only ? NULL : malloc(img);
+    if (!ep->agentview || (!opts->agentview_only && !ep->eye_in_hand)) {
       snprintf(err, errlen, "out of memory for %d px images", opts->image_size);
       goto fail;
     }

@@ -40,6 +40,11 @@ typedef struct {
 /* Loads task `task` of `suite` from the export in data_dir (see scene.h). NULL with the reason in err. */
 sw_task_t *sw_task_load(const char *data_dir, const char *suite, int task, char *err, size_t errlen);
 
+/* Makes the task's renderer now (a few seconds: the scene's textures go to the GL context) and unbinds
+ * it from the calling thread, so that a loader thread can prepare it for the thread that steps the
+ * episodes. No-op when the task has one. Returns 0, or -1 with the reason in err. */
+int sw_task_make_renderer(sw_task_t *t, char *err, size_t errlen);
+
 /* Frees the task (its renderer too); idempotent; sets *self_p to NULL. Destroy its episodes first. */
 void sw_task_destroy(sw_task_t **self_p);
 
@@ -49,6 +54,7 @@ typedef struct {
   int max_steps;   /* policy steps before the episode ends as a failure (LIBERO-Spatial: 220) */
   int image_size;  /* camera images of this size (128, 224 or 256), or 0 for none */
   bool record;     /* keep every observed agentview image (for a rollout video); needs image_size */
+  bool agentview_only; /* render only agentview (a video of an expert episode needs no eye-in-hand image) */
 } sw_episode_opts_t;
 
 /* Where an episode stands. */
@@ -75,7 +81,7 @@ typedef struct {
   /* The last observation, sampled on robosuite's clock after the last step. */
   double proprio[SW_PROPRIO_DIM]; /* eef pos (3), eef axis-angle (3), gripper qpos (2) */
   uint8_t *agentview;         /* owned: image_size^2 * 3 bytes, upright RGB; NULL without images */
-  uint8_t *eye_in_hand;       /* owned: likewise */
+  uint8_t *eye_in_hand;       /* owned: likewise; NULL with opts.agentview_only */
   /* recorded agentview frames (opts.record): nframes images of image_size^2 * 3 bytes */
   uint8_t *frames;            /* owned */
   int nframes, frames_cap;

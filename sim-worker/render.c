@@ -53,7 +53,15 @@ struct sw_renderer {
   mjvScene scn;   /* owned */
   mjvOption opt;
   bool has_con, has_scn;
+  s_osmesa_make_current_fn osmesa_make_current; /* resolved at creation, for s_make_current */
+  s_egl_make_current_fn egl_make_current;
+  s_egl_bind_api_fn egl_bind_api;
 };
+
+/* The renderer whose context is current on this thread (NULL: none of ours). Several renderers (one per
+ * scene) can live on one thread, and a renderer made on one thread can be used on another after
+ * sw_renderer_release: every use makes its context current first, which costs nothing when it already is. */
+static _Thread_local const sw_renderer_t *s_current;
 
 static void s_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void s_err(char *err, size_t errlen, const char *fmt, ...) {
@@ -87,6 +95,7 @@ static bool s_open_osmesa(sw_renderer_t *r, char *err, size_t errlen) {
     return false;
   }
   r->osmesa_buf = calloc(64 * 64, 4);
+  r->osmesa_make_current = make_current;
   if (!r->osmesa_buf || !make_current(r->osmesa_ctx, r->osmesa_buf, S_GL_UNSIGNED_BYTE, 64, 64)) {
     s_err(err, errlen, "RSD_GL=osmesa: OSMesaMakeCurrent failed");
     return false;
@@ -161,12 +170,40 @@ static bool s_open_egl(sw_renderer_t *r, char *err, size_t errlen) {
     s_err(err, errlen, "RSD_GL=egl: eglBindAPI(OpenGL) failed (error 0x%x)", get_error());
     return false;
   }
+  r->egl_make_current = make_current;
+  r->egl_bind_api = bind_api;
   r->egl_ctx = create_context(r->egl_dpy, config, NULL, NULL);
   if (!r->egl_ctx || !make_current(r->egl_dpy, NULL, NULL, r->egl_ctx)) {
     s_err(err, errlen, "RSD_GL=egl: cannot make a surfaceless OpenGL context current (error 0x%x)", get_error());
     return false;
   }
   return true;
+}
+
+/* Makes r's context current on this thread (and MuJoCo's offscreen buffer the target). */
+static int s_make_current(sw_renderer_t *r, char *err, size_t errlen) {
+  if (s_current == r) return 0;
+  bool ok;
+  if (r->osmesa_ctx) {
+    ok = r->osmesa_make_current(r->osmesa_ctx, r->osmesa_buf, S_GL_UNSIGNED_BYTE, 64, 64);
+  } else {
+    ok = r->egl_bind_api(S_EGL_OPENGL_API) && r->egl_make_current(r->egl_dpy, NULL, NULL, r->egl_ctx);
+  }
+  if (!ok) {
+    s_err(err, errlen, "%s: cannot make the renderer's context current on this thread (is it current on another?)",
+          r->backend);
+    return -1;
+  }
+  s_current = r;
+  if (r->has_con) mjr_setBuffer(mjFB_OFFSCREEN, &r->con);
+  return 0;
+}
+
+void sw_renderer_release(sw_renderer_t *r) {
+  if (s_current != r) return;
+  if (r->osmesa_ctx) r->osmesa_make_current(NULL, NULL, 0, 0, 0);
+  else r->egl_make_current(r->egl_dpy, NULL, NULL, NULL);
+  s_current = NULL;
 }
 
 sw_renderer_t *sw_renderer_new(mjModel *m, int max_size, char *err, size_t errlen) {
@@ -185,6 +222,7 @@ sw_renderer_t *sw_renderer_new(mjModel *m, int max_size, char *err, size_t errle
   r->backend = egl ? "egl" : "osmesa";
   r->max_size = max_size;
   bool ok = egl ? s_open_egl(r, err, errlen) : s_open_osmesa(r, err, errlen);
+  if (ok) s_current = r; /* made current by s_open_* */
   if (ok) {
     if (m->vis.global.offwidth < max_size) m->vis.global.offwidth = max_size;
     if (m->vis.global.offheight < max_size) m->vis.global.offheight = max_size;
@@ -208,7 +246,9 @@ sw_renderer_t *sw_renderer_new(mjModel *m, int max_size, char *err, size_t errle
 void sw_renderer_destroy(sw_renderer_t **self_p) {
   if (!self_p || !*self_p) return;
   sw_renderer_t *r = *self_p;
-  if (r->has_con) mjr_freeContext(&r->con);
+  /* MuJoCo frees its GL objects in the current context: make it this renderer's */
+  if (r->has_con && s_make_current(r, NULL, 0) == 0) mjr_freeContext(&r->con);
+  if (s_current == r) s_current = NULL;
   if (r->has_scn) mjv_freeScene(&r->scn);
   if (r->lib && r->osmesa_ctx) {
     s_osmesa_destroy_fn destroy = (s_osmesa_destroy_fn)dlsym(r->lib, "OSMesaDestroyContext");
@@ -245,6 +285,7 @@ int sw_render(sw_renderer_t *r, const mjModel *m, mjData *d, int camera, int siz
     s_err(err, errlen, "image size %d is outside 1..%d (the renderer's maximum)", size, r->max_size);
     return -1;
   }
+  if (s_make_current(r, err, errlen)) return -1;
   mjvCamera cam;
   mjv_defaultCamera(&cam);
   cam.type = mjCAMERA_FIXED;

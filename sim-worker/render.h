@@ -5,8 +5,9 @@
  * device is present (/dev/nvidia0 or a DRM render node) and OSMesa everywhere else.
  *
  * Images are delivered upright: row 0 is the top of the camera's view (OpenGL reads rows bottom-up;
- * this file flips them). A renderer owns a GL context that is current on the thread that made it; use
- * one renderer per thread. */
+ * this file flips them). A renderer owns a GL context; each call binds it to the calling thread, so
+ * several renderers (one per scene) can share a thread, and a renderer made by one thread can be handed
+ * to another after sw_renderer_release. */
 #ifndef RSD_SW_RENDER_H
 #define RSD_SW_RENDER_H
 
@@ -20,6 +21,10 @@ typedef struct sw_renderer sw_renderer_t;
  * max_size pixels. Raises m->vis.global.offwidth/offheight to max_size when smaller. Returns NULL and
  * writes the reason into err (backend, library, and the failing call) on failure. */
 sw_renderer_t *sw_renderer_new(mjModel *m, int max_size, char *err, size_t errlen);
+
+/* Unbinds the renderer's GL context from the calling thread, so that another thread can use the renderer
+ * (sw_render binds it to the thread that calls it). Use a renderer on one thread at a time. */
+void sw_renderer_release(sw_renderer_t *self);
 
 /* Frees the contexts; idempotent; sets *self_p to NULL. */
 void sw_renderer_destroy(sw_renderer_t **self_p);

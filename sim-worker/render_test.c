@@ -1,7 +1,10 @@
 /* render_test.c: the offscreen renderer draws what a camera sees, upright and not mirrored, with the
- * backend RSD_GL names (ctest runs this once with osmesa and once with egl). */
+ * backend RSD_GL names (ctest runs this once with osmesa and once with egl); two renderers share a thread,
+ * and a renderer made on one thread and released renders on another (how the sim worker's loader thread
+ * prepares a scene's renderer). */
 #include "render.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +26,19 @@ static int s_dominant(const uint8_t *rgb, int size, int x, int y) {
   for (int c = 0; c < 3; c++)
     if (p[c] > 120 && p[c] > 2 * p[(c + 1) % 3] && p[c] > 2 * p[(c + 2) % 3]) return c;
   return -1;
+}
+
+typedef struct {
+  mjModel *m;
+  sw_renderer_t *r;
+  char err[512];
+} s_maker_t;
+
+static void *s_make_elsewhere(void *arg) {
+  s_maker_t *mk = arg;
+  mk->r = sw_renderer_new(mk->m, 128, mk->err, sizeof mk->err);
+  if (mk->r) sw_renderer_release(mk->r);
+  return NULL;
 }
 
 int main(void) {
@@ -74,6 +90,27 @@ int main(void) {
     uint8_t small[8 * 8 * 3];
     CHECK(sw_render(r, m, d, 3, 8, small, err, sizeof err) == -1 && strstr(err, "camera id 3"), "bad camera: %s", err);
     CHECK(sw_render(r, m, d, 0, 512, small, err, sizeof err) == -1 && strstr(err, "512"), "oversize: %s", err);
+    /* A second renderer, made on another thread and released there, then used here, alternating with
+     * the first: each render must give the same image as before. */
+    uint8_t *a1 = malloc(128 * 128 * 3), *a2 = malloc(128 * 128 * 3), *b1 = malloc(128 * 128 * 3);
+    CHECK(sw_render(r, m, d, 0, 128, a1, err, sizeof err) == 0, "render: %s", err);
+    s_maker_t mk = {.m = m};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, s_make_elsewhere, &mk) == 0, "thread");
+    pthread_join(th, NULL);
+    CHECK(mk.r != NULL, "renderer made on another thread: %s", mk.err);
+    if (mk.r) {
+      CHECK(sw_render(mk.r, m, d, 0, 128, b1, err, sizeof err) == 0, "render with the handed-over renderer: %s", err);
+      CHECK(sw_render(r, m, d, 0, 128, a2, err, sizeof err) == 0, "render with the first again: %s", err);
+      CHECK(memcmp(a1, b1, 128 * 128 * 3) == 0, "the handed-over renderer draws another image");
+      CHECK(memcmp(a1, a2, 128 * 128 * 3) == 0, "the first renderer draws another image after the second was used");
+      sw_renderer_destroy(&mk.r);
+      CHECK(sw_render(r, m, d, 0, 128, a2, err, sizeof err) == 0 && memcmp(a1, a2, 128 * 128 * 3) == 0,
+            "the first renderer after destroying the second: %s", err);
+    }
+    free(a1);
+    free(a2);
+    free(b1);
     sw_renderer_destroy(&r);
     CHECK(r == NULL, "destroy did not clear the pointer");
   }

@@ -1,0 +1,33 @@
+/* worker.h: the sim worker as a coordinator client (`rsd-sim-worker --coordinator ENDPOINT`).
+ *
+ * One DEALER to the coordinator: HELLO with the number of episodes this process runs at once, then
+ * LEASEs in, one RESULT per lease out (re-sent until ACKed, so a coordinator that restarts still gets
+ * it), heartbeats both ways. Episodes of many tasks run side by side in this one thread, one control
+ * step each in turn, so the socket is served between steps. Tasks are loaded on first use by a loader
+ * thread (a LIBERO scene takes seconds to load; the heartbeats must not stop meanwhile).
+ *
+ * Policies: `expert` (the scripted expert acts in-process). An episode that cannot run (a task that does
+ * not load, a MuJoCo error, a policy this worker cannot serve) ends as an infrastructure error with the
+ * reason; the coordinator retries it and never counts it as a policy failure.
+ *
+ * Not here: the episode loop itself (episode.h), the expert (expert.h). */
+#ifndef RSD_SW_WORKER_H
+#define RSD_SW_WORKER_H
+
+#include <signal.h>
+#include <stdint.h>
+
+typedef struct {
+  const char *coordinator; /* borrowed: endpoint, e.g. tcp://127.0.0.1:5555 */
+  const char *name;        /* borrowed, nullable: worker name (default "sim-HOST-PID") */
+  const char *data_dir;    /* borrowed: the scene export ($RSD_DATA) */
+  uint32_t capacity;       /* episodes at once (1..64) */
+  int verbose;             /* 1: a line per finished episode on stderr */
+  volatile sig_atomic_t *stop; /* borrowed, nullable: set (by a signal handler) to leave with BYE */
+} sw_worker_opts_t;
+
+/* Serves the coordinator until it says BYE, DRAIN is done, or *stop is set. Returns a process exit
+ * status: 0 after a clean goodbye, 1 on a fatal error (message on stderr). */
+int sw_worker_run(const sw_worker_opts_t *opts);
+
+#endif

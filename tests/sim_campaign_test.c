@@ -1,0 +1,166 @@
+/* sim_campaign_test.c: a campaign end to end with real processes: `rsd run` and two real
+ * `rsd-sim-worker`s running LIBERO-Spatial episodes with the scripted expert, over real sockets, into a
+ * real journal. One worker is killed (SIGKILL) while it holds a lease. Checks: the campaign completes;
+ * every episode key has exactly one result; the killed worker's episode came back with an attempt
+ * counted and was finished by the other worker; outcomes are successes or policy failures, never
+ * infrastructure errors; the reported step counts fit the episode limits.
+ *
+ *   sim_campaign_test RSD RSD_SIM_WORKER */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "journal.h"
+
+static pid_t s_pids[8];
+static int s_npids;
+
+static void s_kill_all(void) {
+  for (int i = 0; i < s_npids; i++)
+    if (s_pids[i] > 0) {
+      kill(s_pids[i], SIGKILL);
+      waitpid(s_pids[i], NULL, 0);
+    }
+  s_npids = 0;
+}
+
+/* Starts argv[0] with stderr to errpath. */
+static pid_t s_spawn(char *const argv[], const char *errpath) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (errpath && !freopen(errpath, "w", stderr)) _exit(126);
+    execv(argv[0], argv);
+    _exit(127);
+  }
+  s_pids[s_npids++] = pid;
+  return pid;
+}
+
+/* Waits up to timeout_s for pid; returns its exit status (128 + signal when killed) or -1. */
+static int s_wait(pid_t pid, int timeout_s) {
+  int status;
+  for (int i = 0; i < timeout_s * 20; i++) {
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      for (int k = 0; k < s_npids; k++)
+        if (s_pids[k] == pid) s_pids[k] = -1;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    usleep(50000);
+  }
+  return -1;
+}
+
+/* True once worker `name` holds a lease in the journal (polled read-only, as `rsd status` does). */
+static bool s_holds_lease(const char *out, const char *name) {
+  co_journal_error_t je;
+  co_journal_t *j = co_journal_open(out, CO_JOURNAL_READ_ONLY, NULL, NULL, &je);
+  if (!j) return false;
+  bool held = false;
+  co_journal_iter_t *it = co_journal_episodes(j, CO_EPISODE_LEASED, &je);
+  co_episode_t ep;
+  while (it && co_journal_episodes_next(it, &ep, &je)) held |= strcmp(ep.worker, name) == 0;
+  co_journal_iter_destroy(&it);
+  co_journal_close(&j);
+  return held;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 3) return 2;
+  atexit(s_kill_all);
+  alarm(280);
+  char *rsd = argv[1], *worker = argv[2];
+  char dir[] = "/tmp/rsd-simcampaign-XXXXXX";
+  CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+  char cfg[128], out[128], log[128], wlog_a[128], wlog_b[128], endpoint_file[160], text[1024];
+  snprintf(cfg, sizeof cfg, "%s/campaign.yaml", dir);
+  snprintf(out, sizeof out, "%s/run", dir);
+  snprintf(log, sizeof log, "%s/rsd.log", dir);
+  snprintf(wlog_a, sizeof wlog_a, "%s/worker-a.log", dir);
+  snprintf(wlog_b, sizeof wlog_b, "%s/worker-b.log", dir);
+  snprintf(endpoint_file, sizeof endpoint_file, "%s/coordinator.endpoint", out);
+  snprintf(text, sizeof text,
+           "name: sim_campaign_test\nsuite: libero_spatial\ntasks: [0, 1]\ntrials: 2\noutput: %s\n"
+           "variants:\n  - name: expert\n    policy: expert\nvideos: none\n"
+           "leases:\n  heartbeat_ms: 200\n  liveness: 5\n  max_attempts: 3\n"
+           "bind:\n  coordinator: ipc://%s/co.sock\n",
+           out, dir);
+  FILE *f = fopen(cfg, "w");
+  CHECK(f != NULL, "write %s", cfg);
+  if (f) {
+    fputs(text, f);
+    fclose(f);
+  }
+
+  pid_t co = s_spawn((char *[]){rsd, "run", cfg, NULL}, log);
+  bool have_endpoint = false;
+  for (int i = 0; i < 200 && !have_endpoint; i++) {
+    have_endpoint = access(endpoint_file, R_OK) == 0;
+    if (!have_endpoint) usleep(50000);
+  }
+  CHECK(have_endpoint, "rsd wrote no endpoint file (log %s)", log);
+
+  /* Worker A takes leases alone first; once it holds one it is killed mid-episode. Then B finishes. */
+  pid_t a = s_spawn((char *[]){worker, "--coordinator", endpoint_file, "--capacity", "2", "--name", "worker-a", NULL},
+                    wlog_a);
+  bool held = false;
+  for (int i = 0; i < 600 && !held; i++) {
+    held = s_holds_lease(out, "worker-a");
+    if (!held) usleep(50000);
+  }
+  CHECK(held, "worker A never held a lease (log %s)", wlog_a);
+  sleep(4); /* past loading the task (about 3 s): inside an episode */
+  kill(a, SIGKILL);
+  CHECK(s_wait(a, 10) == 128 + SIGKILL, "worker A did not die");
+  s_spawn((char *[]){worker, "--coordinator", endpoint_file, "--capacity", "2", "--name", "worker-b", NULL}, wlog_b);
+
+  int rc = s_wait(co, 240);
+  CHECK(rc == 0, "rsd run exited %d (log %s, worker log %s)", rc, log, wlog_b);
+
+  co_journal_error_t je;
+  co_journal_t *j = co_journal_open(out, CO_JOURNAL_READ_ONLY, NULL, NULL, &je);
+  CHECK(j != NULL, "journal: %s", je.text);
+  if (j) {
+    co_journal_counts_t total;
+    CHECK(co_journal_counts(j, &total, NULL, 0, NULL, &je) == CO_JOURNAL_OK, "counts: %s", je.text);
+    CHECK(total.total == 4 && total.by_state[CO_EPISODE_DONE] == 4, "%llu of %llu done",
+          (unsigned long long)total.by_state[CO_EPISODE_DONE], (unsigned long long)total.total);
+    int seen[2][2] = {{0}}, results = 0, bad = 0, by_b = 0;
+    co_journal_iter_t *it = co_journal_results(j, NULL, &je);
+    co_journal_result_t r;
+    while (it && co_journal_results_next(it, &r, &je)) {
+      results++;
+      if (r.r.task < 2 && r.r.trial < 2) seen[r.r.task][r.r.trial]++;
+      bad += r.r.outcome == MSG_OUTCOME_INFRA_ERROR || r.r.steps < 1 || r.r.steps > 220 ||
+             (r.r.outcome == MSG_OUTCOME_FAILURE && r.r.steps != 220);
+      by_b += r.r.has_worker && strcmp(r.r.worker, "worker-b") == 0;
+    }
+    co_journal_iter_destroy(&it);
+    CHECK(results == 4 && seen[0][0] == 1 && seen[0][1] == 1 && seen[1][0] == 1 && seen[1][1] == 1,
+          "%d results; per key %d %d %d %d", results, seen[0][0], seen[0][1], seen[1][0], seen[1][1]);
+    CHECK(bad == 0, "%d results with an impossible outcome or step count", bad);
+    CHECK(by_b >= 1, "worker B stored %d results", by_b);
+    int retried = 0;
+    co_journal_iter_t *eit = co_journal_episodes(j, CO_EPISODE_STATE_COUNT_, &je);
+    co_episode_t ep;
+    while (eit && co_journal_episodes_next(eit, &ep, &je)) retried += ep.attempts > 0;
+    co_journal_iter_destroy(&eit);
+    uint64_t events[CO_EVENT_COUNT_] = {0}, workers = 0;
+    co_journal_event_counts(j, events, &workers, &je);
+    CHECK(retried >= 1 && events[CO_EVENT_DIED] >= 1, "retried %d episodes, %llu workers died", retried,
+          (unsigned long long)events[CO_EVENT_DIED]);
+    co_journal_close(&j);
+  }
+  if (!check_failed_) {
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+  } else {
+    fprintf(stderr, "kept %s for a look\n", dir);
+  }
+  return check_summary("sim_campaign_test");
+}
