@@ -165,6 +165,7 @@ typedef struct {
   size_t lat_n, lat_cap;
   s_dist_t dist[S_LAT_COLS];
   s_items_t failed, abandoned;
+  s_items_t succeeded_video; /* successful episodes with a rollout video (video policy `all`) */
 } s_var_t;
 
 typedef struct {
@@ -200,8 +201,8 @@ static void s_rep_free(s_rep_t *r) {
     s_var_t *v = &r->vars[i];
     free(v->cells);
     for (int c = 0; c < S_LAT_COLS; c++) free(v->lat[c]);
-    s_items_t *lists[2] = {&v->failed, &v->abandoned};
-    for (int l = 0; l < 2; l++) {
+    s_items_t *lists[3] = {&v->failed, &v->abandoned, &v->succeeded_video};
+    for (int l = 0; l < 3; l++) {
       for (size_t k = 0; k < lists[l]->n; k++) {
         free(lists[l]->v[k].reason);
         free(lists[l]->v[k].worker);
@@ -425,6 +426,14 @@ static co_report_err_t s_read_results(s_rep_t *r, co_journal_t *j, co_report_err
     }
     for (size_t c = 0; c < row->latency_chunks && rc == CO_REPORT_OK; c++)
       if (!s_lat_add(v, row->latency + c * S_LAT_COLS)) rc = CO_REPORT_ERR_NOMEM;
+    if (success && rc == CO_REPORT_OK) {
+      s_item_t item = {.task = res->task, .trial = res->trial, .steps = res->steps, .attempts = res->attempt};
+      item.video = s_video(r, v->name, res->task, res->trial);
+      if (item.video && !s_items_add(&v->succeeded_video, &item)) {
+        free(item.video);
+        rc = CO_REPORT_ERR_NOMEM;
+      }
+    }
     if (!success && rc == CO_REPORT_OK) {
       s_item_t item = {.task = res->task, .trial = res->trial, .steps = res->steps, .attempts = res->attempt};
       item.reason = res->has_reason ? s_dup(res->reason) : NULL;
@@ -1520,6 +1529,29 @@ static void s_html(FILE *f, const s_rep_t *r) {
       fprintf(f, "</td></tr>\n");
     }
     fprintf(f, "</table></details>\n");
+  }
+  size_t nsv = 0;
+  for (size_t i = 0; i < r->nv; i++) nsv += r->vars[i].succeeded_video.n;
+  if (nsv) {
+    fprintf(f, "<h2>Rollout videos of successful episodes</h2>\n<p class=\"note\">The campaign's video policy kept "
+               "these too (<code>videos: all</code>).</p>\n");
+    for (size_t i = 0; i < r->nv; i++) {
+      const s_var_t *v = &r->vars[i];
+      if (!v->succeeded_video.n) continue;
+      fprintf(f, "<details%s><summary>", nsv <= 40 ? " open" : "");
+      s_html_text(f, v->name);
+      fprintf(f, ": %zu videos</summary>\n<table>\n", v->succeeded_video.n);
+      static const char *const scols[] = {"task", "trial", "steps", "video"};
+      s_html_head_row(f, scols, sizeof scols / sizeof scols[0], "rrrl");
+      for (size_t k = 0; k < v->succeeded_video.n; k++) {
+        const s_item_t *it = &v->succeeded_video.v[k];
+        fprintf(f, "<tr><td>%" PRIu32 "</td><td>%" PRIu32 "</td><td>%" PRIu32 "</td><td class=\"l\">", it->task,
+                it->trial, it->steps);
+        s_html_video(f, it->video);
+        fprintf(f, "</td></tr>\n");
+      }
+      fprintf(f, "</table></details>\n");
+    }
   }
   fprintf(f, "<h2>Abandoned episodes</h2>\n");
   size_t naband = 0;

@@ -488,7 +488,11 @@ static void s_check_campaign_text(const char *dir) {
   s_contains(md, "[video](videos/ar_t0_r3.png)", "report.md");
   s_contains(html, "<img class=\"video\" src=\"videos/ar_t0_r3.png\"", "report.html");
   s_contains(html, "<video controls muted preload=\"metadata\" src=\"videos/spec_t1_r2.webm\"", "report.html");
-  CHECK(html && !strstr(html, "ar_t2_r0.mp4"), "a successful episode's video is not linked");
+  /* A successful episode's video (video policy `all`) is shown in its own section, after the failures. */
+  const char *ok_video = html ? strstr(html, "<video controls muted preload=\"metadata\" src=\"videos/ar_t2_r0.mp4\"") : NULL;
+  const char *ok_section = html ? strstr(html, "Rollout videos of successful episodes") : NULL;
+  CHECK(ok_video && ok_section && ok_video > ok_section, "a successful episode's video is not in its own section");
+  CHECK(md && !strstr(md, "ar_t2_r0.mp4"), "report.md lists a successful episode's video among the failures");
   /* Failed trials per variant x task. */
   s_contains(html, "<tr><td class=\"l\">ar</td><td>1</td><td>3/4</td><td class=\"l w\">1, 2, 3</td></tr>",
              "report.html");
