@@ -74,7 +74,7 @@ static const char *s_endpoint(const char *arg, char *buf, size_t cap) {
 static int s_render(int argc, char **argv, const char *data_dir) {
   const char *suite = "libero_spatial", *camera = "agentview", *out = NULL;
   long task = -1, trial = -1, size = 128, steps = 0;
-  for (int i = 1; i < argc; i++) {
+  for (int i = 1; i < argc; i += 2) { /* every option takes a value */
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!v) return s_usage();
     if (!strcmp(a, "--task")) task = s_num(a, v, 0, 9999);
@@ -86,7 +86,6 @@ static int s_render(int argc, char **argv, const char *data_dir) {
     else if (!strcmp(a, "--data")) data_dir = v;
     else if (!strcmp(a, "-o")) out = v;
     else return s_usage();
-    i++;
   }
   if (size < 0 || steps < 0) return 2; /* s_num said why */
   if (task < 0 || trial < 0 || !out) return s_usage();
@@ -136,13 +135,15 @@ int main(int argc, char **argv) {
 
   sw_worker_opts_t o = {.capacity = 2, .verbose = 1, .data_dir = data_dir, .stop = &s_stop};
   const char *coordinator = NULL;
-  for (int i = 1; i < argc; i++) {
+  for (int i = 1; i < argc;) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--quiet")) {
       o.verbose = 0;
+      i++;
       continue;
     }
     if (!v) return s_usage();
+    i += 2;
     if (!strcmp(a, "--coordinator")) coordinator = v;
     else if (!strcmp(a, "--name")) o.name = v;
     else if (!strcmp(a, "--data")) o.data_dir = v;
@@ -151,7 +152,6 @@ int main(int argc, char **argv) {
       if (c < 0) return 2;
       o.capacity = (uint32_t)c;
     } else return s_usage();
-    i++;
   }
   if (!coordinator) return s_usage();
   char ep_buf[512];

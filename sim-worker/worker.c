@@ -264,6 +264,17 @@ static void s_on_message(s_worker_t *w, msg_in_t *in) {
   }
 }
 
+static void s_heartbeat(s_worker_t *w);
+
+/* Heartbeats when one is due: called between episode steps too, since a pass over many episodes that
+ * render can take longer than the coordinator's liveness window. */
+static void s_heartbeat_if_due(s_worker_t *w) {
+  int64_t now = s_now_ms();
+  if (now - w->last_hb_ms < w->heartbeat_ms) return;
+  w->last_hb_ms = now;
+  s_heartbeat(w);
+}
+
 /* Hands loaded tasks to waiting jobs and starts the next load (a task, or a loaded task's renderer). */
 static void s_schedule_loads(s_worker_t *w) {
   s_loader_t *l = &w->loader;
@@ -294,7 +305,8 @@ static void s_schedule_loads(s_worker_t *w) {
     if (slot) {
       if (slot->renderer_busy) continue;
       if (!images || !slot->t || slot->t->renderer || slot->renderer_error[0]) {
-        s_start(w, j, slot);
+        s_start(w, j, slot); /* a fraction of a second (the wait steps), more under sanitizers */
+        s_heartbeat_if_due(w);
         continue;
       }
       if (l->busy) continue;
@@ -322,17 +334,6 @@ static void s_schedule_loads(s_worker_t *w) {
     }
     l->busy = true;
   }
-}
-
-static void s_heartbeat(s_worker_t *w);
-
-/* Heartbeats when one is due: called between episode steps too, since a pass over many episodes that
- * render can take longer than the coordinator's liveness window. */
-static void s_heartbeat_if_due(s_worker_t *w) {
-  int64_t now = s_now_ms();
-  if (now - w->last_hb_ms < w->heartbeat_ms) return;
-  w->last_hb_ms = now;
-  s_heartbeat(w);
 }
 
 /* One control step for every running episode. Returns how many stepped. */

@@ -86,7 +86,7 @@ int main(int argc, char **argv) {
   snprintf(text, sizeof text,
            "name: sim_campaign_test\nsuite: libero_spatial\ntasks: [0, 1]\ntrials: 2\noutput: %s\n"
            "variants:\n  - name: expert\n    policy: expert\nvideos: none\n"
-           "leases:\n  heartbeat_ms: 200\n  liveness: 5\n  max_attempts: 3\n"
+           "leases:\n  heartbeat_ms: 200\n  liveness: 15\n  max_attempts: 3\n"
            "bind:\n  coordinator: ipc://%s/co.sock\n",
            out, dir);
   FILE *f = fopen(cfg, "w");
