@@ -4,7 +4,7 @@
  * Geometry. The gripper pinches the bowl's wall between its two fingers, one inside the bowl and one
  * outside, at the point of the rim in direction theta from the bowl's centre; the fingers close along that
  * direction. The wall's radius and top come from the bowl's contact geoms (the boxes of its outer wall,
- * body frame). theta is chosen once, when the expert is made, among a few candidates: the first whose outer
+ * body frame). theta is chosen when the expert is made, among a few candidates: the first whose outer
  * finger and hand clear every obstacle (drawer walls, the cabinet's top, other objects; found by casting
  * vertical rays at the collision geoms) by a margin, else the one with the most room. With the reset
  * orientation the fingers close along the world y axis (theta = 90 or 270 degrees, no rotation); other
@@ -15,6 +15,10 @@
  * the current pose, so a small error alone gives a small force that joint friction and the load can hold).
  * Rotation inputs are 0 except for the yaw turn, so robosuite keeps its goal orientation. The carrying
  * offset (grip site minus bowl) is read every step, so the bowl, not the gripper, is centred over the plate.
+ * The carrying height clears the obstacles under the straight path to the plate (rays again).
+ *
+ * Recovery. When the bowl is lost while lifting or carrying (the fingers closed on nothing, or the bowl's
+ * height under the grip site changed), theta is chosen again where the bowl lies and the grasp starts over.
  *
  * Owns only its phase and a few measured values; the episode and its MuJoCo data are borrowed. */
 #include "expert.h"
@@ -29,17 +33,17 @@
 #define S_HOVER 0.07            /* hover above the grasp point before descending */
 #define S_GRASP_BELOW_TOP 0.014 /* grip site below the rim's top edge */
 #define S_CARRY_CLEAR 0.12      /* rim height above the plate while carrying */
-#define S_PATH_CLEAR 0.03      /* bowl bottom above obstacles on the way to the plate */
+#define S_PATH_CLEAR 0.03       /* bowl bottom above obstacles on the way to the plate */
 #define S_XY_TOL 0.008          /* xy error that ends approach and carry */
 #define S_Z_TOL 0.008           /* z error that ends descend */
 #define S_YAW_TOL 0.05          /* rad: yaw error that lets the descent start */
 #define S_CLOSE_MIN 4           /* steps the gripper closes at least before lifting */
 #define S_CLOSE_MAX 16          /* ... and at most */
 #define S_LOWER_MAX 40          /* steps lowering before giving up and releasing */
-#define S_RELEASE_STEPS 6
+#define S_RELEASE_STEPS 6       /* steps the gripper opens before retreating */
 #define S_HELD_MIN_OPENING 0.002 /* finger opening (both) below which nothing is held */
-#define S_HELD_DZ 0.025        /* change of the bowl's height under the grip site that means it slipped */
-#define S_MAX_REGRASPS 2
+#define S_HELD_DZ 0.025          /* change of the bowl's height under the grip site that means it slipped */
+#define S_MAX_REGRASPS 2         /* grasps started over, at most */
 #define S_GAIN 1.0              /* proportional gain (metres of goal per metre of error) */
 #define S_KI 0.3                /* integral gain, per step */
 #define S_INTEG_MAX 0.1         /* bound on the error sum */
