@@ -3,13 +3,14 @@
 
 For each (task, trial) pair it builds the task as LIBERO's evaluation does (the env classes, arguments and
 import set-up of ops/export_libero.py, whose functions it imports), puts the env at the trial's initial
-state, runs LIBERO's 10 wait steps [0,0,0,0,0,0,-1] and then 200 steps of one of two action sequences:
+state, runs LIBERO's 10 wait steps [0,0,0,0,0,0,-1] and then one or more action sequences, open loop:
 
-  random    a fixed, seeded, smooth random sequence (low-pass filtered noise, partly beyond [-1, 1] so that
-            the clipping is exercised, rotations included, the gripper switching now and then)
-  scripted  a simple closed-loop motion, decided here from the env's observations: over the black bowl,
-            down to it, close the gripper, lift (no rotation: the goal orientation LIBERO's reset left in
-            the controller is kept, as robosuite does when the rotation input is exactly zero)
+  random    a fixed, seeded, smooth random sequence of --steps steps (low-pass filtered noise, partly beyond
+            [-1, 1] so that the clipping is exercised, rotations included, the gripper switching now and then)
+  expert    (with --actions FILE) the sequences given in FILE for that pair: osc_test writes there the actions
+            rsd's scripted expert (sim-worker/expert.c) chose closed loop in C, so that the same grasp, carry
+            and release are replayed here; FILE is {"runs": [{"task", "trial", "sequence", "actions": [[7
+            numbers] per policy step]}]}, and its pairs join those of --runs
 
 and records every step's actions and observations into one JSON file, which the C side replays open loop.
 
@@ -26,11 +27,13 @@ Recorded per run: the start state (time, qpos, qvel, fixture poses) and the hidd
 + 200): the action, the observations LIBERO returns (robot0_eef_pos, robot0_eef_quat (x y z w),
 robot0_gripper_qpos; robosuite samples them on its own 20 Hz clock, in this loop after the 24th of the 25
 substeps), the same three read from the simulation at the end of the step (sim_*), the bowl's and plate's body
-xpos, LIBERO's success flag, the robot's joint qpos (9) and the actuator controls of the last substep.
+xpos and xquat (w x y z), LIBERO's success flag, the robot's joint qpos (9) and the actuator controls of the last
+substep.
 Positions are mjData's as robosuite leaves them after mj_step (kinematics of the state before that substep's
 integration); the C side reads mjData the same way.
 
-Usage: fidelity_reference.py OUT.json [--data DIR] [--runs 0:0,0:7,4:7,9:0,9:7] [--steps 200] [--jobs 2]
+Usage: fidelity_reference.py OUT.json [--data DIR] [--runs 0:0,0:7,4:7,9:0,9:7] [--steps 200] [--actions FILE]
+                             [--jobs 2]
 """
 import argparse
 import json
@@ -44,7 +47,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "ops"))
 import export_libero as X  # noqa: E402  (the project's LIBERO import set-up; reused, not copied)
 
 WAIT_STEPS = 10
-SEQUENCES = ("random", "scripted")
 BOWL, PLATE = "akita_black_bowl_1", "plate_1"
 
 
@@ -66,40 +68,8 @@ def random_actions(seed, n):
     return out
 
 
-class Scripted:
-    """Over the bowl, down to it, close, lift. Proportional in position, no rotation."""
-
-    def __init__(self):
-        self.phase, self.count = "over", 0
-
-    def act(self, eef, bowl):
-        import numpy as np
-        a = np.zeros(7)
-        a[6] = -1.0
-        if self.phase == "over":
-            target = bowl + np.array([0.0, 0.0, 0.12])
-            if np.linalg.norm(target - eef) < 0.01 or self.count >= 60:
-                self.phase, self.count = "down", 0
-        if self.phase == "down":
-            target = bowl + np.array([0.0, 0.0, 0.03])
-            if np.linalg.norm(target - eef) < 0.008 or self.count >= 50:
-                self.phase, self.count = "close", 0
-        if self.phase == "close":
-            target, a[6] = bowl + np.array([0.0, 0.0, 0.03]), 1.0
-            if self.count >= 20:
-                self.phase, self.count = "lift", 0
-        if self.phase == "lift":
-            target, a[6] = eef + np.array([0.0, 0.0, 0.05]), 1.0
-        if self.phase != "lift":
-            a[:3] = np.clip((target - eef) / 0.05 * 1.5, -1.0, 1.0)
-        else:
-            a[2] = 0.6
-        self.count += 1
-        return a
-
-
 def run_task(args):
-    task, trials, steps, cfg, seed = args
+    task, plan, steps, cfg, seed = args  # plan: [(trial, sequence name, actions or None for random)]
     X.install_import_stubs()
     import numpy as np
     import mujoco
@@ -130,63 +100,59 @@ def run_task(args):
     env.seed(0)
     runs = []
     first = True
-    for trial in trials:
-        for seq in SEQUENCES:
-            env.reset()
-            m = e.sim.model._model
-            if first:  # the protocol's first reset after seed(0) is the export's trial 0
-                got = np.array([np.concatenate([m.body_pos[b], m.body_quat[b]]) for b in fix_ids])
-                if not np.array_equal(got, poses[0]):
-                    raise SystemExit(f"task {task}: first reset after seed(0) gives fixture poses {got.tolist()}, "
-                                     f"the export recorded {poses[0].tolist()}")
-                first = False
-            for j, b in enumerate(fix_ids):
-                m.body_pos[b] = poses[trial, j, :3]
-                m.body_quat[b] = poses[trial, j, 3:]
-            obs = env.set_init_state(init_states[trial])
-            d = e.sim.data
-            ctl = robot.controller
-            bid = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, b) for b in (bowl_body, plate_body)]
-            eef_bid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, eef_body)
-            run = {
-                "task": task, "trial": trial, "sequence": seq,
-                "start": {"time": float(d.time), "qpos": d.qpos.tolist(), "qvel": d.qvel.tolist(),
-                          "fixture_bodies": fix_bodies, "fixture_poses": poses[trial].reshape(-1).tolist(),
-                          "eef_pos": obs["robot0_eef_pos"].tolist(),
-                          "goal_pos": np.asarray(ctl.goal_pos).tolist(),
-                          "goal_ori": np.asarray(ctl.goal_ori).reshape(-1).tolist(),
-                          "initial_joint": np.asarray(ctl.initial_joint).tolist(),
-                          "gripper_current_action": np.asarray(robot.gripper.current_action).tolist(),
-                          "obs_clock": float(e._observables["robot0_eef_pos"]._time_since_last_sample),
-                          "obs_sampled": bool(e._observables["robot0_eef_pos"]._sampled)},
-                "eef_body": eef_body, "bodies": [bowl_body, plate_body],
-                "actions": [], "eef_pos": [], "eef_quat": [], "gripper_qpos": [], "bowl_pos": [], "plate_pos": [],
-                "sim_eef_pos": [], "sim_eef_quat": [], "sim_gripper_qpos": [],
-                "success": [], "robot_qpos": [], "ctrl": [],
-            }
-            script = Scripted()
-            rand = random_actions(seed + 1000 * task + trial, steps)
-            for i in range(WAIT_STEPS + steps):
-                if i < WAIT_STEPS:
-                    a = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
-                elif seq == "random":
-                    a = rand[i - WAIT_STEPS]
-                else:
-                    a = script.act(np.asarray(obs["robot0_eef_pos"]), np.array(d.body_xpos[bid[0]]))
-                obs, _, done, _ = env.step(a)
-                run["actions"].append(a.tolist())
-                run["eef_pos"].append(obs["robot0_eef_pos"].tolist())
-                run["eef_quat"].append(obs["robot0_eef_quat"].tolist())
-                run["gripper_qpos"].append(obs["robot0_gripper_qpos"].tolist())
-                run["sim_eef_pos"].append(d.site_xpos[robot.eef_site_id].tolist())
-                run["sim_eef_quat"].append(T.convert_quat(np.array(d.body_xquat[eef_bid]), to="xyzw").tolist())
-                run["sim_gripper_qpos"].append(d.qpos[robot._ref_gripper_joint_pos_indexes].tolist())
-                run["bowl_pos"].append(d.body_xpos[bid[0]].tolist())
-                run["plate_pos"].append(d.body_xpos[bid[1]].tolist())
-                run["success"].append(bool(done))
-                run["robot_qpos"].append(d.qpos[:9].tolist())
-                run["ctrl"].append(d.ctrl.tolist())
-            runs.append(run)
+    for trial, seq, given in plan:
+        env.reset()
+        m = e.sim.model._model
+        if first:  # the protocol's first reset after seed(0) is the export's trial 0
+            got = np.array([np.concatenate([m.body_pos[b], m.body_quat[b]]) for b in fix_ids])
+            if not np.array_equal(got, poses[0]):
+                raise SystemExit(f"task {task}: first reset after seed(0) gives fixture poses {got.tolist()}, "
+                                 f"the export recorded {poses[0].tolist()}")
+            first = False
+        for j, b in enumerate(fix_ids):
+            m.body_pos[b] = poses[trial, j, :3]
+            m.body_quat[b] = poses[trial, j, 3:]
+        obs = env.set_init_state(init_states[trial])
+        d = e.sim.data
+        ctl = robot.controller
+        bid = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, b) for b in (bowl_body, plate_body)]
+        eef_bid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, eef_body)
+        run = {
+            "task": task, "trial": trial, "sequence": seq,
+            "start": {"time": float(d.time), "qpos": d.qpos.tolist(), "qvel": d.qvel.tolist(),
+                      "fixture_bodies": fix_bodies, "fixture_poses": poses[trial].reshape(-1).tolist(),
+                      "eef_pos": obs["robot0_eef_pos"].tolist(),
+                      "goal_pos": np.asarray(ctl.goal_pos).tolist(),
+                      "goal_ori": np.asarray(ctl.goal_ori).reshape(-1).tolist(),
+                      "initial_joint": np.asarray(ctl.initial_joint).tolist(),
+                      "gripper_current_action": np.asarray(robot.gripper.current_action).tolist(),
+                      "obs_clock": float(e._observables["robot0_eef_pos"]._time_since_last_sample),
+                      "obs_sampled": bool(e._observables["robot0_eef_pos"]._sampled)},
+            "eef_body": eef_body, "bodies": [bowl_body, plate_body],
+            "actions": [], "eef_pos": [], "eef_quat": [], "gripper_qpos": [], "bowl_pos": [], "plate_pos": [],
+            "bowl_quat": [], "plate_quat": [],
+            "sim_eef_pos": [], "sim_eef_quat": [], "sim_gripper_qpos": [],
+            "success": [], "robot_qpos": [], "ctrl": [],
+        }
+        acts = random_actions(seed + 1000 * task + trial, steps) if given is None else np.asarray(given, np.float64)
+        for i in range(WAIT_STEPS + len(acts)):
+            a = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0]) if i < WAIT_STEPS else acts[i - WAIT_STEPS]
+            obs, _, done, _ = env.step(a)
+            run["actions"].append(a.tolist())
+            run["eef_pos"].append(obs["robot0_eef_pos"].tolist())
+            run["eef_quat"].append(obs["robot0_eef_quat"].tolist())
+            run["gripper_qpos"].append(obs["robot0_gripper_qpos"].tolist())
+            run["sim_eef_pos"].append(d.site_xpos[robot.eef_site_id].tolist())
+            run["sim_eef_quat"].append(T.convert_quat(np.array(d.body_xquat[eef_bid]), to="xyzw").tolist())
+            run["sim_gripper_qpos"].append(d.qpos[robot._ref_gripper_joint_pos_indexes].tolist())
+            run["bowl_pos"].append(d.body_xpos[bid[0]].tolist())
+            run["plate_pos"].append(d.body_xpos[bid[1]].tolist())
+            run["bowl_quat"].append(d.body_xquat[bid[0]].tolist())
+            run["plate_quat"].append(d.body_xquat[bid[1]].tolist())
+            run["success"].append(bool(done))
+            run["robot_qpos"].append(d.qpos[:9].tolist())
+            run["ctrl"].append(d.ctrl.tolist())
+        runs.append(run)
     env.close()
     return runs
 
@@ -197,21 +163,34 @@ def main():
     ap.add_argument("--data", default=os.environ.get("RSD_DATA") or os.path.expanduser("~/.cache/rsd"),
                     help="the export's directory (default: $RSD_DATA, else ~/.cache/rsd)")
     ap.add_argument("--runs", default="0:0,0:7,4:7,9:0,9:7", help="task:trial pairs")
-    ap.add_argument("--steps", type=int, default=200, help="steps after the wait steps")
+    ap.add_argument("--steps", type=int, default=200, help="steps of the random sequences after the wait steps")
+    ap.add_argument("--actions", help="JSON file of further action sequences to replay (see above)")
     ap.add_argument("--seed", type=int, default=7, help="seed of the random action sequences")
     ap.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 3), help="tasks run in parallel")
     args = ap.parse_args()
     t0 = time.time()
-    by_task = {}
-    for pair in args.runs.split(","):
-        task, trial = (int(x) for x in pair.split(":"))
-        by_task.setdefault(task, []).append(trial)
+    pairs = [tuple(int(x) for x in pair.split(":")) for pair in args.runs.split(",")]
+    given = {}  # (task, trial) -> [(sequence, actions)]
+    if args.actions:
+        with open(args.actions) as f:
+            for r in json.load(f)["runs"]:
+                key, seq, acts = (int(r["task"]), int(r["trial"])), str(r["sequence"]), r["actions"]
+                if not acts or any(len(a) != 7 for a in acts):
+                    raise SystemExit(f"{args.actions}: task {key[0]} trial {key[1]} {seq}: need a list of actions of "
+                                     f"7 numbers, have {len(acts)} actions")
+                given.setdefault(key, []).append((seq, acts))
+                if key not in pairs:
+                    pairs.append(key)
+    by_task = {}  # task -> [(trial, sequence, actions or None for random)]: per pair, random, then the given ones
+    for task, trial in pairs:
+        by_task.setdefault(task, []).append((trial, "random", None))
+        by_task[task] += [(trial, seq, acts) for seq, acts in given.get((task, trial), [])]
     tmp = tempfile.mkdtemp(prefix="rsd-fidelity-")
     try:
         cfg = X.setup_libero_env(tmp, render=False)
         cfg["rsd_data"] = os.path.abspath(args.data)
         X.install_import_stubs()
-        work = [(task, trials, args.steps, cfg, args.seed) for task, trials in sorted(by_task.items())]
+        work = [(task, plan, args.steps, cfg, args.seed) for task, plan in sorted(by_task.items())]
         if args.jobs <= 1 or len(work) == 1:
             results = [run_task(w) for w in work]
         else:
