@@ -25,6 +25,7 @@
 
 #include "config.h"
 #include "journal.h"
+#include "local_workers.h"
 #include "report.h"
 #include "server.h"
 
@@ -99,7 +100,10 @@ static void s_progress_line(const co_progress_t *p, char *out, size_t cap) {
 static bool s_tty;
 static double s_last_print = -1e9;
 static uint64_t s_last_done = UINT64_MAX;
+static co_local_t *s_local; /* the sim workers this run started (workers.sim_workers), or NULL */
+
 static void s_on_progress(const co_progress_t *p) {
+  co_local_poll(s_local);
   bool finished = p->done + p->abandoned == p->total;
   if (!s_tty && p->elapsed_s - s_last_print < S_PLAIN_PROGRESS_S && !(finished && p->done != s_last_done)) return;
   s_last_print = p->elapsed_s;
@@ -176,6 +180,23 @@ static int s_serve(co_config_t *cfg, co_journal_t *j, bool created, const char *
     fprintf(stderr, "rsd: %s\n", keys ? je.text : "out of memory for the episode list");
     return 1;
   }
+  for (uint32_t v = 0; v < cfg->variants_count; v++) {
+    if (cfg->variants[v].policy == MSG_POLICY_MODEL) {
+      fprintf(stderr,
+              "rsd: variant '%s' has policy model, but this rsd has no inference broker yet: only policy expert "
+              "variants can run\n",
+              cfg->variants[v].name);
+      return 2;
+    }
+  }
+  char worker_exe[1024] = "";
+  if (cfg->workers.sim_workers > 0) {
+    char ferr[2600];
+    if (co_local_find_worker(worker_exe, sizeof worker_exe, ferr, sizeof ferr)) {
+      fprintf(stderr, "rsd: workers.sim_workers is %u: %s\n", cfg->workers.sim_workers, ferr);
+      return 1;
+    }
+  }
   zsys_handler_set(NULL); /* our handlers, not czmq's */
   struct sigaction sa = {0};
   sa.sa_handler = s_on_signal;
@@ -195,13 +216,26 @@ static int s_serve(co_config_t *cfg, co_journal_t *j, bool created, const char *
     fprintf(stderr, "[rsd] warning: cannot write %s/coordinator.endpoint: %s\n", cfg->output, strerror(errno));
   fprintf(stderr, "[rsd] campaign %s: %llu episodes; sim workers connect to %s\n", cfg->name, (unsigned long long)n,
           endpoint);
+  if (cfg->workers.sim_workers > 0) {
+    char log_dir[CO_PATH_MAX + 16];
+    snprintf(log_dir, sizeof log_dir, "%s/logs", cfg->output);
+    if (!(s_local = co_local_start(worker_exe, endpoint, cfg->workers.sim_workers, cfg->workers.episodes_per_worker,
+                                   log_dir, err, sizeof err))) {
+      fprintf(stderr, "rsd: %s\n", err);
+      co_server_destroy(&server);
+      return 1;
+    }
+    fprintf(stderr, "[rsd] started %u local sim workers (%s, %u episodes each; logs in %s)\n",
+            cfg->workers.sim_workers, worker_exe, cfg->workers.episodes_per_worker, log_dir);
+  }
   s_tty = isatty(STDERR_FILENO);
   int64_t t0 = zclock_mono();
   int rc = co_server_run(server, &s_stop, s_on_progress, err, sizeof err);
   if (s_tty) fprintf(stderr, "\n");
   co_server_stats_t st;
   co_server_stats(server, &st);
-  co_server_destroy(&server); /* releases the leases still out */
+  co_server_destroy(&server); /* releases the leases still out; BYE to the workers */
+  co_local_stop(&s_local, rc == 0 ? 3000 : 0); /* complete: they leave on the BYE; else SIGTERM */
   co_journal_add_wall_ms(j, (uint64_t)(zclock_mono() - t0), &je);
   fprintf(stderr,
           "[rsd] this run: %llu results (%llu stored, %llu duplicates) in %llu commits (largest %llu), commit p50 %.2f ms "

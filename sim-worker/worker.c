@@ -120,6 +120,34 @@ static void s_send(s_worker_t *w, const msg_t *m) {
     fprintf(stderr, "rsd-sim-worker %s: sending %s: %s\n", w->name, msg_type_name(m->type), err.text);
 }
 
+/* Episodes running or waiting for their task (finished ones only wait for their ACK). */
+static int s_active(const s_worker_t *w) {
+  int n = 0;
+  for (int i = 0; i < S_MAX_JOBS; i++) n += w->jobs[i].used && w->jobs[i].phase != S_FINISHED;
+  return n;
+}
+
+static void s_job_free(s_job_t *j);
+static void s_hello(s_worker_t *w);
+
+/* Says HELLO again to a coordinator that lost us (it restarted, or declared us dead): it has put our
+ * leases back in its queue, so the episodes still running here are dropped (the coordinator leases them
+ * again, to us or another worker) and only finished ones are kept, their RESULTs re-sent until ACKed. */
+static void s_rejoin(s_worker_t *w, const char *why) {
+  int dropped = 0;
+  for (int i = 0; i < S_MAX_JOBS; i++) {
+    s_job_t *j = &w->jobs[i];
+    if (j->used && j->phase != S_FINISHED) {
+      s_job_free(j);
+      dropped++;
+    }
+  }
+  fprintf(stderr, "rsd-sim-worker %s: %s; saying HELLO again (%d unfinished episodes dropped)\n", w->name, why,
+          dropped);
+  w->welcomed = false;
+  s_hello(w);
+}
+
 static void s_hello(s_worker_t *w) {
   msg_t h;
   msg_init(&h, MSG_HELLO, (uint64_t)getpid() << 16 | (w->seq++ & 0xffff));
@@ -202,15 +230,27 @@ static void s_start(s_worker_t *w, s_job_t *j, s_task_slot_t *slot) {
   j->phase = S_RUNNING;
 }
 
+static int s_active(const s_worker_t *w);
+
+/* Refuses a LEASE with ERROR 23 (no capacity): the coordinator puts its episode back in the queue. */
+static void s_refuse(s_worker_t *w, const msg_t *m, const char *why) {
+  msg_error_t what = {.code = MSG_ERR_OVERLOADED}, err;
+  snprintf(what.text, sizeof what.text, "%s", why);
+  if (msg_sock_send_error(w->sock, NULL, m, &what, &err) != MSG_OK)
+    fprintf(stderr, "rsd-sim-worker %s: refusing lease %llu: %s\n", w->name, (unsigned long long)m->id, err.text);
+}
+
 static void s_on_lease(s_worker_t *w, const msg_t *m) {
   s_job_t *j = NULL;
   for (int i = 0; i < S_MAX_JOBS; i++) {
     if (w->jobs[i].used && w->jobs[i].lease_id == m->id) return; /* a LEASE we hold already */
     if (!j && !w->jobs[i].used) j = &w->jobs[i];
   }
-  if (!j) {
-    fprintf(stderr, "rsd-sim-worker %s: lease %llu refused: already holding %d leases\n", w->name,
-            (unsigned long long)m->id, S_MAX_JOBS);
+  char why[160];
+  if (!j || s_active(w) >= (int)w->o->capacity) {
+    snprintf(why, sizeof why, "worker %s runs %d episodes, its capacity is %u", w->name, s_active(w),
+             w->o->capacity);
+    s_refuse(w, m, why);
     return;
   }
   memset(j, 0, sizeof *j);
@@ -251,10 +291,8 @@ static void s_on_message(s_worker_t *w, msg_in_t *in) {
     case MSG_ERROR:
       /* most likely a coordinator that does not know us (it restarted): introduce ourselves again */
       fprintf(stderr, "rsd-sim-worker %s: coordinator error %u: %s\n", w->name, m->error.code, m->error.text);
-      if (s_now_ms() - w->last_hello_ms > 500) {
-        w->welcomed = false;
-        s_hello(w);
-      }
+      if (m->error.code == MSG_ERR_UNEXPECTED && s_now_ms() - w->last_hello_ms > 500)
+        s_rejoin(w, "the coordinator does not know this worker");
       break;
     case MSG_DRAIN:
       w->draining = true;
@@ -343,6 +381,7 @@ static int s_step_all(s_worker_t *w) {
   for (int i = 0; i < S_MAX_JOBS; i++) {
     s_job_t *j = &w->jobs[i];
     if (!j->used || j->phase != S_RUNNING) continue;
+    if (w->o->stop && *w->o->stop) break; /* leave promptly: the coordinator requeues what we hold */
     double a[SW_ACTION_DIM];
     sw_expert_act(j->expert, j->ep, a);
     if (sw_episode_step(j->ep, a, SW_ACTION_DIM, err, sizeof err)) {
@@ -487,16 +526,15 @@ int sw_worker_run(const sw_worker_opts_t *o) {
       if (leave) break;
     }
     if (leave) break;
+    /* silence is judged right after reading the socket, never after a long pass of episode steps */
+    int64_t polled = s_now_ms();
+    if (polled - w->last_rx_ms > (int64_t)w->liveness * w->heartbeat_ms && polled - w->last_hello_ms > w->heartbeat_ms)
+      s_rejoin(w, "the coordinator went quiet");
     s_schedule_loads(w);
     s_step_all(w);
     int64_t now = s_now_ms();
     s_send_results(w, now);
     s_heartbeat_if_due(w);
-    if (now - w->last_rx_ms > (int64_t)w->liveness * w->heartbeat_ms && now - w->last_hello_ms > w->heartbeat_ms) {
-      /* the coordinator went quiet: it may have restarted and forgotten us */
-      w->welcomed = false;
-      s_hello(w);
-    }
     if (w->draining && s_held(w) == 0) {
       s_bye(w, "drained");
       leave = "drained";

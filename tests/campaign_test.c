@@ -107,7 +107,7 @@ int main(int argc, char **argv) {
   snprintf(log, sizeof log, "%s/rsd.log", dir);
   static const char *body =
       "suite: libero_spatial\ntasks: [0, 1, 2]\nvariants:\n  - name: expert\n    policy: expert\n"
-      "  - name: expert-b\n    policy: expert\nleases:\n  heartbeat_ms: 100\n  liveness: 3\n  max_attempts: 3\n";
+      "  - name: expert-b\n    policy: expert\nworkers:\n  sim_workers: 0\nleases:\n  heartbeat_ms: 100\n  liveness: 3\n  max_attempts: 3\n";
   snprintf(text, sizeof text, "name: campaign_test\ntrials: 4\noutput: %s\nbind:\n  coordinator: ipc://%s/co.sock\n%s", out,
            dir, body);
   s_write(cfg, text);

@@ -165,6 +165,7 @@ int main(int argc, char **argv) {
   static const char *body =
       "name: faults_test\nsuite: libero_spatial\ntasks: [0, 1, 2]\ntrials: 10\nvariants:\n"
       "  - name: expert\n    policy: expert\n  - name: expert-b\n    policy: expert\n"
+      "workers:\n  sim_workers: 0\n"
       "leases:\n  heartbeat_ms: 150\n  liveness: 5\n  max_attempts: 3\n"
       "bind:\n  coordinator: tcp://127.0.0.1:*\n";
   snprintf(text, sizeof text, "%soutput: %s\n", body, out);

@@ -3,7 +3,9 @@
  * real journal. One worker is killed (SIGKILL) while it holds a lease. Checks: the campaign completes;
  * every episode key has exactly one result; the killed worker's episode came back with an attempt
  * counted and was finished by the other worker; outcomes are successes or policy failures, never
- * infrastructure errors; the reported step counts fit the episode limits.
+ * infrastructure errors; the reported step counts fit the episode limits. Then a second campaign with
+ * `workers.sim_workers: 2`: `rsd run` starts its own sim workers, one of them is killed (SIGKILL) and
+ * restarted by rsd, and the campaign completes with their results.
  *
  *   sim_campaign_test RSD RSD_SIM_WORKER */
 #include <signal.h>
@@ -86,6 +88,7 @@ int main(int argc, char **argv) {
   snprintf(text, sizeof text,
            "name: sim_campaign_test\nsuite: libero_spatial\ntasks: [0, 1]\ntrials: 2\noutput: %s\n"
            "variants:\n  - name: expert\n    policy: expert\nvideos: none\n"
+           "workers:\n  sim_workers: 0\n"
            "leases:\n  heartbeat_ms: 200\n  liveness: 15\n  max_attempts: 3\n"
            "bind:\n  coordinator: ipc://%s/co.sock\n",
            out, dir);
@@ -155,6 +158,69 @@ int main(int argc, char **argv) {
           (unsigned long long)events[CO_EVENT_DIED]);
     co_journal_close(&j);
   }
+  /* rsd run starts its own sim workers; one is killed and comes back. */
+  char cfg2[160], out2[160], log2[160];
+  snprintf(cfg2, sizeof cfg2, "%s/local.yaml", dir);
+  snprintf(out2, sizeof out2, "%s/local", dir);
+  snprintf(log2, sizeof log2, "%s/rsd-local.log", dir);
+  snprintf(text, sizeof text,
+           "name: sim_campaign_local\nsuite: libero_spatial\ntasks: [2]\ntrials: 3\noutput: %s\n"
+           "variants:\n  - name: expert\n    policy: expert\nvideos: none\n"
+           "workers:\n  sim_workers: 2\n  episodes_per_worker: 1\n"
+           "leases:\n  heartbeat_ms: 200\n  liveness: 15\n  max_attempts: 3\n"
+           "bind:\n  coordinator: ipc://%s/co2.sock\n",
+           out2, dir);
+  f = fopen(cfg2, "w");
+  CHECK(f != NULL, "write %s", cfg2);
+  if (f) {
+    fputs(text, f);
+    fclose(f);
+  }
+  setenv("RSD_SIM_WORKER", worker, 1);
+  pid_t co2 = s_spawn((char *[]){rsd, "run", cfg2, NULL}, log2);
+  /* the first local worker, once it holds a lease, is killed */
+  pid_t victim = 0;
+  for (int i = 0; i < 600 && !victim; i++) {
+    if (s_holds_lease(out2, "local-sim-1")) {
+      char cmd[300];
+      snprintf(cmd, sizeof cmd, "pkill -KILL -f -- '--name local-sim-1$' && echo killed");
+      victim = system(cmd) == 0 ? 1 : 0;
+    }
+    if (!victim) usleep(50000);
+  }
+  CHECK(victim, "local-sim-1 never held a lease, or could not be killed (log %s)", log2);
+  rc = s_wait(co2, 200);
+  CHECK(rc == 0, "rsd run with local workers exited %d (log %s)", rc, log2);
+  FILE *lf = fopen(log2, "r");
+  static char lbuf[1 << 16];
+  size_t ln = lf ? fread(lbuf, 1, sizeof lbuf - 1, lf) : 0;
+  if (lf) fclose(lf);
+  lbuf[ln] = '\0';
+  CHECK(strstr(lbuf, "started 2 local sim workers") && strstr(lbuf, "local sim worker local-sim-1 died") &&
+            strstr(lbuf, "restarting it"),
+        "rsd did not report starting and restarting its workers (log %s)", log2);
+  j = co_journal_open(out2, CO_JOURNAL_READ_ONLY, NULL, NULL, &je);
+  CHECK(j != NULL, "journal: %s", je.text);
+  if (j) {
+    co_journal_counts_t total;
+    co_journal_counts(j, &total, NULL, 0, NULL, &je);
+    CHECK(total.total == 3 && total.by_state[CO_EPISODE_DONE] == 3, "local: %llu of %llu done",
+          (unsigned long long)total.by_state[CO_EPISODE_DONE], (unsigned long long)total.total);
+    int local = 0, results = 0;
+    co_journal_iter_t *it = co_journal_results(j, NULL, &je);
+    co_journal_result_t r;
+    while (it && co_journal_results_next(it, &r, &je)) {
+      results++;
+      local += r.r.has_worker && strncmp(r.r.worker, "local-sim-", 10) == 0;
+    }
+    co_journal_iter_destroy(&it);
+    CHECK(results == 3 && local == 3, "local: %d results, %d from local workers", results, local);
+    co_journal_close(&j);
+  }
+  char wl[200];
+  snprintf(wl, sizeof wl, "%s/logs/local-sim-2.log", out2);
+  CHECK(access(wl, R_OK) == 0, "no worker log %s", wl);
+
   if (!check_failed_) {
     char cmd[200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

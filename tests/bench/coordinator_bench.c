@@ -225,7 +225,7 @@ static void s_round(const char *rsd, const char *base, int nworkers, int capacit
   snprintf(log, sizeof log, "%s/rsd.log", s_tmp);
   int k = snprintf(text, sizeof text,
                    "name: %s\nsuite: libero_spatial\ntasks: all\ntrials: 50\noutput: %s\n"
-                   "leases:\n  heartbeat_ms: 1000\n  liveness: 5\nbind:\n  coordinator: tcp://127.0.0.1:*\nvariants:\n",
+                   "workers:\n  sim_workers: 0\nleases:\n  heartbeat_ms: 1000\n  liveness: 5\nbind:\n  coordinator: tcp://127.0.0.1:*\nvariants:\n",
                    s_campaign, outdir);
   for (int v = 0; v < 16; v++) k += snprintf(text + k, sizeof text - (size_t)k, "  - name: v%02d\n    policy: expert\n", v);
   s_write(cfg, text);
