@@ -11,12 +11,12 @@ target_compile_definitions(rsd_expert PRIVATE ${HDF5_DEFINITIONS})
 target_link_libraries(rsd_expert PUBLIC rsd_sim PkgConfig::JANSSON ${HDF5_C_LIBRARIES} m)
 
 # The expert on a few trials of three tasks (the drawer's task among them): every one a success.
-rsd_add_test(expert_test SOURCES expert_test.c LIBS rsd_expert TIMEOUT 300)
+rsd_add_test(expert_test SOURCES expert_test.c LIBS rsd_expert TIMEOUT 600)
 target_include_directories(expert_test PRIVATE ${PROJECT_SOURCE_DIR}/tests)
 
 # `collect` writes two demonstrations; read back with the HDF5 API, shapes, types, attributes, and the
 # actions replayed through fresh episodes reproduce the successes.
-rsd_add_test(collect_test SOURCES collect_test.c LIBS rsd_expert TIMEOUT 300)
+rsd_add_test(collect_test SOURCES collect_test.c LIBS rsd_expert TIMEOUT 600)
 target_include_directories(collect_test PRIVATE ${PROJECT_SOURCE_DIR}/tests ${HDF5_INCLUDE_DIRS})
 
 if(RSD_BENCH)
