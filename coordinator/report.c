@@ -189,6 +189,7 @@ typedef struct {
   uint64_t events[CO_EVENT_COUNT_], workers_seen;
   s_cell_t total;
   uint64_t steps, chunks, steps_n;
+  uint64_t chunks_n; /* results that carry a chunk count (none for expert-only campaigns) */
   int64_t last_received_us;
   double wall_s; /* NAN when unknown */
   const char *wall_source;
@@ -403,6 +404,7 @@ static co_report_err_t s_read_results(s_rep_t *r, co_journal_t *j, co_report_err
       v->chunks += res->chunks;
       v->chunks_n++;
       r->chunks += res->chunks;
+      r->chunks_n++;
       if (res->has_main_forwards) {
         v->main_fw += res->main_forwards;
         v->main_fw_chunks += res->chunks;
@@ -647,7 +649,7 @@ static bool s_complete(const s_rep_t *r) {
 
 static double s_steps_per_s(const s_rep_t *r) { return isnan(r->wall_s) ? NAN : s_div((double)r->steps, r->wall_s); }
 static double s_chunks_per_s(const s_rep_t *r) {
-  return isnan(r->wall_s) ? NAN : s_div((double)r->chunks, r->wall_s);
+  return isnan(r->wall_s) || !r->chunks_n ? NAN : s_div((double)r->chunks, r->wall_s);
 }
 
 /* ---- report.json ------------------------------------------------------------------------------ */
@@ -800,7 +802,7 @@ static json_t *s_json(const s_rep_t *r) {
   json_object_set_new(thr, "wall_s", s_jnum(r->wall_s));
   json_object_set_new(thr, "wall_source", s_jstr(r->wall_source));
   json_object_set_new(thr, "env_steps", s_jint(r->steps));
-  json_object_set_new(thr, "chunks", s_jint(r->chunks));
+  json_object_set_new(thr, "chunks", r->chunks_n ? s_jint(r->chunks) : json_null());
   json_object_set_new(thr, "env_steps_per_s", s_jnum(s_steps_per_s(r)));
   json_object_set_new(thr, "chunks_per_s", s_jnum(s_chunks_per_s(r)));
   json_object_set_new(root, "throughput", thr);
@@ -1065,7 +1067,9 @@ static void s_markdown(FILE *f, const s_rep_t *r) {
   fprintf(f, "| wall time source | %s |\n", r->wall_source ? r->wall_source : S_DASH);
   fprintf(f, "| environment steps | %" PRIu64 " |\n| environment steps/s | %s |\n", r->steps,
           s_fix(s_steps_per_s(r), 1).s);
-  fprintf(f, "| action chunks | %" PRIu64 " |\n| chunks/s | %s |\n", r->chunks, s_fix(s_chunks_per_s(r), 2).s);
+  if (r->chunks_n) fprintf(f, "| action chunks | %" PRIu64 " |\n", r->chunks);
+  else fprintf(f, "| action chunks | %s |\n", S_DASH);
+  fprintf(f, "| chunks/s | %s |\n", s_fix(s_chunks_per_s(r), 2).s);
   fprintf(f, "| retries (infrastructure failures) | %" PRIu64 " |\n", r->total.attempts);
   fprintf(f, "| abandoned episodes | %" PRIu64 " |\n", r->total.by_state[CO_EPISODE_ABANDONED]);
   fprintf(f, "| workers seen | %" PRIu64 " |\n", r->workers_seen);
@@ -1458,7 +1462,8 @@ static void s_html(FILE *f, const s_rep_t *r) {
   fprintf(f, "<tr><td class=\"l\">wall time source</td><td>%s</td></tr>\n", r->wall_source ? r->wall_source : S_DASH);
   fprintf(f, "<tr><td class=\"l\">environment steps</td><td>%" PRIu64 "</td></tr>\n", r->steps);
   fprintf(f, "<tr><td class=\"l\">environment steps/s</td><td>%s</td></tr>\n", s_fix(s_steps_per_s(r), 1).s);
-  fprintf(f, "<tr><td class=\"l\">action chunks</td><td>%" PRIu64 "</td></tr>\n", r->chunks);
+  if (r->chunks_n) fprintf(f, "<tr><td class=\"l\">action chunks</td><td>%" PRIu64 "</td></tr>\n", r->chunks);
+  else fprintf(f, "<tr><td class=\"l\">action chunks</td><td>%s</td></tr>\n", S_DASH);
   fprintf(f, "<tr><td class=\"l\">chunks/s</td><td>%s</td></tr>\n", s_fix(s_chunks_per_s(r), 2).s);
   fprintf(f, "<tr><td class=\"l\">retries (infrastructure failures)</td><td>%" PRIu64 "</td></tr>\n", r->total.attempts);
   fprintf(f, "<tr><td class=\"l\">abandoned episodes</td><td>%" PRIu64 "</td></tr>\n",

@@ -636,6 +636,8 @@ static void s_test_empty_and_partial(void) {
   s_expect_null(root, "variants/0/decode/latency_us");
   s_expect_null(root, "variants/0/decode/main_forwards_per_chunk");
   s_expect_null(root, "variants/0/decode/chunks");
+  s_expect_null(root, "throughput/chunks");
+  s_expect_null(root, "throughput/chunks_per_s");
   s_expect_null(root, "variants/0/decode/acceptance_per_layer");
   s_expect_null(root, "variants/0/vs_baseline");
   s_expect_str(root, "baseline", "expert");
