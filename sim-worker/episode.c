@@ -119,6 +119,7 @@ static int s_control_step(sw_episode_t *ep, bool want_images) {
     why = wbuf;
   }
   ep->want_images = false;
+  ep->images_fresh = want_images && ep->agentview;
   if (why) {
     ep->state = SW_EP_INFRA_ERROR;
     snprintf(ep->reason, sizeof ep->reason, "%s", why);
@@ -159,6 +160,10 @@ sw_episode_t *sw_episode_new(sw_task_t *task, int trial, const sw_episode_opts_t
   if (opts->image_size != 0 && opts->image_size != 128 && opts->image_size != 224 && opts->image_size != 256) {
     snprintf(err, errlen, "image_size %d not supported (allowed: 128, 224, 256, or 0 for no images)",
              opts->image_size);
+    return NULL;
+  }
+  if (opts->render_every < 0) {
+    snprintf(err, errlen, "render_every %d: need 0 (every step) or more", opts->render_every);
     return NULL;
   }
   if (opts->wait_steps < 0 || opts->max_steps < 1) {
@@ -212,6 +217,7 @@ sw_episode_t *sw_episode_new(sw_task_t *task, int trial, const sw_episode_opts_t
     ep->want_images = true;
     s_on_sample(ep, ep->m, ep->d);
     ep->want_images = false;
+    ep->images_fresh = true;
     if (ep->render_error[0]) {
       snprintf(err, errlen, "rendering the initial state: %s", ep->render_error);
       goto fail;
@@ -249,7 +255,8 @@ int sw_episode_step(sw_episode_t *ep, const double *action, int n, char *err, si
   }
   if (sw_arm_set_action(ep->arm, action, n, err, errlen)) return -1;
   ep->steps++;
-  if (s_control_step(ep, true)) return 0;
+  int every = ep->opts.render_every;
+  if (s_control_step(ep, ep->opts.record || every <= 1 || ep->steps % every == 0)) return 0;
   if (s_record(ep)) {
     ep->state = SW_EP_INFRA_ERROR;
     snprintf(ep->reason, sizeof ep->reason, "out of memory recording frame %d", ep->nframes);

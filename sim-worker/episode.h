@@ -55,6 +55,9 @@ typedef struct {
   int image_size;  /* camera images of this size (128, 224 or 256), or 0 for none */
   bool record;     /* keep every observed agentview image (for a rollout video); needs image_size */
   bool agentview_only; /* render only agentview (a video of an expert episode needs no eye-in-hand image) */
+  int render_every;    /* render the observation after every k-th policy step only: the steps at which a
+                          policy with replan_every k asks for a new chunk (0 or 1: every step). The first
+                          observation (after the wait steps) is always rendered; `record` renders every step */
 } sw_episode_opts_t;
 
 /* Where an episode stands. */
@@ -82,6 +85,8 @@ typedef struct {
   double proprio[SW_PROPRIO_DIM]; /* eef pos (3), eef axis-angle (3), gripper qpos (2) */
   uint8_t *agentview;         /* owned: image_size^2 * 3 bytes, upright RGB; NULL without images */
   uint8_t *eye_in_hand;       /* owned: likewise; NULL with opts.agentview_only */
+  bool images_fresh;          /* the images belong to the last observation (false on a step render_every
+                                 skipped: they are an earlier observation's) */
   /* recorded agentview frames (opts.record): nframes images of image_size^2 * 3 bytes */
   uint8_t *frames;            /* owned */
   int nframes, frames_cap;

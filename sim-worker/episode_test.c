@@ -85,6 +85,29 @@ int main(void) {
     CHECK(memcmp(c->frames + 3 * n, c->agentview, n) == 0, "the last frame is not the last observation");
   }
   sw_episode_destroy(&c);
+
+  /* render_every 4 (a policy that replans every 4 steps): images only after steps 4, 8, ... */
+  sw_episode_opts_t ro = {.wait_steps = 10, .max_steps = 8, .image_size = 128, .render_every = 4};
+  sw_episode_t *e = sw_episode_new(t, 7, &ro, err, sizeof err);
+  CHECK(e && e->images_fresh, "episode with render_every: %s", err);
+  if (e) {
+    size_t n = 128 * 128 * 3;
+    static uint8_t first[128 * 128 * 3];
+    memcpy(first, e->agentview, n);
+    double up[SW_ACTION_DIM] = {0, 0, 1, 0, 0, 0, -1};
+    int fresh = 0, stale_same = 0;
+    for (int i = 1; i <= 4; i++) {
+      CHECK(sw_episode_step(e, up, 7, err, sizeof err) == 0, "step %d: %s", i, err);
+      fresh += e->images_fresh;
+      stale_same += !e->images_fresh && memcmp(first, e->agentview, n) == 0;
+    }
+    CHECK(fresh == 1 && e->images_fresh && stale_same == 3, "fresh %d (want only after step 4), stale-and-unchanged %d",
+          fresh, stale_same);
+    CHECK(memcmp(first, e->agentview, n) != 0, "the image after step 4 is the first one");
+  }
+  sw_episode_destroy(&e);
+  sw_episode_opts_t neg = {.wait_steps = 10, .max_steps = 8, .render_every = -1};
+  CHECK(!sw_episode_new(t, 0, &neg, err, sizeof err) && strstr(err, "render_every -1"), "render_every -1: %s", err);
   sw_task_destroy(&t);
   sw_task_destroy(&t);
   return check_summary("episode_test");

@@ -50,6 +50,8 @@
 typedef struct {
   const char *data;          /* the export's directory; NULL: sw_data_dir */
   int task, trial, steps, wait, episodes;
+  int render_every;          /* rsd renders the observation of every k-th step only (a policy replanning every
+                                k steps needs no other); robosuite renders every step whatever the policy */
   int modes[S_MAX_MODES], nmodes;
   int cpu;                   /* -1: the last CPU of the inherited affinity; -2: do not pin */
   unsigned long long seed;
@@ -175,7 +177,8 @@ static int s_run_rsd(sw_task_t *t, const s_opts_t *o, int size, const double *ac
   memset(r, 0, sizeof *r);
   r->image_size = size;
   r->success_at = -1;
-  sw_episode_opts_t eo = {.wait_steps = o->wait, .max_steps = o->steps, .image_size = size};
+  sw_episode_opts_t eo = {.wait_steps = o->wait, .max_steps = o->steps, .image_size = size,
+                          .render_every = o->render_every};
   sw_episode_t *ep[S_MAX_EPISODES] = {0};
   int ntrials = t->scene->ntrials, rc = -1;
   double *ms = malloc(sizeof *ms * (size_t)o->steps * (size_t)o->episodes);
@@ -399,6 +402,10 @@ static void s_print(const s_opts_t *o, const s_result_t *rsd, const s_result_t *
          "cpu st/s: per second of this process's CPU time (what the core would give if no one else used it).\n");
   if (o->episodes > 1) printf("rsd: %d episodes side by side on one thread; steps/s counts the steps of all.\n",
                               o->episodes);
+  if (o->render_every > 1)
+    printf("rsd renders the cameras after every %d-th step only (a policy that replans every %d steps sees no\n"
+           "other observation); robosuite's OffScreenRenderEnv renders them after every step.\n",
+           o->render_every, o->render_every);
   if (have_rs) {
     double worst = INFINITY;
     for (int i = 0; i < o->nmodes; i++)
@@ -435,6 +442,7 @@ static int s_write_json(const char *path, const s_opts_t *o, json_t *host, const
     json_array_append_new(modes, m);
   }
   json_object_set_new(root, "modes", modes);
+  json_object_set_new(root, "rsd_render_every", json_integer(o->render_every));
   if (rs_raw) json_object_set(root, "robosuite_run", rs_raw);
   int rc = json_dump_file(root, path, JSON_INDENT(1));
   json_decref(root);
@@ -452,6 +460,8 @@ static void s_usage(FILE *f) {
           "  --steps N        timed policy steps per episode (default 200), after --wait LIBERO wait steps (10)\n"
           "  --modes LIST     image sizes: 0 (no rendering), 128, 224, 256 (default 0,128,256)\n"
           "  --episodes E     rsd: E episodes (trials K..K+E-1) side by side on the one thread (default 1)\n"
+          "  --render-every K rsd: render the observation of every K-th step only, as for a policy that asks\n"
+          "                   for a chunk every K steps (replan_every K); robosuite renders every step (default 1)\n"
           "  --cpu C          pin to CPU C (default: the last CPU this process may use); --no-pin: do not pin\n"
           "  --robosuite PY   also run sim_bench_robosuite.py with this python (default: %s)\n"
           "  --json FILE      also write the numbers as JSON\n",
@@ -471,7 +481,7 @@ static int s_parse_int(const char *opt, const char *v, int lo, int hi, int *out)
 }
 
 int main(int argc, char **argv) {
-  s_opts_t o = {.task = 0, .trial = 0, .steps = 200, .wait = 10, .episodes = 1, .modes = {0, 128, 256},
+  s_opts_t o = {.task = 0, .trial = 0, .steps = 200, .wait = 10, .episodes = 1, .render_every = 1, .modes = {0, 128, 256},
                 .nmodes = 3, .cpu = -1, .seed = 7, .python = RSD_PYTHON, .script = RSD_SIM_BENCH_PY};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -490,6 +500,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--steps")) bad = s_parse_int(a, v, 1, 100000, &o.steps), i++;
     else if (!strcmp(a, "--wait")) bad = s_parse_int(a, v, 0, 1000, &o.wait), i++;
     else if (!strcmp(a, "--episodes")) bad = s_parse_int(a, v, 1, S_MAX_EPISODES, &o.episodes), i++;
+    else if (!strcmp(a, "--render-every")) bad = s_parse_int(a, v, 1, 1000, &o.render_every), i++;
     else if (!strcmp(a, "--cpu")) bad = s_parse_int(a, v, 0, CPU_SETSIZE - 1, &o.cpu), i++;
     else if (!strcmp(a, "--seed")) o.seed = strtoull(v, NULL, 10), i++;
     else if (!strcmp(a, "--data")) o.data = v, i++;
