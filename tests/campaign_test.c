@@ -16,47 +16,9 @@
 #include <zmq.h>
 
 #include "check.h"
+#include "proc.h"
 #include "journal.h"
 #include "msg_samples.h"
-
-static pid_t s_pids[8];
-static int s_npids;
-
-static void s_kill_all(void) {
-  for (int i = 0; i < s_npids; i++)
-    if (s_pids[i] > 0) {
-      kill(s_pids[i], SIGKILL);
-      waitpid(s_pids[i], NULL, 0);
-    }
-  s_npids = 0;
-}
-
-/* Starts argv[0] with stderr to errpath (nullable). */
-static pid_t s_spawn(char *const argv[], const char *errpath) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (errpath) freopen(errpath, "w", stderr);
-    execv(argv[0], argv);
-    _exit(127);
-  }
-  s_pids[s_npids++] = pid;
-  return pid;
-}
-
-/* Waits up to timeout_s for pid; returns its exit status or -1. */
-static int s_wait(pid_t pid, int timeout_s) {
-  int status;
-  for (int i = 0; i < timeout_s * 20; i++) {
-    if (waitpid(pid, &status, WNOHANG) == pid) {
-      for (int k = 0; k < s_npids; k++)
-        if (s_pids[k] == pid) s_pids[k] = -1;
-      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    }
-    usleep(50000);
-  }
-  return -1;
-}
 
 static void s_write(const char *path, const char *text) {
   FILE *f = fopen(path, "w");
@@ -95,7 +57,7 @@ static bool s_file_has(const char *path, const char *needle) {
 
 int main(int argc, char **argv) {
   if (argc != 3) return 2;
-  atexit(s_kill_all);
+  atexit(proc_kill_all);
   alarm(170);
   char *rsd = argv[1], *fake = argv[2];
   char dir[] = "/tmp/rsd-campaign-XXXXXX";
@@ -116,11 +78,11 @@ int main(int argc, char **argv) {
   s_write(cfg2, text);
 
   /* 2 variants x 3 tasks x 4 trials = 24 episodes; worker A dies after 3 results while holding a lease. */
-  pid_t co = s_spawn((char *[]){rsd, "run", cfg, NULL}, log);
+  pid_t co = proc_spawn((char *[]){rsd, "run", cfg, NULL}, log, NULL, NULL);
   char endpoint[256] = "";
   CHECK(s_read_endpoint(out, endpoint, sizeof endpoint) == 0, "rsd wrote no endpoint");
-  pid_t a = s_spawn((char *[]){fake, endpoint, "2", "20", "3", NULL}, NULL);
-  s_spawn((char *[]){fake, endpoint, "3", "30", NULL}, NULL);
+  pid_t a = proc_spawn((char *[]){fake, endpoint, "2", "20", "3", NULL}, NULL, NULL, NULL);
+  proc_spawn((char *[]){fake, endpoint, "3", "30", NULL}, NULL, NULL, NULL);
 
   /* A rogue peer floods the coordinator with garbage, another protocol version, and messages it must
    * not take (a LEASE sent to it, RESULTs without HELLO): all refused and counted, campaign unaffected. */
@@ -144,9 +106,9 @@ int main(int argc, char **argv) {
   }
   CHECK(sent == 600, "rogue sent %d of 600", sent);
   msg_buf_free(&buf);
-  int rc = s_wait(co, 120);
+  int rc = proc_wait(co, 120);
   CHECK(rc == 0, "rsd run exited %d (log %s)", rc, log);
-  CHECK(s_wait(a, 5) == 128 + SIGKILL, "worker A did not die as planned");
+  CHECK(proc_wait(a, 5) == 128 + SIGKILL, "worker A did not die as planned");
   CHECK(s_file_has(log, "complete"), "rsd did not report completion");
 
   co_journal_error_t je;
@@ -207,9 +169,9 @@ int main(int argc, char **argv) {
   CHECK(WIFEXITED(sst) && WEXITSTATUS(sst) == 0 && s_file_has(status_log, "24/24 episodes done"), "rsd status");
 
   /* The same config again: resumes, finds nothing to do, exits 0. A changed one is refused. */
-  rc = s_wait(s_spawn((char *[]){rsd, "run", cfg, NULL}, log), 30);
+  rc = proc_wait(proc_spawn((char *[]){rsd, "run", cfg, NULL}, log, NULL, NULL), 30);
   CHECK(rc == 0 && s_file_has(log, "resuming campaign"), "rerun exited %d", rc);
-  rc = s_wait(s_spawn((char *[]){rsd, "run", cfg2, NULL}, log), 30);
+  rc = proc_wait(proc_spawn((char *[]){rsd, "run", cfg2, NULL}, log, NULL, NULL), 30);
   CHECK(rc == 2 && s_file_has(log, "refusing to resume") && s_file_has(log, "trials"), "changed config: exit %d", rc);
 
   zmq_close(rogue);

@@ -26,52 +26,11 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "proc.h"
 #include "journal.h"
 
 #define S_WORKERS 3
 #define S_EPISODES 60
-
-static pid_t s_pids[16];
-static int s_npids;
-
-static void s_kill_all(void) {
-  for (int i = 0; i < s_npids; i++)
-    if (s_pids[i] > 0) {
-      kill(s_pids[i], SIGKILL);
-      waitpid(s_pids[i], NULL, 0);
-      s_pids[i] = -1;
-    }
-}
-
-/* Starts argv[0] with stderr to errpath (nullable; appended to) and stdout to outpath (nullable);
- * `env` (nullable) is one NAME=VALUE put in the child's environment. */
-static pid_t s_spawn(char *const argv[], const char *errpath, const char *outpath, const char *env) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (errpath && !freopen(errpath, "a", stderr)) _exit(126);
-    if (outpath && !freopen(outpath, "w", stdout)) _exit(126);
-    if (env) putenv((char *)env);
-    execv(argv[0], argv);
-    _exit(127);
-  }
-  if (s_npids < (int)(sizeof s_pids / sizeof s_pids[0])) s_pids[s_npids++] = pid;
-  return pid;
-}
-
-/* Waits up to timeout_s for pid; returns its exit status (128 + signal when killed) or -1. */
-static int s_wait(pid_t pid, int timeout_s) {
-  int status;
-  for (int i = 0; i < timeout_s * 100; i++) {
-    if (waitpid(pid, &status, WNOHANG) == pid) {
-      for (int k = 0; k < s_npids; k++)
-        if (s_pids[k] == pid) s_pids[k] = -1;
-      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    }
-    usleep(10000);
-  }
-  return -1;
-}
 
 static void s_write(const char *path, const char *text) {
   FILE *f = fopen(path, "w");
@@ -149,7 +108,7 @@ static int s_results(const char *dir, int outcome[2][3][10], int *twice) {
 
 int main(int argc, char **argv) {
   if (argc != 3) return 2;
-  atexit(s_kill_all);
+  atexit(proc_kill_all);
   alarm(110);
   char *rsd = argv[1], *fake = argv[2];
   char dir[] = "/tmp/rsd-faults-XXXXXX";
@@ -174,16 +133,16 @@ int main(int argc, char **argv) {
   s_write(base_cfg, text);
 
   /* The uninterrupted run: its result keys and outcomes are the reference. */
-  pid_t co = s_spawn((char *[]){rsd, "run", base_cfg, NULL}, logs[0], NULL, NULL);
+  pid_t co = proc_spawn((char *[]){rsd, "run", base_cfg, NULL}, logs[0], NULL, NULL);
   char base_at[160];
   snprintf(base_at, sizeof base_at, "@%s/coordinator.endpoint", base_out);
   pid_t bw[S_WORKERS];
-  for (int i = 0; i < S_WORKERS; i++) bw[i] = s_spawn((char *[]){fake, base_at, "2", "20", NULL}, wlog, NULL, NULL);
-  int rc = s_wait(co, 40);
+  for (int i = 0; i < S_WORKERS; i++) bw[i] = proc_spawn((char *[]){fake, base_at, "2", "20", NULL}, wlog, NULL, NULL);
+  int rc = proc_wait(co, 40);
   CHECK(rc == 0, "uninterrupted run exited %d (log %s)", rc, logs[0]);
   for (int i = 0; i < S_WORKERS; i++) { /* they leave on the BYE; one that joined too late would not */
     kill(bw[i], SIGKILL);
-    s_wait(bw[i], 10);
+    proc_wait(bw[i], 10);
   }
   int base[2][3][10], twice = 0;
   int rows = s_results(base_out, base, &twice);
@@ -201,18 +160,18 @@ int main(int argc, char **argv) {
         "progress line without per-variant success, rate, ETA or workers (%s)", logs[0]);
 
   /* 1. kill -9 while leases are out. The workers persist across every restart below. */
-  co = s_spawn((char *[]){rsd, "run", cfg, NULL}, logs[1], NULL, NULL);
-  for (int i = 0; i < S_WORKERS; i++) s_spawn((char *[]){fake, "--persist", at, "2", "60", NULL}, wlog, NULL, NULL);
+  co = proc_spawn((char *[]){rsd, "run", cfg, NULL}, logs[1], NULL, NULL);
+  for (int i = 0; i < S_WORKERS; i++) proc_spawn((char *[]){fake, "--persist", at, "2", "60", NULL}, wlog, NULL, NULL);
   CHECK(s_wait_counts(out, 4, 2, 20), "phase 1: never saw 4 done and 2 leased");
   /* rsd status while it runs: the figures and the coordinator's pid. */
   char status_out[160];
   snprintf(status_out, sizeof status_out, "%s/status1.txt", dir);
-  rc = s_wait(s_spawn((char *[]){rsd, "status", out, NULL}, NULL, status_out, NULL), 10);
+  rc = proc_wait(proc_spawn((char *[]){rsd, "status", out, NULL}, NULL, status_out, NULL), 10);
   snprintf(want, sizeof want, "coordinator running (pid %d)", (int)co);
   CHECK(rc == 0 && s_file_has(status_out, want) && s_file_has(status_out, "episodes/min"),
         "rsd status during the run: exit %d, no '%s' (%s)", rc, want, status_out);
   kill(co, SIGKILL);
-  CHECK(s_wait(co, 10) == 128 + SIGKILL, "phase 1: coordinator not killed");
+  CHECK(proc_wait(co, 10) == 128 + SIGKILL, "phase 1: coordinator not killed");
   char endpoint1[256], endpoint2[256];
   s_logged_endpoint(logs[1], endpoint1, sizeof endpoint1);
   co_journal_counts_t c;
@@ -220,7 +179,7 @@ int main(int argc, char **argv) {
   CHECK(s_counts(out, &c, ev), "journal after phase 1");
   uint64_t stale[4] = {c.by_state[CO_EPISODE_LEASED], 0, 0, 0};
   CHECK(stale[0] >= 1, "phase 1: no lease was out when the coordinator died");
-  rc = s_wait(s_spawn((char *[]){rsd, "status", out, NULL}, NULL, status_out, NULL), 10);
+  rc = proc_wait(proc_spawn((char *[]){rsd, "status", out, NULL}, NULL, status_out, NULL), 10);
   CHECK(rc == 0 && s_file_has(status_out, "coordinator not running"), "rsd status after the kill: exit %d (%s)", rc,
         status_out);
 
@@ -233,8 +192,8 @@ int main(int argc, char **argv) {
 
   /* 2. The coordinator kills itself after committing its 4th result, before the ACK. */
   uint64_t done_before = c.by_state[CO_EPISODE_DONE];
-  co = s_spawn((char *[]){rsd, "run", cfg, NULL}, logs[2], NULL, "RSD_FAULT_KILL_AFTER_RESULTS=4");
-  rc = s_wait(co, 30);
+  co = proc_spawn((char *[]){rsd, "run", cfg, NULL}, logs[2], NULL, "RSD_FAULT_KILL_AFTER_RESULTS=4");
+  rc = proc_wait(co, 30);
   CHECK(rc == 128 + SIGKILL && s_file_has(logs[2], "RSD_FAULT_KILL_AFTER_RESULTS=4"),
         "phase 2: exit %d, want death by SIGKILL from the fault hook (%s)", rc, logs[2]);
   s_logged_endpoint(logs[2], endpoint2, sizeof endpoint2);
@@ -251,10 +210,10 @@ int main(int argc, char **argv) {
 
   /* 3. `rsd resume DIR`, killed the moment the done count rises. */
   done_before = c.by_state[CO_EPISODE_DONE];
-  co = s_spawn((char *[]){rsd, "resume", out, NULL}, logs[3], NULL, NULL);
+  co = proc_spawn((char *[]){rsd, "resume", out, NULL}, logs[3], NULL, NULL);
   CHECK(s_wait_counts(out, done_before + 1, 0, 20), "phase 3: no result stored");
   kill(co, SIGKILL);
-  CHECK(s_wait(co, 10) == 128 + SIGKILL, "phase 3: coordinator not killed");
+  CHECK(proc_wait(co, 10) == 128 + SIGKILL, "phase 3: coordinator not killed");
   CHECK(s_file_has(logs[3], "resuming campaign faults_test"), "phase 3: rsd resume did not resume (%s)", logs[3]);
   CHECK(s_counts(out, &c, ev), "journal after phase 3");
   CHECK(ev[CO_EVENT_RECOVERED] == stale[0] + stale[1], "after phase 3: %llu recovered, want %llu",
@@ -263,10 +222,10 @@ int main(int argc, char **argv) {
 
   /* 4. Ctrl-C: exit 130, every lease released. */
   done_before = c.by_state[CO_EPISODE_DONE];
-  co = s_spawn((char *[]){rsd, "run", cfg, NULL}, logs[4], NULL, NULL);
+  co = proc_spawn((char *[]){rsd, "run", cfg, NULL}, logs[4], NULL, NULL);
   CHECK(s_wait_counts(out, done_before + 3, 1, 20), "phase 4: no 3 results");
   kill(co, SIGINT);
-  rc = s_wait(co, 10);
+  rc = proc_wait(co, 10);
   CHECK(rc == 130 && s_file_has(logs[4], "leases released"), "phase 4: SIGINT gave exit %d (%s)", rc, logs[4]);
   CHECK(s_counts(out, &c, ev), "journal after phase 4");
   CHECK(c.by_state[CO_EPISODE_LEASED] == 0 && ev[CO_EVENT_RELEASED] >= 1, "after SIGINT: %llu leased, %llu released",
@@ -275,10 +234,10 @@ int main(int argc, char **argv) {
         (unsigned long long)ev[CO_EVENT_RECOVERED], (unsigned long long)(stale[0] + stale[1] + stale[2]));
 
   /* 5. `rsd run` continues to the end; `rsd resume` of the finished campaign has nothing to do. */
-  co = s_spawn((char *[]){rsd, "run", cfg, NULL}, logs[5], NULL, NULL);
-  rc = s_wait(co, 40);
+  co = proc_spawn((char *[]){rsd, "run", cfg, NULL}, logs[5], NULL, NULL);
+  rc = proc_wait(co, 40);
   CHECK(rc == 0 && s_file_has(logs[5], "complete"), "phase 5: exit %d (%s)", rc, logs[5]);
-  rc = s_wait(s_spawn((char *[]){rsd, "resume", out, NULL}, logs[6], NULL, NULL), 20);
+  rc = proc_wait(proc_spawn((char *[]){rsd, "resume", out, NULL}, logs[6], NULL, NULL), 20);
   CHECK(rc == 0 && s_file_has(logs[6], "complete"), "resume of a finished campaign: exit %d (%s)", rc, logs[6]);
 
   /* The campaign: every key once, the same keys and outcomes as the uninterrupted run. */
@@ -307,13 +266,13 @@ int main(int argc, char **argv) {
         j ? (unsigned long long)info.last_lease_id : 0ull, S_EPISODES);
   co_journal_close(&j);
   snprintf(status_out, sizeof status_out, "%s/status2.txt", dir);
-  rc = s_wait(s_spawn((char *[]){rsd, "status", out, NULL}, NULL, status_out, NULL), 10);
+  rc = proc_wait(proc_spawn((char *[]){rsd, "status", out, NULL}, NULL, status_out, NULL), 10);
   snprintf(want, sizeof want, "[rsd] %d/%d done | success expert %d/30", S_EPISODES, S_EPISODES, succ[0]);
   CHECK(rc == 0 && s_file_has(status_out, "60/60 episodes done") && s_file_has(status_out, want) &&
             s_file_has(status_out, "coordinator not running"),
         "rsd status at the end: exit %d (%s)", rc, status_out);
 
-  s_kill_all();
+  proc_kill_all();
   if (check_failed_ == 0) {
     char cmd[256];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

@@ -16,46 +16,8 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "proc.h"
 #include "journal.h"
-
-static pid_t s_pids[8];
-static int s_npids;
-
-static void s_kill_all(void) {
-  for (int i = 0; i < s_npids; i++)
-    if (s_pids[i] > 0) {
-      kill(s_pids[i], SIGKILL);
-      waitpid(s_pids[i], NULL, 0);
-    }
-  s_npids = 0;
-}
-
-/* Starts argv[0] with stderr to errpath. */
-static pid_t s_spawn(char *const argv[], const char *errpath) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (errpath && !freopen(errpath, "w", stderr)) _exit(126);
-    execv(argv[0], argv);
-    _exit(127);
-  }
-  s_pids[s_npids++] = pid;
-  return pid;
-}
-
-/* Waits up to timeout_s for pid; returns its exit status (128 + signal when killed) or -1. */
-static int s_wait(pid_t pid, int timeout_s) {
-  int status;
-  for (int i = 0; i < timeout_s * 20; i++) {
-    if (waitpid(pid, &status, WNOHANG) == pid) {
-      for (int k = 0; k < s_npids; k++)
-        if (s_pids[k] == pid) s_pids[k] = -1;
-      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    }
-    usleep(50000);
-  }
-  return -1;
-}
 
 /* True once worker `name` holds a lease in the journal (polled read-only, as `rsd status` does). */
 static bool s_holds_lease(const char *out, const char *name) {
@@ -73,7 +35,7 @@ static bool s_holds_lease(const char *out, const char *name) {
 
 int main(int argc, char **argv) {
   if (argc != 3) return 2;
-  atexit(s_kill_all);
+  atexit(proc_kill_all);
   alarm(280);
   char *rsd = argv[1], *worker = argv[2];
   char dir[] = "/tmp/rsd-simcampaign-XXXXXX";
@@ -99,7 +61,7 @@ int main(int argc, char **argv) {
     fclose(f);
   }
 
-  pid_t co = s_spawn((char *[]){rsd, "run", cfg, NULL}, log);
+  pid_t co = proc_spawn((char *[]){rsd, "run", cfg, NULL}, log, NULL, NULL);
   bool have_endpoint = false;
   for (int i = 0; i < 200 && !have_endpoint; i++) {
     have_endpoint = access(endpoint_file, R_OK) == 0;
@@ -108,8 +70,8 @@ int main(int argc, char **argv) {
   CHECK(have_endpoint, "rsd wrote no endpoint file (log %s)", log);
 
   /* Worker A takes leases alone first; once it holds one it is killed mid-episode. Then B finishes. */
-  pid_t a = s_spawn((char *[]){worker, "--coordinator", endpoint_file, "--capacity", "2", "--name", "worker-a", NULL},
-                    wlog_a);
+  pid_t a = proc_spawn((char *[]){worker, "--coordinator", endpoint_file, "--capacity", "2", "--name", "worker-a", NULL},
+                       wlog_a, NULL, NULL);
   bool held = false;
   for (int i = 0; i < 600 && !held; i++) {
     held = s_holds_lease(out, "worker-a");
@@ -118,10 +80,11 @@ int main(int argc, char **argv) {
   CHECK(held, "worker A never held a lease (log %s)", wlog_a);
   sleep(4); /* past loading the task (about 3 s): inside an episode */
   kill(a, SIGKILL);
-  CHECK(s_wait(a, 10) == 128 + SIGKILL, "worker A did not die");
-  s_spawn((char *[]){worker, "--coordinator", endpoint_file, "--capacity", "2", "--name", "worker-b", NULL}, wlog_b);
+  CHECK(proc_wait(a, 10) == 128 + SIGKILL, "worker A did not die");
+  proc_spawn((char *[]){worker, "--coordinator", endpoint_file, "--capacity", "2", "--name", "worker-b", NULL}, wlog_b,
+             NULL, NULL);
 
-  int rc = s_wait(co, 240);
+  int rc = proc_wait(co, 240);
   CHECK(rc == 0, "rsd run exited %d (log %s, worker log %s)", rc, log, wlog_b);
 
   co_journal_error_t je;
@@ -177,7 +140,7 @@ int main(int argc, char **argv) {
     fclose(f);
   }
   setenv("RSD_SIM_WORKER", worker, 1);
-  pid_t co2 = s_spawn((char *[]){rsd, "run", cfg2, NULL}, log2);
+  pid_t co2 = proc_spawn((char *[]){rsd, "run", cfg2, NULL}, log2, NULL, NULL);
   /* the first local worker, once it holds a lease, is killed */
   pid_t victim = 0;
   for (int i = 0; i < 600 && !victim; i++) {
@@ -189,7 +152,7 @@ int main(int argc, char **argv) {
     if (!victim) usleep(50000);
   }
   CHECK(victim, "local-sim-1 never held a lease, or could not be killed (log %s)", log2);
-  rc = s_wait(co2, 200);
+  rc = proc_wait(co2, 200);
   CHECK(rc == 0, "rsd run with local workers exited %d (log %s)", rc, log2);
   FILE *lf = fopen(log2, "r");
   static char lbuf[1 << 16];
