@@ -59,7 +59,7 @@ static co_episode_key_t s_key(const char *variant, uint32_t task, uint32_t trial
 static void s_add_cross(co_journal_t *j, size_t nvariants, uint32_t ntasks, uint32_t ntrials, size_t *added) {
   size_t n = nvariants * ntasks * ntrials, i = 0;
   co_episode_key_t *keys = calloc(n, sizeof *keys);
-  char name[16];
+  char name[32]; /* "v" and any size_t */
   for (size_t v = 0; v < nvariants; v++)
     for (uint32_t t = 0; t < ntasks; t++)
       for (uint32_t r = 0; r < ntrials; r++) {
