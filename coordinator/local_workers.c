@@ -89,7 +89,10 @@ static int s_spawn(co_local_t *l, uint32_t i, char *err, size_t errlen) {
       close(fd);
     }
     int devnull = open("/dev/null", O_RDONLY);
-    if (devnull >= 0) dup2(devnull, STDIN_FILENO);
+    if (devnull >= 0) {
+      dup2(devnull, STDIN_FILENO);
+      close(devnull);
+    }
     /* the coordinator's signal dispositions are not the worker's */
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);

@@ -143,6 +143,49 @@ static int s_forget(co_server_t *s, s_worker_t *w, bool died, char *err, size_t 
   return 0;
 }
 
+/* True when `name` is <variant>_t<task>_r<trial>.png for this variant (what s_save_video writes). */
+static bool s_is_video_of(const char *name, const char *variant) {
+  size_t n = strlen(variant);
+  if (strncmp(name, variant, n) != 0 || strncmp(name + n, "_t", 2) != 0) return false;
+  const char *p = name + n + 2;
+  size_t d = strspn(p, "0123456789");
+  if (d == 0 || strncmp(p + d, "_r", 2) != 0) return false;
+  p += d + 2;
+  d = strspn(p, "0123456789");
+  return d > 0 && strcmp(p + d, ".png") == 0;
+}
+
+/* Counts the videos already in <output>/videos per variant (a resumed campaign keeps its max_videos). */
+static void s_count_videos(co_server_t *s) {
+  s->videos_counted = true;
+  char dir[CO_PATH_MAX + 16];
+  snprintf(dir, sizeof dir, "%s/videos", s->cfg->output);
+  DIR *d = opendir(dir);
+  if (!d) return;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    for (uint32_t v = 0; v < s->cfg->variants_count; v++)
+      if (s_is_video_of(e->d_name, s->cfg->variants[v].name)) s->videos_saved[v]++;
+  }
+  closedir(d);
+}
+
+/* Asks the LEASE of variant v for a rollout video while the campaign's video policy wants more:
+ * record_video for `all`, video_on_failure for `failures` (the worker then renders only failed
+ * episodes, by replaying them), nothing once max_videos videos of the variant are kept. */
+static void s_ask_video(co_server_t *s, int v, msg_lease_body_t *l) {
+  if (s->cfg->videos == CO_VIDEOS_NONE) return;
+  if (!s->videos_counted) s_count_videos(s);
+  if (s->videos_saved[v] >= s->cfg->max_videos) return;
+  if (s->cfg->videos == CO_VIDEOS_ALL) {
+    l->has_record_video = true;
+    l->record_video = true;
+  } else {
+    l->has_video_on_failure = true;
+    l->video_on_failure = true;
+  }
+}
+
 /* Leases episodes to w up to its capacity. */
 static int s_fill(co_server_t *s, s_worker_t *w, char *err, size_t errlen) {
   uint32_t want = w->capacity > w->nheld ? w->capacity - w->nheld : 0;
@@ -164,10 +207,7 @@ static int s_fill(co_server_t *s, s_worker_t *w, char *err, size_t errlen) {
       msg_t m;
       msg_init(&m, MSG_LEASE, ep->lease_id);
       co_config_lease(s->cfg, &e, ep->attempts + 1, &m.lease);
-      if (s->cfg->videos != CO_VIDEOS_NONE) { /* record; the video comes back only with the RESULT */
-        m.lease.has_record_video = true;
-        m.lease.record_video = true;
-      }
+      s_ask_video(s, v, &m.lease);
       msg_error_t me;
       if (msg_sock_send(s->sock, w->route, &m, &me)) {
         co_episode_t back;
@@ -210,24 +250,6 @@ static int s_on_infra_error(co_server_t *s, s_worker_t *w, const msg_t *m, char 
   msg_error_t me;
   msg_sock_send(s->sock, w->route, &ack, &me);
   return s_fill(s, w, err, errlen);
-}
-
-/* Counts the videos already in <output>/videos per variant (a resumed campaign keeps its max_videos). */
-static void s_count_videos(co_server_t *s) {
-  s->videos_counted = true;
-  char dir[CO_PATH_MAX + 16];
-  snprintf(dir, sizeof dir, "%s/videos", s->cfg->output);
-  DIR *d = opendir(dir);
-  if (!d) return;
-  struct dirent *e;
-  while ((e = readdir(d))) {
-    for (uint32_t v = 0; v < s->cfg->variants_count; v++) {
-      size_t n = strlen(s->cfg->variants[v].name);
-      if (strncmp(e->d_name, s->cfg->variants[v].name, n) == 0 && strncmp(e->d_name + n, "_t", 2) == 0)
-        s->videos_saved[v]++;
-    }
-  }
-  closedir(d);
 }
 
 /* Writes a stored RESULT's rollout video (payload frame "video": the bytes of an animated PNG) to
@@ -305,7 +327,9 @@ static int s_flush(co_server_t *s, char *err, size_t errlen) {
       if (status[i] == MSG_ACK_STORED) s_save_video(s, &in->msg);
       msg_sock_send(s->sock, in->route, &ack, &me); /* a lost ACK makes the worker resend; the journal dedups */
       s_worker_t *w = s_find(s, in->route);
-      if (w && s_drop_held(s, w, in->msg.id) && !w->touched && s->ntouched < S_BATCH_MAX) {
+      /* an `unknown` RESULT (another campaign's lease id, say) frees none of this campaign's leases */
+      bool ended = status[i] == MSG_ACK_STORED || status[i] == MSG_ACK_DUPLICATE;
+      if (w && ended && s_drop_held(s, w, in->msg.id) && !w->touched && s->ntouched < S_BATCH_MAX) {
         w->touched = true;
         s->touched[s->ntouched++] = w;
       }

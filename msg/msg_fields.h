@@ -97,7 +97,8 @@
   F(U32S, radii, "radii", OPT, 1, MSG_MAX_LAYERS, 0)                \
   F(STR, model, "model", OPT, 1, MSG_LABEL_MAX, 0)                  \
   F(STR, unnorm_key, "unnorm_key", OPT, 1, MSG_LABEL_MAX, 0)        \
-  F(BOOL, record_video, "record_video", OPT, 0, 0, 0)
+  F(BOOL, record_video, "record_video", OPT, 0, 0, 0)               \
+  F(BOOL, video_on_failure, "video_on_failure", OPT, 0, 0, 0)
 
 /* HEARTBEAT (both ways): I am alive; these are the leases I hold (worker) or consider live
  * (coordinator). id: a sequence number. */

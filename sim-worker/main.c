@@ -27,10 +27,7 @@ int sw_expert_cli(int argc, char **argv);
 int sw_collect_cli(int argc, char **argv);
 
 static volatile sig_atomic_t s_stop;
-static void s_on_signal(int sig) {
-  (void)sig;
-  s_stop = 1;
-}
+static void s_on_signal(int sig) { s_stop = sig; }
 
 static int s_usage(void) {
   fprintf(stderr,
@@ -156,6 +153,7 @@ int main(int argc, char **argv) {
   if (!coordinator) return s_usage();
   char ep_buf[512];
   if (!(o.coordinator = s_endpoint(coordinator, ep_buf, sizeof ep_buf))) return 2;
+  if (o.coordinator != coordinator) o.coordinator_file = coordinator; /* read again before each new session */
   zsys_handler_set(NULL); /* our handlers, not czmq's */
   struct sigaction sa = {0};
   sa.sa_handler = s_on_signal;

@@ -1,13 +1,25 @@
 /* worker.c: the sim worker's coordinator client (see worker.h).
  *
  * The loop, one pass at a time: take every waiting message (WELCOME, LEASE, ACK, HEARTBEAT, BYE, DRAIN,
- * ERROR), start the episodes whose task is loaded, give each running episode one control step, send the
- * RESULTs that are due, and heartbeat. Only the loader thread works outside it, on one task at a time;
- * it hands the loaded task back through s_loader_t, guarded by `done`.
+ * ERROR), start the episodes whose task is loaded, give each running (or replaying) episode one control
+ * step, send the RESULTs that are due, and heartbeat. Only the loader thread works outside it, on one
+ * task at a time; it hands the loaded task back through s_loader_t, guarded by `done`.
  *
- * When the coordinator has been silent for liveness x heartbeat, the worker says HELLO again (a
- * restarted coordinator forgets its peers) and keeps what it holds: finished episodes are re-sent until
- * an ACK comes, whichever coordinator process stores them. */
+ * Sessions. A session starts with a HELLO (a fresh nonce) on a fresh DEALER socket and is live once the
+ * WELCOME with that nonce arrives; until then nothing else is sent, and stale WELCOMEs are ignored. When
+ * the coordinator has been silent for liveness x heartbeat (at most once per such window), or says it
+ * does not know us (ERROR 21), the worker starts a new session: a restarted coordinator, or one that
+ * declared us dead, has put our leases back in its queue, so unfinished episodes are dropped; finished
+ * ones are kept and their RESULTs re-sent until ACKed (the journal keeps the first result per episode).
+ * A WELCOME for another campaign drops the RESULTs of the old one.
+ *
+ * Videos. `record_video` (campaign `videos: all`) renders agentview while the episode runs.
+ * `video_on_failure` (`videos: failures`) renders nothing while it runs: the episode's actions are kept,
+ * and after a failure they are replayed from the same initial state with the camera on (MuJoCo is
+ * deterministic: the replay is the same trajectory; a replay that ends otherwise gives no video).
+ *
+ * A worker that cannot load a task or make a renderer is misconfigured (no export, no GL): it says BYE
+ * (its leases go back to the queue, no attempt counted) and exits 1, rather than fail every episode. */
 #include "worker.h"
 
 #include <czmq.h>
@@ -17,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "episode.h"
@@ -26,11 +39,12 @@
 
 #define S_MAX_JOBS 64
 #define S_MAX_TASKS 64
-#define S_RESEND_MS 2000
 #define S_VIDEO_FPS 10 /* videos keep every other control step (20 Hz) */
 #define S_SOFTWARE "rsd-sim-worker 0.1.0"
 
-typedef enum { S_LOADING, S_RUNNING, S_FINISHED } s_phase_t;
+/* LOADING: waiting for its task; RUNNING: the episode steps; REPLAY_WAIT: failed, waiting for the task's
+ * renderer to replay it for its video; REPLAYING; FINISHED: its RESULT goes out until ACKed. */
+typedef enum { S_LOADING, S_RUNNING, S_REPLAY_WAIT, S_REPLAYING, S_FINISHED } s_phase_t;
 
 /* One lease, from LEASE to ACK. */
 typedef struct {
@@ -38,8 +52,11 @@ typedef struct {
   uint64_t lease_id;
   msg_lease_body_t lease;
   s_phase_t phase;
-  sw_episode_t *ep;     /* owned while running */
+  sw_episode_t *ep;     /* owned while running or replaying */
   sw_expert_t *expert;  /* owned while running */
+  double *actions;      /* owned: the actions taken (video_on_failure), nactions x SW_ACTION_DIM */
+  int nactions, actions_cap;
+  int replayed;         /* actions replayed so far */
   int64_t start_ms;
   msg_outcome_t outcome;
   uint32_t steps;
@@ -53,10 +70,8 @@ typedef struct {
 typedef struct {
   char suite[MSG_NAME_MAX + 1];
   int task;
-  sw_task_t *t;         /* owned; NULL when it failed to load (then `error`) */
-  char error[512];
+  sw_task_t *t;         /* owned */
   bool renderer_busy;   /* the loader thread is making t's renderer: do not touch t->renderer */
-  char renderer_error[512]; /* why the renderer could not be made ("" if it was, or was not tried) */
 } s_task_slot_t;
 
 /* The loader thread's hand-over; `busy` and `done` are written by one side each. */
@@ -70,43 +85,54 @@ typedef struct {
   bool renderer;        /* also make the task's renderer */
   s_task_slot_t *existing; /* nullable: only make this loaded task's renderer */
   sw_task_t *result;
+  bool failed;
   char error[512];
 } s_loader_t;
 
 typedef struct {
   const sw_worker_opts_t *o;
   char name[MSG_NAME_MAX + 1];
+  char endpoint[512];
   msg_sock_t *sock;
+  zpoller_t *poller;
   s_job_t jobs[S_MAX_JOBS];
   s_task_slot_t tasks[S_MAX_TASKS];
   int ntasks;
   s_loader_t loader;
   uint32_t heartbeat_ms, liveness;
   int64_t last_rx_ms, last_hb_ms, last_hello_ms;
+  uint64_t hello_id;    /* the nonce of the last HELLO: only its WELCOME opens the session */
   bool welcomed, draining;
+  char campaign[MSG_LABEL_MAX + 1]; /* the campaign of the current session ("" if unknown) */
+  char fatal[2600];     /* set: leave with BYE and exit 1 */
   uint64_t seq;
   int finished, stored;
 } s_worker_t;
 
 static int64_t s_now_ms(void) { return zclock_mono(); }
 
+static int64_t s_window_ms(const s_worker_t *w) { return (int64_t)w->liveness * w->heartbeat_ms; }
+
 /* The loader thread: a task, and its renderer when asked (made here, released for the main thread). */
 static void *s_load_main(void *arg) {
   s_loader_t *l = arg;
   if (l->existing) {
-    if (sw_task_make_renderer(l->existing->t, l->error, sizeof l->error)) {
-      snprintf(l->existing->renderer_error, sizeof l->existing->renderer_error, "%s", l->error);
-    }
+    l->failed = sw_task_make_renderer(l->existing->t, l->error, sizeof l->error) != 0;
   } else {
     l->result = sw_task_load(l->data_dir, l->suite, l->task, l->error, sizeof l->error);
-    if (l->result && l->renderer) sw_task_make_renderer(l->result, l->error, sizeof l->error); /* error kept */
+    l->failed = !l->result || (l->renderer && sw_task_make_renderer(l->result, l->error, sizeof l->error));
   }
   atomic_store(&l->done, 1);
   return NULL;
 }
 
-/* True when the job's episode renders camera images (a video now; the model's observations later). */
-static bool s_wants_images(const s_job_t *j) { return j->lease.has_record_video && j->lease.record_video; }
+static bool s_want(const msg_lease_body_t *l, bool has, bool v) { return l && has && v; }
+/* The episode renders while it runs (videos: all). */
+static bool s_records(const s_job_t *j) { return s_want(&j->lease, j->lease.has_record_video, j->lease.record_video); }
+/* A failed episode is replayed for its video (videos: failures). */
+static bool s_video_on_failure(const s_job_t *j) {
+  return !s_records(j) && s_want(&j->lease, j->lease.has_video_on_failure, j->lease.video_on_failure);
+}
 
 static s_task_slot_t *s_find_task(s_worker_t *w, const char *suite, int task) {
   for (int i = 0; i < w->ntasks; i++)
@@ -120,19 +146,60 @@ static void s_send(s_worker_t *w, const msg_t *m) {
     fprintf(stderr, "rsd-sim-worker %s: sending %s: %s\n", w->name, msg_type_name(m->type), err.text);
 }
 
-/* Episodes running or waiting for their task (finished ones only wait for their ACK). */
+/* Episodes running, replaying or waiting for their task (finished ones only wait for their ACK). */
 static int s_active(const s_worker_t *w) {
   int n = 0;
   for (int i = 0; i < S_MAX_JOBS; i++) n += w->jobs[i].used && w->jobs[i].phase != S_FINISHED;
   return n;
 }
 
-static void s_job_free(s_job_t *j);
-static void s_hello(s_worker_t *w);
+static void s_job_free(s_job_t *j) {
+  sw_expert_destroy(&j->expert);
+  sw_episode_destroy(&j->ep);
+  free(j->actions);
+  free(j->video);
+  memset(j, 0, sizeof *j);
+}
 
-/* Says HELLO again to a coordinator that lost us (it restarted, or declared us dead): it has put our
- * leases back in its queue, so the episodes still running here are dropped (the coordinator leases them
- * again, to us or another worker) and only finished ones are kept, their RESULTs re-sent until ACKed. */
+/* The endpoint to (re)connect to: as given, or read again from the endpoint file (a restarted
+ * coordinator may have bound another port). */
+static void s_resolve_endpoint(s_worker_t *w) {
+  if (!w->o->coordinator_file) return;
+  FILE *f = fopen(w->o->coordinator_file, "r");
+  char buf[512] = "";
+  if (f) {
+    if (!fgets(buf, sizeof buf, f)) buf[0] = '\0';
+    fclose(f);
+  }
+  buf[strcspn(buf, "\r\n")] = '\0';
+  if (strstr(buf, "://")) snprintf(w->endpoint, sizeof w->endpoint, "%s", buf);
+}
+
+/* A new session: a fresh socket (nothing queued for the old peer is sent) and a HELLO. */
+static int s_hello(s_worker_t *w) {
+  zpoller_destroy(&w->poller);
+  msg_sock_destroy(&w->sock);
+  s_resolve_endpoint(w);
+  msg_error_t err;
+  if (!(w->sock = msg_sock_new(ZMQ_DEALER, w->endpoint, false, NULL, NULL, &err)) ||
+      !(w->poller = zpoller_new(msg_sock_zsock(w->sock), NULL))) {
+    snprintf(w->fatal, sizeof w->fatal, "cannot connect to %s: %s", w->endpoint, w->sock ? "poller" : err.text);
+    return -1;
+  }
+  msg_t h;
+  w->hello_id = (uint64_t)getpid() << 20 | (++w->seq & 0xfffff);
+  msg_init(&h, MSG_HELLO, w->hello_id);
+  h.hello.role = MSG_ROLE_SIM;
+  snprintf(h.hello.name, sizeof h.hello.name, "%s", w->name);
+  h.hello.capacity = w->o->capacity;
+  snprintf(h.hello.software, sizeof h.hello.software, "%s", S_SOFTWARE);
+  s_send(w, &h);
+  w->welcomed = false;
+  w->last_hello_ms = s_now_ms();
+  return 0;
+}
+
+/* Starts a new session with a coordinator that lost us (see the top of the file). */
 static void s_rejoin(s_worker_t *w, const char *why) {
   int dropped = 0;
   for (int i = 0; i < S_MAX_JOBS; i++) {
@@ -144,76 +211,105 @@ static void s_rejoin(s_worker_t *w, const char *why) {
   }
   fprintf(stderr, "rsd-sim-worker %s: %s; saying HELLO again (%d unfinished episodes dropped)\n", w->name, why,
           dropped);
-  w->welcomed = false;
   s_hello(w);
 }
 
-static void s_hello(s_worker_t *w) {
-  msg_t h;
-  msg_init(&h, MSG_HELLO, (uint64_t)getpid() << 16 | (w->seq++ & 0xffff));
-  h.hello.role = MSG_ROLE_SIM;
-  snprintf(h.hello.name, sizeof h.hello.name, "%s", w->name);
-  h.hello.capacity = w->o->capacity;
-  snprintf(h.hello.software, sizeof h.hello.software, "%s", S_SOFTWARE);
-  s_send(w, &h);
-  w->last_hello_ms = s_now_ms();
+/* Encodes the recorded agentview frames of j's episode as its video (every other frame). */
+static void s_make_video(s_worker_t *w, s_job_t *j) {
+  sw_episode_t *ep = j->ep;
+  if (!ep || ep->nframes < 1) return;
+  int size = ep->opts.image_size, n = (ep->nframes + 1) / 2;
+  size_t img = (size_t)size * (size_t)size * 3;
+  for (int i = 1; i < n; i++) memmove(ep->frames + img * (size_t)i, ep->frames + img * (size_t)(2 * i), img);
+  char err[256];
+  if (sw_apng_encode(ep->frames, n, size, size, S_VIDEO_FPS, &j->video, &j->video_len, err, sizeof err))
+    fprintf(stderr, "rsd-sim-worker %s: video of %s task %u trial %u not made: %s\n", w->name, j->lease.variant,
+            j->lease.task, j->lease.trial, err);
 }
 
-/* Ends a job with an outcome (the episode and expert are freed; the RESULT goes out next pass). */
+static void s_finished_line(const s_worker_t *w, const s_job_t *j) {
+  if (w->o->verbose)
+    fprintf(stderr, "rsd-sim-worker %s: %s task %u trial %u: %s after %u steps (%llu ms)%s%s%s\n", w->name,
+            j->lease.variant, j->lease.task, j->lease.trial, msg_outcome_names[j->outcome], j->steps,
+            (unsigned long long)j->wall_ms, j->video ? ", with video" : "", j->reason[0] ? ": " : "", j->reason);
+}
+
+/* Ends a job's episode with an outcome; the RESULT goes out next pass (after a replay for its video,
+ * when the campaign keeps failures' videos). */
 static void s_finish(s_worker_t *w, s_job_t *j, msg_outcome_t outcome, uint32_t steps, const char *reason) {
-  j->phase = S_FINISHED;
   j->outcome = outcome;
   j->steps = steps;
   j->wall_ms = (uint64_t)(s_now_ms() - j->start_ms);
   snprintf(j->reason, sizeof j->reason, "%s", reason ? reason : "");
-  if (j->ep && j->lease.has_record_video && j->lease.record_video && j->ep->nframes > 0) {
-    /* every other frame: 10 frames per second of a 20 Hz episode */
-    int size = j->ep->opts.image_size, n = (j->ep->nframes + 1) / 2;
-    size_t img = (size_t)size * (size_t)size * 3;
-    for (int i = 1; i < n; i++) memmove(j->ep->frames + img * (size_t)i, j->ep->frames + img * (size_t)(2 * i), img);
-    char err[256];
-    if (sw_apng_encode(j->ep->frames, n, size, size, S_VIDEO_FPS, &j->video, &j->video_len, err, sizeof err))
-      fprintf(stderr, "rsd-sim-worker %s: video of %s task %u trial %u not made: %s\n", w->name, j->lease.variant,
-              j->lease.task, j->lease.trial, err);
-  }
+  if (s_records(j)) s_make_video(w, j);
   sw_expert_destroy(&j->expert);
   sw_episode_destroy(&j->ep);
   w->finished++;
-  if (w->o->verbose)
-    fprintf(stderr, "rsd-sim-worker %s: %s task %u trial %u: %s after %u steps (%llu ms)%s%s\n", w->name,
-            j->lease.variant, j->lease.task, j->lease.trial, msg_outcome_names[outcome], steps,
-            (unsigned long long)j->wall_ms, j->reason[0] ? ": " : "", j->reason);
+  if (outcome == MSG_OUTCOME_FAILURE && s_video_on_failure(j) && j->nactions > 0) {
+    j->phase = S_REPLAY_WAIT; /* s_schedule_loads starts the replay once the task has a renderer */
+    return;
+  }
+  j->phase = S_FINISHED;
+  s_finished_line(w, j);
 }
 
-static void s_job_free(s_job_t *j) {
-  sw_expert_destroy(&j->expert);
+/* Episode options of a job: the expert reads the simulator's state, so cameras only for a video. */
+static sw_episode_opts_t s_episode_opts(const s_job_t *j, bool record) {
+  return (sw_episode_opts_t){
+      .wait_steps = (int)j->lease.wait_steps,
+      .max_steps = (int)j->lease.max_steps,
+      .image_size = record ? (int)j->lease.image_size : 0,
+      .record = record,
+      .agentview_only = true,
+  };
+}
+
+/* Starts replaying a failed episode's actions with the camera on (for its video), on a task that has
+ * its renderer; when it cannot, the RESULT goes without a video (the reason is printed). */
+static void s_start_replay(s_worker_t *w, s_job_t *j, s_task_slot_t *slot) {
+  char err[512] = "the task is not loaded";
+  sw_episode_opts_t eo = s_episode_opts(j, true);
+  if (slot && slot->t->renderer) j->ep = sw_episode_new(slot->t, (int)j->lease.trial, &eo, err, sizeof err);
+  if (!j->ep || j->ep->state != SW_EP_RUNNING) {
+    fprintf(stderr, "rsd-sim-worker %s: no video for %s task %u trial %u: replay: %s\n", w->name, j->lease.variant,
+            j->lease.task, j->lease.trial, j->ep ? j->ep->reason : err);
+    sw_episode_destroy(&j->ep);
+    j->phase = S_FINISHED;
+    s_finished_line(w, j);
+    return;
+  }
+  j->replayed = 0;
+  j->phase = S_REPLAYING;
+}
+
+/* One replayed step; at the end the video is made (when the replay ended as the episode did). */
+static void s_replay_step(s_worker_t *w, s_job_t *j) {
+  char err[512];
+  const double *a = j->actions + (size_t)j->replayed * SW_ACTION_DIM;
+  bool ok = j->replayed < j->nactions && sw_episode_step(j->ep, a, SW_ACTION_DIM, err, sizeof err) == 0;
+  if (ok) j->replayed++;
+  bool done = !ok || j->ep->state != SW_EP_RUNNING || j->replayed == j->nactions;
+  if (!done) return;
+  if (ok && j->ep->state == SW_EP_MAX_STEPS && (uint32_t)j->ep->steps == j->steps) {
+    s_make_video(w, j);
+  } else {
+    fprintf(stderr, "rsd-sim-worker %s: no video for %s task %u trial %u: the replay ended %s after %d steps, "
+            "the episode failed after %u\n", w->name, j->lease.variant, j->lease.task, j->lease.trial,
+            sw_ep_state_name(j->ep->state), j->ep->steps, j->steps);
+  }
   sw_episode_destroy(&j->ep);
-  free(j->video);
-  memset(j, 0, sizeof *j);
+  free(j->actions);
+  j->actions = NULL;
+  j->nactions = 0;
+  j->phase = S_FINISHED;
+  s_finished_line(w, j);
 }
 
-/* Starts the episode of a job whose task is loaded (or ends the job when it cannot run). */
+/* Starts the episode of a job whose task is loaded. */
 static void s_start(s_worker_t *w, s_job_t *j, s_task_slot_t *slot) {
   char err[512];
-  if (!slot->t) {
-    s_finish(w, j, MSG_OUTCOME_INFRA_ERROR, 0, slot->error);
-    return;
-  }
-  const msg_lease_body_t *l = &j->lease;
-  bool video = s_wants_images(j);
-  if (video && slot->renderer_error[0]) {
-    s_finish(w, j, MSG_OUTCOME_INFRA_ERROR, 0, slot->renderer_error);
-    return;
-  }
-  sw_episode_opts_t eo = {
-      .wait_steps = (int)l->wait_steps,
-      .max_steps = (int)l->max_steps,
-      /* the expert reads the simulator's state: images only for a video */
-      .image_size = video ? (int)l->image_size : 0,
-      .record = video,
-      .agentview_only = true, /* the expert acts on the simulator's state; the video shows agentview */
-  };
-  j->ep = sw_episode_new(slot->t, (int)l->trial, &eo, err, sizeof err);
+  sw_episode_opts_t eo = s_episode_opts(j, s_records(j));
+  j->ep = sw_episode_new(slot->t, (int)j->lease.trial, &eo, err, sizeof err);
   if (!j->ep) {
     s_finish(w, j, MSG_OUTCOME_INFRA_ERROR, 0, err);
     return;
@@ -230,11 +326,9 @@ static void s_start(s_worker_t *w, s_job_t *j, s_task_slot_t *slot) {
   j->phase = S_RUNNING;
 }
 
-static int s_active(const s_worker_t *w);
-
-/* Refuses a LEASE with ERROR 23 (no capacity): the coordinator puts its episode back in the queue. */
-static void s_refuse(s_worker_t *w, const msg_t *m, const char *why) {
-  msg_error_t what = {.code = MSG_ERR_OVERLOADED}, err;
+/* Refuses a LEASE with an ERROR: the coordinator puts its episode back in the queue, no attempt counted. */
+static void s_refuse(s_worker_t *w, const msg_t *m, msg_err_t code, const char *why) {
+  msg_error_t what = {.code = code}, err;
   snprintf(what.text, sizeof what.text, "%s", why);
   if (msg_sock_send_error(w->sock, NULL, m, &what, &err) != MSG_OK)
     fprintf(stderr, "rsd-sim-worker %s: refusing lease %llu: %s\n", w->name, (unsigned long long)m->id, err.text);
@@ -243,14 +337,23 @@ static void s_refuse(s_worker_t *w, const msg_t *m, const char *why) {
 static void s_on_lease(s_worker_t *w, const msg_t *m) {
   s_job_t *j = NULL;
   for (int i = 0; i < S_MAX_JOBS; i++) {
-    if (w->jobs[i].used && w->jobs[i].lease_id == m->id) return; /* a LEASE we hold already */
-    if (!j && !w->jobs[i].used) j = &w->jobs[i];
+    const s_job_t *h = &w->jobs[i];
+    if (h->used && h->lease_id == m->id && strcmp(h->lease.campaign, m->lease.campaign) == 0) {
+      if (h->phase == S_FINISHED) /* its RESULT is on the way: the coordinator must not count it twice */
+        s_refuse(w, m, MSG_ERR_OVERLOADED, "this worker finished that lease and is sending its RESULT");
+      return; /* a LEASE we hold already */
+    }
+    if (!j && !h->used) j = &w->jobs[i];
   }
-  char why[160];
+  char why[200];
+  if (w->draining) {
+    s_refuse(w, m, MSG_ERR_SHUTDOWN, "this worker is draining");
+    return;
+  }
   if (!j || s_active(w) >= (int)w->o->capacity) {
-    snprintf(why, sizeof why, "worker %s runs %d episodes, its capacity is %u", w->name, s_active(w),
-             w->o->capacity);
-    s_refuse(w, m, why);
+    snprintf(why, sizeof why, "worker %s holds %d episodes (%d unfinished), its capacity is %u", w->name,
+             s_active(w) + (j ? 0 : 1), s_active(w), w->o->capacity);
+    s_refuse(w, m, MSG_ERR_OVERLOADED, why);
     return;
   }
   memset(j, 0, sizeof *j);
@@ -260,22 +363,44 @@ static void s_on_lease(s_worker_t *w, const msg_t *m) {
   j->start_ms = s_now_ms();
   j->phase = S_LOADING;
   if (m->lease.policy != MSG_POLICY_EXPERT) {
-    char why[256];
     snprintf(why, sizeof why, "policy '%s' needs the inference path, which this sim worker (%s) does not serve yet",
              msg_policy_names[m->lease.policy], S_SOFTWARE);
     s_finish(w, j, MSG_OUTCOME_INFRA_ERROR, 0, why);
   }
 }
 
+static void s_on_welcome(s_worker_t *w, const msg_t *m) {
+  if (m->id != w->hello_id) return; /* the answer to an earlier HELLO of ours */
+  w->welcomed = true;
+  w->heartbeat_ms = m->welcome.heartbeat_ms;
+  w->liveness = m->welcome.liveness;
+  if (!m->welcome.has_campaign) return;
+  if (w->campaign[0] && strcmp(w->campaign, m->welcome.campaign) != 0) {
+    int dropped = 0;
+    for (int i = 0; i < S_MAX_JOBS; i++)
+      if (w->jobs[i].used && strcmp(w->jobs[i].lease.campaign, m->welcome.campaign) != 0) {
+        s_job_free(&w->jobs[i]);
+        dropped++;
+      }
+    fprintf(stderr, "rsd-sim-worker %s: the coordinator now serves campaign %s, not %s: %d results dropped\n", w->name,
+            m->welcome.campaign, w->campaign, dropped);
+  }
+  snprintf(w->campaign, sizeof w->campaign, "%s", m->welcome.campaign);
+}
+
 static void s_on_message(s_worker_t *w, msg_in_t *in) {
   const msg_t *m = &in->msg;
   w->last_rx_ms = s_now_ms();
+  if (m->type == MSG_WELCOME) {
+    s_on_welcome(w, m);
+    return;
+  }
+  if (m->type == MSG_ERROR && m->error.code == MSG_ERR_VERSION) { /* never retried with the same version */
+    snprintf(w->fatal, sizeof w->fatal, "the coordinator speaks another protocol version: %s", m->error.text);
+    return;
+  }
+  if (!w->welcomed) return; /* the rest belongs to a session that is not open (yet), ERROR 21 included */
   switch (m->type) {
-    case MSG_WELCOME:
-      w->welcomed = true;
-      w->heartbeat_ms = m->welcome.heartbeat_ms;
-      w->liveness = m->welcome.liveness;
-      break;
     case MSG_LEASE:
       s_on_lease(w, m);
       break;
@@ -289,10 +414,9 @@ static void s_on_message(s_worker_t *w, msg_in_t *in) {
       }
       break;
     case MSG_ERROR:
-      /* most likely a coordinator that does not know us (it restarted): introduce ourselves again */
       fprintf(stderr, "rsd-sim-worker %s: coordinator error %u: %s\n", w->name, m->error.code, m->error.text);
-      if (m->error.code == MSG_ERR_UNEXPECTED && s_now_ms() - w->last_hello_ms > 500)
-        s_rejoin(w, "the coordinator does not know this worker");
+      if (m->error.code == MSG_ERR_UNEXPECTED)
+        s_rejoin(w, "the coordinator does not know this worker"); /* it restarted, or declared us dead */
       break;
     case MSG_DRAIN:
       w->draining = true;
@@ -302,15 +426,43 @@ static void s_on_message(s_worker_t *w, msg_in_t *in) {
   }
 }
 
-static void s_heartbeat(s_worker_t *w);
+static void s_heartbeat(s_worker_t *w) {
+  msg_t hb;
+  msg_init(&hb, MSG_HEARTBEAT, ++w->seq);
+  hb.heartbeat.has_leases = true;
+  uint32_t busy = 0;
+  for (int i = 0; i < S_MAX_JOBS; i++) {
+    const s_job_t *j = &w->jobs[i];
+    if (!j->used) continue;
+    if (j->phase != S_FINISHED) busy++;
+    if (hb.heartbeat.leases_count < MSG_MAX_LEASES) hb.heartbeat.leases[hb.heartbeat.leases_count++] = j->lease_id;
+  }
+  hb.heartbeat.has_busy = true;
+  hb.heartbeat.busy = busy;
+  s_send(w, &hb);
+}
 
-/* Heartbeats when one is due: called between episode steps too, since a pass over many episodes that
- * render can take longer than the coordinator's liveness window. */
+/* Heartbeats when one is due (in a live session): called between episode steps too, since a pass over
+ * many episodes that render can take longer than the coordinator's liveness window. */
 static void s_heartbeat_if_due(s_worker_t *w) {
   int64_t now = s_now_ms();
-  if (now - w->last_hb_ms < w->heartbeat_ms) return;
+  if (!w->welcomed || now - w->last_hb_ms < w->heartbeat_ms) return;
   w->last_hb_ms = now;
   s_heartbeat(w);
+}
+
+/* A task slot no unfinished job uses, to make room (-1: none). */
+static int s_unused_slot(const s_worker_t *w) {
+  for (int k = 0; k < w->ntasks; k++) {
+    bool used = w->tasks[k].renderer_busy;
+    for (int i = 0; i < S_MAX_JOBS && !used; i++) {
+      const s_job_t *j = &w->jobs[i];
+      used = j->used && j->phase != S_FINISHED && (int)j->lease.task == w->tasks[k].task &&
+             strcmp(j->lease.suite, w->tasks[k].suite) == 0;
+    }
+    if (!used) return k;
+  }
+  return -1;
 }
 
 /* Hands loaded tasks to waiting jobs and starts the next load (a task, or a loaded task's renderer). */
@@ -319,78 +471,108 @@ static void s_schedule_loads(s_worker_t *w) {
   if (l->busy && atomic_load(&l->done)) {
     pthread_join(l->thread, NULL);
     l->busy = false;
-    if (l->existing) {
-      l->existing->renderer_busy = false;
-    } else if (w->ntasks < S_MAX_TASKS) {
-      s_task_slot_t *slot = &w->tasks[w->ntasks++];
-      memset(slot, 0, sizeof *slot);
-      snprintf(slot->suite, sizeof slot->suite, "%s", l->suite);
-      slot->task = l->task;
-      slot->t = l->result;
-      if (l->result && l->renderer && !l->result->renderer)
-        snprintf(slot->renderer_error, sizeof slot->renderer_error, "%s", l->error);
-      else
-        snprintf(slot->error, sizeof slot->error, "%s", l->error);
-    } else {
+    if (l->existing) l->existing->renderer_busy = false;
+    if (l->failed) {
+      snprintf(w->fatal, sizeof w->fatal, "cannot %s task %d of %s from %s: %s",
+               l->existing || l->result ? "make the renderer of" : "load", l->task, l->suite, l->data_dir, l->error);
       sw_task_destroy(&l->result);
+      return;
+    }
+    if (!l->existing) {
+      int k = w->ntasks < S_MAX_TASKS ? w->ntasks++ : s_unused_slot(w);
+      if (k < 0) {
+        sw_task_destroy(&l->result); /* every slot busy: loaded again when a slot frees */
+      } else {
+        sw_task_destroy(&w->tasks[k].t);
+        memset(&w->tasks[k], 0, sizeof w->tasks[k]);
+        snprintf(w->tasks[k].suite, sizeof w->tasks[k].suite, "%s", l->suite);
+        w->tasks[k].task = l->task;
+        w->tasks[k].t = l->result;
+        l->result = NULL;
+      }
     }
   }
-  for (int i = 0; i < S_MAX_JOBS; i++) {
+  for (int i = 0; i < S_MAX_JOBS && !w->fatal[0]; i++) {
     s_job_t *j = &w->jobs[i];
-    if (!j->used || j->phase != S_LOADING) continue;
+    if (!j->used || (j->phase != S_LOADING && j->phase != S_REPLAY_WAIT)) continue;
     s_task_slot_t *slot = s_find_task(w, j->lease.suite, (int)j->lease.task);
-    bool images = s_wants_images(j);
+    bool replay = j->phase == S_REPLAY_WAIT, images = replay || s_records(j);
+    if (replay && !slot) {
+      s_start_replay(w, j, NULL); /* cannot happen (the slot stays while the job uses it): no video */
+      continue;
+    }
     if (slot) {
       if (slot->renderer_busy) continue;
-      if (!images || !slot->t || slot->t->renderer || slot->renderer_error[0]) {
-        s_start(w, j, slot); /* a fraction of a second (the wait steps), more under sanitizers */
+      if (!images || slot->t->renderer) {
+        /* a fraction of a second (the wait steps), more under sanitizers */
+        if (replay) s_start_replay(w, j, slot);
+        else s_start(w, j, slot);
         s_heartbeat_if_due(w);
         continue;
       }
       if (l->busy) continue;
       l->existing = slot; /* the task is here; its renderer is not */
+      l->task = slot->task;
+      snprintf(l->suite, sizeof l->suite, "%s", slot->suite);
       slot->renderer_busy = true;
     } else {
       if (l->busy) continue;
-      if (w->ntasks == S_MAX_TASKS) {
-        s_finish(w, j, MSG_OUTCOME_INFRA_ERROR, 0, "this worker holds its maximum of 64 loaded tasks");
-        continue;
-      }
       l->existing = NULL;
-      snprintf(l->data_dir, sizeof l->data_dir, "%s", w->o->data_dir);
       snprintf(l->suite, sizeof l->suite, "%s", j->lease.suite);
       l->task = (int)j->lease.task;
       l->renderer = images;
     }
+    snprintf(l->data_dir, sizeof l->data_dir, "%s", w->o->data_dir);
     l->result = NULL;
+    l->failed = false;
     l->error[0] = '\0';
     atomic_store(&l->done, 0);
     if (pthread_create(&l->thread, NULL, s_load_main, l) != 0) {
       if (l->existing) l->existing->renderer_busy = false;
-      s_finish(w, j, MSG_OUTCOME_INFRA_ERROR, 0, "cannot start the task loader thread");
-      continue;
+      snprintf(w->fatal, sizeof w->fatal, "cannot start the task loader thread: %s", strerror(errno));
+      return;
     }
     l->busy = true;
   }
 }
 
-/* One control step for every running episode. Returns how many stepped. */
-static int s_step_all(s_worker_t *w) {
-  int n = 0;
+/* Keeps an action for a replay (video_on_failure). Returns 0, or -1 when out of memory. */
+static int s_keep_action(s_job_t *j, const double *a) {
+  if (j->nactions == j->actions_cap) {
+    int cap = j->actions_cap ? 2 * j->actions_cap : 256;
+    double *p = realloc(j->actions, sizeof *p * SW_ACTION_DIM * (size_t)cap);
+    if (!p) return -1;
+    j->actions = p;
+    j->actions_cap = cap;
+  }
+  memcpy(j->actions + (size_t)j->nactions++ * SW_ACTION_DIM, a, sizeof *a * SW_ACTION_DIM);
+  return 0;
+}
+
+/* One control step for every running or replaying episode. */
+static void s_step_all(s_worker_t *w) {
   char err[512];
   for (int i = 0; i < S_MAX_JOBS; i++) {
     s_job_t *j = &w->jobs[i];
-    if (!j->used || j->phase != S_RUNNING) continue;
+    if (!j->used || (j->phase != S_RUNNING && j->phase != S_REPLAYING)) continue;
     if (w->o->stop && *w->o->stop) break; /* leave promptly: the coordinator requeues what we hold */
+    if (j->phase == S_REPLAYING) {
+      s_replay_step(w, j);
+      s_heartbeat_if_due(w);
+      continue;
+    }
     double a[SW_ACTION_DIM];
     sw_expert_act(j->expert, j->ep, a);
+    if (s_video_on_failure(j) && s_keep_action(j, a)) {
+      s_finish(w, j, MSG_OUTCOME_INFRA_ERROR, (uint32_t)j->ep->steps, "out of memory keeping the actions for a replay");
+      continue;
+    }
     if (sw_episode_step(j->ep, a, SW_ACTION_DIM, err, sizeof err)) {
       char why[700];
       snprintf(why, sizeof why, "the expert's action was refused: %s", err);
       s_finish(w, j, MSG_OUTCOME_INFRA_ERROR, (uint32_t)j->ep->steps, why);
       continue;
     }
-    n++;
     s_heartbeat_if_due(w);
     switch (j->ep->state) {
       case SW_EP_RUNNING: break;
@@ -402,13 +584,14 @@ static int s_step_all(s_worker_t *w) {
         break;
     }
   }
-  return n;
 }
 
+/* RESULTs not yet ACKed go out, again every liveness x heartbeat (protocol section 8.1). */
 static void s_send_results(s_worker_t *w, int64_t now) {
+  if (!w->welcomed) return;
   for (int i = 0; i < S_MAX_JOBS; i++) {
     s_job_t *j = &w->jobs[i];
-    if (!j->used || j->phase != S_FINISHED || (j->sent_ms && now - j->sent_ms < S_RESEND_MS)) continue;
+    if (!j->used || j->phase != S_FINISHED || (j->sent_ms && now - j->sent_ms < s_window_ms(w))) continue;
     msg_t r;
     msg_error_t err;
     msg_init(&r, MSG_RESULT, j->lease_id);
@@ -438,22 +621,6 @@ static void s_send_results(s_worker_t *w, int64_t now) {
   }
 }
 
-static void s_heartbeat(s_worker_t *w) {
-  msg_t hb;
-  msg_init(&hb, MSG_HEARTBEAT, ++w->seq);
-  hb.heartbeat.has_leases = true;
-  uint32_t busy = 0;
-  for (int i = 0; i < S_MAX_JOBS; i++) {
-    const s_job_t *j = &w->jobs[i];
-    if (!j->used) continue;
-    if (j->phase != S_FINISHED) busy++;
-    if (hb.heartbeat.leases_count < MSG_MAX_LEASES) hb.heartbeat.leases[hb.heartbeat.leases_count++] = j->lease_id;
-  }
-  hb.heartbeat.has_busy = true;
-  hb.heartbeat.busy = busy;
-  s_send(w, &hb);
-}
-
 static int s_held(const s_worker_t *w) {
   int n = 0;
   for (int i = 0; i < S_MAX_JOBS; i++) n += w->jobs[i].used;
@@ -464,7 +631,7 @@ static void s_bye(s_worker_t *w, const char *reason) {
   msg_t b;
   msg_init(&b, MSG_BYE, ++w->seq);
   b.bye.has_reason = true;
-  snprintf(b.bye.reason, sizeof b.bye.reason, "%s", reason);
+  snprintf(b.bye.reason, sizeof b.bye.reason, "%.*s", (int)sizeof b.bye.reason - 1, reason);
   s_send(w, &b);
 }
 
@@ -473,8 +640,17 @@ int sw_worker_run(const sw_worker_opts_t *o) {
     fprintf(stderr, "rsd-sim-worker: capacity %u out of range (1..%d)\n", o->capacity, S_MAX_JOBS);
     return 1;
   }
+  struct stat st;
+  if (stat(o->data_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    fprintf(stderr, "rsd-sim-worker: scene data directory %s: %s (run ops/setup.sh, or give --data DIR)\n",
+            o->data_dir, stat(o->data_dir, &st) != 0 ? strerror(errno) : "not a directory");
+    return 1;
+  }
   s_worker_t *w = calloc(1, sizeof *w);
-  if (!w) return 1;
+  if (!w) {
+    fprintf(stderr, "rsd-sim-worker: out of memory\n");
+    return 1;
+  }
   w->o = o;
   if (o->name) {
     snprintf(w->name, sizeof w->name, "%s", o->name);
@@ -484,38 +660,37 @@ int sw_worker_run(const sw_worker_opts_t *o) {
     host[sizeof host - 1] = '\0';
     snprintf(w->name, sizeof w->name, "sim-%s-%d", host, (int)getpid());
   }
-  msg_error_t err;
-  w->sock = msg_sock_new(ZMQ_DEALER, o->coordinator, false, NULL, NULL, &err);
-  if (!w->sock) {
-    fprintf(stderr, "rsd-sim-worker: cannot connect to %s: %s\n", o->coordinator, err.text);
-    free(w);
-    return 1;
-  }
+  snprintf(w->endpoint, sizeof w->endpoint, "%s", o->coordinator);
   w->heartbeat_ms = 1000;
   w->liveness = 3;
   w->last_rx_ms = s_now_ms();
-  s_hello(w);
-  zpoller_t *poller = zpoller_new(msg_sock_zsock(w->sock), NULL);
   int rc = 0;
   const char *leave = NULL;
+  if (s_hello(w)) leave = "no socket";
+  msg_error_t err;
   while (!leave) {
     if (o->stop && *o->stop) {
       s_bye(w, "stopped by a signal");
       leave = "signal";
+      rc = 128 + (int)*o->stop;
+      break;
+    }
+    if (w->fatal[0]) {
+      s_bye(w, w->fatal);
+      leave = "fatal error";
+      rc = 1;
       break;
     }
     bool work = false;
-    for (int i = 0; i < S_MAX_JOBS && !work; i++) work = w->jobs[i].used && w->jobs[i].phase == S_RUNNING;
+    for (int i = 0; i < S_MAX_JOBS && !work; i++)
+        work = w->jobs[i].used && (w->jobs[i].phase == S_RUNNING || w->jobs[i].phase == S_REPLAYING);
     /* take every waiting message; wait a little only when there is nothing to step */
     for (int waited = 0;; waited = 1) {
-      void *ready = zpoller_wait(poller, work || waited ? 0 : 20);
-      if (!ready) {
-        if (zpoller_terminated(poller)) leave = "interrupted";
-        break;
-      }
+      void *ready = zpoller_wait(w->poller, work || waited ? 0 : 20);
+      if (!ready) break; /* nothing waiting, or a signal (the top of the loop looks at *stop) */
       msg_in_t *in = NULL;
       msg_err_t e = msg_sock_recv(w->sock, &in, &err);
-      if (e == MSG_OK && in->msg.type == MSG_BYE) {
+      if (e == MSG_OK && in->msg.type == MSG_BYE && w->welcomed) {
         leave = "the coordinator said BYE";
       } else if (e == MSG_OK) {
         s_on_message(w, in);
@@ -523,23 +698,24 @@ int sw_worker_run(const sw_worker_opts_t *o) {
         fprintf(stderr, "rsd-sim-worker %s: refused a message from the coordinator: %s\n", w->name, err.text);
       }
       msg_in_destroy(&in);
-      if (leave) break;
+      if (leave || w->fatal[0]) break;
     }
     if (leave) break;
-    /* silence is judged right after reading the socket, never after a long pass of episode steps */
+    /* silence is judged right after reading the socket, never after a long pass of episode steps; one new
+     * session per liveness window at most */
     int64_t polled = s_now_ms();
-    if (polled - w->last_rx_ms > (int64_t)w->liveness * w->heartbeat_ms && polled - w->last_hello_ms > w->heartbeat_ms)
+    if (polled - w->last_rx_ms > s_window_ms(w) && polled - w->last_hello_ms > s_window_ms(w))
       s_rejoin(w, "the coordinator went quiet");
     s_schedule_loads(w);
     s_step_all(w);
-    int64_t now = s_now_ms();
-    s_send_results(w, now);
+    s_send_results(w, s_now_ms());
     s_heartbeat_if_due(w);
     if (w->draining && s_held(w) == 0) {
       s_bye(w, "drained");
       leave = "drained";
     }
   }
+  if (w->fatal[0]) fprintf(stderr, "rsd-sim-worker %s: %s\n", w->name, w->fatal);
   if (o->verbose)
     fprintf(stderr, "rsd-sim-worker %s: leaving (%s): %d episodes finished, %d results stored\n", w->name, leave,
             w->finished, w->stored);
@@ -549,7 +725,7 @@ int sw_worker_run(const sw_worker_opts_t *o) {
   }
   for (int i = 0; i < S_MAX_JOBS; i++) s_job_free(&w->jobs[i]);
   for (int i = 0; i < w->ntasks; i++) sw_task_destroy(&w->tasks[i].t);
-  zpoller_destroy(&poller);
+  zpoller_destroy(&w->poller);
   msg_sock_destroy(&w->sock);
   free(w);
   return rc;

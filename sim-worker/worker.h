@@ -19,15 +19,20 @@
 
 typedef struct {
   const char *coordinator; /* borrowed: endpoint, e.g. tcp://127.0.0.1:5555 */
+  const char *coordinator_file; /* borrowed, nullable: the endpoint file it came from, read again before
+                                   each new session (a restarted coordinator may bind another port) */
   const char *name;        /* borrowed, nullable: worker name (default "sim-HOST-PID") */
   const char *data_dir;    /* borrowed: the scene export ($RSD_DATA) */
   uint32_t capacity;       /* episodes at once (1..64) */
   int verbose;             /* 1: a line per finished episode on stderr */
-  volatile sig_atomic_t *stop; /* borrowed, nullable: set (by a signal handler) to leave with BYE */
+  volatile sig_atomic_t *stop; /* borrowed, nullable: set to the signal number (by a signal handler) to
+                                  leave with BYE; the exit status is then 128 + that number */
 } sw_worker_opts_t;
 
 /* Serves the coordinator until it says BYE, DRAIN is done, or *stop is set. Returns a process exit
- * status: 0 after a clean goodbye, 1 on a fatal error (message on stderr). */
+ * status: 0 after the coordinator's BYE or a finished DRAIN, 128 + signal after *stop, 1 on a fatal
+ * error (no scene data, a task that does not load, no renderer, another protocol version; message on
+ * stderr; the worker says BYE first, so its leases go back to the queue). */
 int sw_worker_run(const sw_worker_opts_t *opts);
 
 #endif

@@ -5,7 +5,9 @@
  * counted and was finished by the other worker; outcomes are successes or policy failures, never
  * infrastructure errors; the reported step counts fit the episode limits. Then a second campaign with
  * `workers.sim_workers: 2`: `rsd run` starts its own sim workers, one of them is killed (SIGKILL) and
- * restarted by rsd, and the campaign completes with their results.
+ * restarted by rsd, and the campaign completes with their results; its episodes are cut short
+ * (max_steps 30) so they fail, and with `videos: failures, max_videos: 2` exactly two rollout videos (the
+ * workers replay failed episodes with the camera on) are kept, each an animated PNG.
  *
  *   sim_campaign_test RSD RSD_SIM_WORKER */
 #include <signal.h>
@@ -60,6 +62,15 @@ int main(int argc, char **argv) {
     fputs(text, f);
     fclose(f);
   }
+
+  /* A worker without scene data refuses to start (it would fail every episode it took). */
+  char nodata_log[160];
+  snprintf(nodata_log, sizeof nodata_log, "%s/worker-nodata.log", dir);
+  int nrc = proc_wait(proc_spawn((char *[]){worker, "--coordinator", "ipc:///nonexistent/co.sock", "--data",
+                                             "/nonexistent-rsd-data", NULL},
+                                  nodata_log, NULL, NULL),
+                       30);
+  CHECK(nrc == 1, "a worker with --data /nonexistent-rsd-data exited %d, want 1", nrc);
 
   pid_t co = proc_spawn((char *[]){rsd, "run", cfg, NULL}, log, NULL, NULL);
   bool have_endpoint = false;
@@ -127,8 +138,8 @@ int main(int argc, char **argv) {
   snprintf(out2, sizeof out2, "%s/local", dir);
   snprintf(log2, sizeof log2, "%s/rsd-local.log", dir);
   snprintf(text, sizeof text,
-           "name: sim_campaign_local\nsuite: libero_spatial\ntasks: [2]\ntrials: 3\noutput: %s\n"
-           "variants:\n  - name: expert\n    policy: expert\nvideos: none\n"
+           "name: sim_campaign_local\nsuite: libero_spatial\ntasks: [2]\ntrials: 3\nmax_steps: 30\noutput: %s\n"
+           "variants:\n  - name: expert\n    policy: expert\nvideos: failures\nmax_videos: 2\n"
            "workers:\n  sim_workers: 2\n  episodes_per_worker: 1\n"
            "leases:\n  heartbeat_ms: 200\n  liveness: 15\n  max_attempts: 3\n"
            "bind:\n  coordinator: ipc://%s/co2.sock\n",
@@ -169,20 +180,40 @@ int main(int argc, char **argv) {
     co_journal_counts(j, &total, NULL, 0, NULL, &je);
     CHECK(total.total == 3 && total.by_state[CO_EPISODE_DONE] == 3, "local: %llu of %llu done",
           (unsigned long long)total.by_state[CO_EPISODE_DONE], (unsigned long long)total.total);
-    int local = 0, results = 0;
+    int local = 0, results = 0, cut = 0;
     co_journal_iter_t *it = co_journal_results(j, NULL, &je);
     co_journal_result_t r;
     while (it && co_journal_results_next(it, &r, &je)) {
       results++;
       local += r.r.has_worker && strncmp(r.r.worker, "local-sim-", 10) == 0;
+      cut += r.r.outcome == MSG_OUTCOME_FAILURE && r.r.steps == 30;
     }
     co_journal_iter_destroy(&it);
     CHECK(results == 3 && local == 3, "local: %d results, %d from local workers", results, local);
+    CHECK(cut == 3, "local: %d of 3 episodes failed at max_steps 30", cut);
     co_journal_close(&j);
   }
   char wl[200];
   snprintf(wl, sizeof wl, "%s/logs/local-sim-2.log", out2);
   CHECK(access(wl, R_OK) == 0, "no worker log %s", wl);
+  /* videos: failures, max_videos 2: two of the three failures, each an animated PNG of about 15 frames */
+  int videos = 0;
+  for (int trial = 0; trial < 3; trial++) {
+    char vp[240];
+    snprintf(vp, sizeof vp, "%s/videos/expert_t2_r%d.png", out2, trial);
+    FILE *vf = fopen(vp, "rb");
+    if (!vf) continue;
+    static uint8_t head[64];
+    size_t hn = fread(head, 1, sizeof head, vf);
+    fclose(vf);
+    /* signature, IHDR (8 + 25 bytes), then acTL with the frame count */
+    uint32_t frames = hn >= 49 ? (uint32_t)head[41] << 24 | (uint32_t)head[42] << 16 | (uint32_t)head[43] << 8 | head[44] : 0;
+    CHECK(hn >= 49 && memcmp(head, "\x89PNG", 4) == 0 && memcmp(head + 37, "acTL", 4) == 0 && frames >= 14 &&
+              frames <= 17,
+          "%s: not an animated PNG of a 30-step episode (%u frames)", vp, frames);
+    videos++;
+  }
+  CHECK(videos == 2, "%d videos kept, want max_videos 2", videos);
 
   if (!check_failed_) {
     char cmd[200];
