@@ -24,6 +24,7 @@ typedef struct {
 struct co_local {
   char exe[1024], endpoint[512], log_dir[1024];
   uint32_t capacity, n;
+  bool said_all_gone; /* the "no local worker left" line was printed */
   s_slot_t *slots; /* owned, n entries */
 };
 
@@ -154,6 +155,12 @@ void co_local_poll(co_local_t *l) {
     fprintf(stderr, "\n[rsd] local sim worker %s died (%s); restarting it (%d of %d; log %s/%s.log)\n", s->name, how,
             s->restarts, CO_LOCAL_RESTARTS, l->log_dir, s->name);
     if (s_spawn(l, i, err, sizeof err)) fprintf(stderr, "[rsd] %s\n", err);
+  }
+  if (l->n && !co_local_running(l) && !l->said_all_gone) {
+    l->said_all_gone = true; /* a campaign that completes says BYE first and never gets here running */
+    fprintf(stderr, "\n[rsd] no local sim worker is left (logs in %s); the campaign waits for sim workers that "
+                    "connect to %s (Ctrl-C stops it; rsd run continues it later)\n",
+            l->log_dir, l->endpoint);
   }
 }
 
