@@ -127,6 +127,7 @@ typedef struct {
   uint32_t v, task, trial, attempts;
   co_episode_state_t state;
   char *last_error; /* owned; NULL when none */
+  char *digest;     /* owned; NULL when none: RESULT.actions_digest */
 } s_ep_t;
 
 /* A failed or abandoned episode, for the lists. */
@@ -166,6 +167,8 @@ typedef struct {
   s_dist_t dist[S_LAT_COLS];
   s_items_t failed, abandoned;
   s_items_t succeeded_video; /* successful episodes with a rollout video (video policy `all`) */
+  uint64_t batch_hist[MSG_MAX_LAYERS]; /* chunks per batch-size bucket (RESULT.batch_hist summed) */
+  uint32_t batch_buckets;              /* buckets seen (0: no data) */
 } s_var_t;
 
 typedef struct {
@@ -212,7 +215,10 @@ static void s_rep_free(s_rep_t *r) {
       free(lists[l]->v);
     }
   }
-  for (size_t i = 0; i < r->neps; i++) free(r->eps[i].last_error);
+  for (size_t i = 0; i < r->neps; i++) {
+    free(r->eps[i].last_error);
+    free(r->eps[i].digest);
+  }
   free(r->eps);
   free(r->vars);
   free(r->tasks);
@@ -390,6 +396,12 @@ static co_report_err_t s_read_results(s_rep_t *r, co_journal_t *j, co_report_err
     if (!ep) continue; /* cannot happen: results reference episodes (foreign key), and episodes stay */
     ep->state = CO_EPISODE_DONE;
     s_var_t *v = &r->vars[vi];
+    if (res->has_actions_digest && !ep->digest && !(ep->digest = strdup(res->actions_digest)))
+      rc = CO_REPORT_ERR_NOMEM;
+    if (res->has_batch_hist) {
+      for (uint32_t k = 0; k < res->batch_hist_count && k < MSG_MAX_LAYERS; k++) v->batch_hist[k] += res->batch_hist[k];
+      if (res->batch_hist_count > v->batch_buckets) v->batch_buckets = res->batch_hist_count;
+    }
     s_cell_t *cell = &v->cells[ti];
     bool success = res->outcome == MSG_OUTCOME_SUCCESS;
     cell->successes += success;
@@ -596,6 +608,7 @@ typedef struct {
   double decode_speedup;    /* baseline mean decode us / variant's */
   double latency_speedup;   /* baseline p50 total us / variant's */
   double main_fw_ratio;     /* variant main forwards per chunk / baseline's */
+  uint64_t compared, identical; /* episodes with an actions digest on both sides, and of those equal ones */
 } s_cmp_t;
 
 static s_cmp_t s_compare(const s_rep_t *r, size_t i) {
@@ -610,7 +623,25 @@ static s_cmp_t s_compare(const s_rep_t *r, size_t i) {
   c.decode_speedup = s_div(b->dist[2].mean, v->dist[2].mean);
   c.latency_speedup = s_div(b->dist[3].p50, v->dist[3].p50);
   c.main_fw_ratio = s_div(s_mf_per_chunk(v), s_mf_per_chunk(b));
+  /* the lossless check: the same (task, trial) executed the same actions (equal digests) */
+  for (size_t e = 0; e < r->neps; e++) {
+    const s_ep_t *ep = &r->eps[e];
+    if (ep->v != (uint32_t)i || !ep->digest) continue;
+    s_ep_t key = {.v = (uint32_t)r->baseline, .task = ep->task, .trial = ep->trial};
+    const s_ep_t *be = bsearch(&key, r->eps, r->neps, sizeof *r->eps, s_cmp_ep);
+    if (!be || !be->digest) continue;
+    c.compared++;
+    c.identical += strcmp(ep->digest, be->digest) == 0;
+  }
   return c;
+}
+
+/* Buckets with data in any variant (0: none). */
+static uint32_t s_batch_buckets(const s_rep_t *r) {
+  uint32_t n = 0;
+  for (size_t i = 0; i < r->nv; i++)
+    if (r->vars[i].batch_buckets > n) n = r->vars[i].batch_buckets;
+  return n;
 }
 
 static const char *s_policy_name(const s_rep_t *r, const s_var_t *v) {
@@ -699,6 +730,17 @@ static json_t *s_jitems(const s_items_t *l, bool failed) {
   return a;
 }
 
+/* {"bucket_min": [1, 2, 4, ...], "chunks": [...]} over n buckets, or null without data. */
+static json_t *s_jbatch(const uint64_t *hist, uint32_t n) {
+  if (!n) return json_null();
+  json_t *lo = json_array(), *ch = json_array();
+  for (uint32_t k = 0; k < n; k++) {
+    json_array_append_new(lo, json_integer((json_int_t)1 << k));
+    json_array_append_new(ch, json_integer((json_int_t)hist[k]));
+  }
+  return json_pack("{s:o, s:o}", "bucket_min", lo, "chunks", ch);
+}
+
 static json_t *s_jdecode(const s_var_t *v) {
   json_t *o = json_object();
   json_t *lat = json_null();
@@ -726,6 +768,7 @@ static json_t *s_jdecode(const s_var_t *v) {
   json_object_set_new(o, "accepted_per_layer", has ? acc : (json_decref(acc), json_null()));
   json_object_set_new(o, "acceptance_rate", s_jnum(s_accept_overall(v)));
   json_object_set_new(o, "mean_accepted_layers_per_verify", s_jnum(s_accepted_per_verify(v)));
+  json_object_set_new(o, "batch_size_histogram", s_jbatch(v->batch_hist, v->batch_buckets));
   return o;
 }
 
@@ -789,7 +832,10 @@ static json_t *s_json(const s_rep_t *r) {
       json_object_set_new(cmp, "decode_speedup", s_jnum(c.decode_speedup));
       json_object_set_new(cmp, "latency_p50_speedup", s_jnum(c.latency_speedup));
       json_object_set_new(cmp, "main_forward_ratio", s_jnum(c.main_fw_ratio));
-      json_object_set_new(cmp, "actions_identical", json_null());
+      json_object_set_new(cmp, "actions_identical",
+                          c.compared ? json_pack("{s:I, s:I}", "compared", (json_int_t)c.compared, "identical",
+                                                 (json_int_t)c.identical)
+                                     : json_null());
     }
     json_object_set_new(o, "vs_baseline", cmp);
     json_object_set_new(o, "failed_episodes", s_jitems(&v->failed, true));
@@ -815,11 +861,18 @@ static json_t *s_json(const s_rep_t *r) {
   for (int e = 0; e < CO_EVENT_COUNT_; e++) json_object_set_new(ev, co_event_name((co_event_t)e), s_jint(r->events[e]));
   json_object_set_new(infra, "events", ev);
   json_object_set_new(root, "infrastructure", infra);
-  json_object_set_new(root, "batch_size_histogram", json_null());
-  json_object_set_new(root, "notes",
-                      json_pack("[s, s]",
-                                "batch_size_histogram: the journal stores no batch sizes (RESULT carries none)",
-                                "vs_baseline.actions_identical: the journal stores no decoded actions or codes"));
+  uint64_t total_hist[MSG_MAX_LAYERS] = {0};
+  uint32_t nb = s_batch_buckets(r);
+  for (size_t i = 0; i < r->nv; i++)
+    for (uint32_t k = 0; k < nb; k++) total_hist[k] += r->vars[i].batch_hist[k];
+  json_object_set_new(root, "batch_size_histogram", s_jbatch(total_hist, nb));
+  json_t *notes = json_array();
+  if (!nb) json_array_append_new(notes, json_string("batch_size_histogram: no result carries batch_hist"));
+  bool any_digest = false;
+  for (size_t e = 0; e < r->neps && !any_digest; e++) any_digest = r->eps[e].digest != NULL;
+  if (!any_digest)
+    json_array_append_new(notes, json_string("vs_baseline.actions_identical: no result carries actions_digest"));
+  json_object_set_new(root, "notes", notes);
   return root;
 }
 
@@ -827,6 +880,24 @@ static json_t *s_json(const s_rep_t *r) {
 typedef struct {
   char s[64];
 } s_str_t;
+
+/* "k/n identical" for the lossless check, or a dash without data. */
+static s_str_t s_identical(const s_cmp_t *c) {
+  s_str_t o;
+  if (!c->compared) snprintf(o.s, sizeof o.s, "%s", S_DASH);
+  else snprintf(o.s, sizeof o.s, "%" PRIu64 "/%" PRIu64 "%s", c->identical, c->compared,
+                c->identical == c->compared ? " identical" : " identical (differ!)");
+  return o;
+}
+
+/* The batch-size bucket label of index k: "1", "2-3", "4-7", ... */
+static s_str_t s_bucket(uint32_t k) {
+  s_str_t o;
+  if (k == 0) snprintf(o.s, sizeof o.s, "1");
+  else snprintf(o.s, sizeof o.s, "%u-%u", 1u << k, (1u << (k + 1)) - 1);
+  return o;
+}
+
 
 static s_str_t s_pct(double x) {
   s_str_t o;
@@ -1042,7 +1113,22 @@ static void s_markdown(FILE *f, const s_rep_t *r) {
       fprintf(f, "\n");
     }
   }
-  fprintf(f, "\nBatch sizes: " S_DASH " (the journal stores no batch sizes).\n");
+  uint32_t nb = s_batch_buckets(r);
+  if (!nb) {
+    fprintf(f, "\nBatch sizes: " S_DASH " (no result carries batch sizes).\n");
+  } else {
+    fprintf(f, "\nAction chunks per GPU batch size:\n\n| variant |");
+    for (uint32_t k = 0; k < nb; k++) fprintf(f, " %s |", s_bucket(k).s);
+    fprintf(f, "\n|---|");
+    for (uint32_t k = 0; k < nb; k++) fprintf(f, "---|");
+    fprintf(f, "\n");
+    for (size_t i = 0; i < r->nv; i++) {
+      if (!r->vars[i].batch_buckets) continue;
+      fprintf(f, "| %s |", r->vars[i].name);
+      for (uint32_t k = 0; k < nb; k++) fprintf(f, " %" PRIu64 " |", r->vars[i].batch_hist[k]);
+      fprintf(f, "\n");
+    }
+  }
 
   fprintf(f, "\n## Compared with the baseline\n\n");
   if (r->baseline < 0 || r->nv < 2) {
@@ -1051,14 +1137,14 @@ static void s_markdown(FILE *f, const s_rep_t *r) {
     fprintf(f, "Difference = variant − baseline; 95%% Newcombe hybrid score interval; two-sided Fisher exact test. "
                "Speedups are baseline ÷ variant.\n\n");
     fprintf(f, "| variant | baseline | success difference | 95%% CI | Fisher p | decode speedup (mean) "
-               "| latency speedup (p50) | main forwards ratio |\n");
-    fprintf(f, "|---|---|---|---|---|---|---|---|\n");
+               "| latency speedup (p50) | main forwards ratio | actions vs baseline |\n");
+    fprintf(f, "|---|---|---|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < r->nv; i++) {
       s_cmp_t c = s_compare(r, i);
       if (!c.has) continue;
-      fprintf(f, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", r->vars[i].name, r->vars[r->baseline].name,
+      fprintf(f, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r->vars[i].name, r->vars[r->baseline].name,
               s_pp(c.diff).s, s_ppci(c.lo, c.hi).s, s_pval(c.p).s, s_ratio(c.decode_speedup).s,
-              s_ratio(c.latency_speedup).s, s_ratio(c.main_fw_ratio).s);
+              s_ratio(c.latency_speedup).s, s_ratio(c.main_fw_ratio).s, s_identical(&c).s);
     }
   }
 
@@ -1431,8 +1517,25 @@ static void s_html(FILE *f, const s_rep_t *r) {
   }
   fprintf(f, "</table>\n<h3>Draft acceptance per RFSQ layer</h3>\n");
   s_svg_acceptance(f, r);
-  fprintf(f, "<h3>Batch sizes</h3>\n<p class=\"note\">No batch-size histogram: the journal stores no batch sizes "
-             "(RESULT carries none).</p>\n");
+  fprintf(f, "<h3>Batch sizes</h3>\n");
+  uint32_t nb = s_batch_buckets(r);
+  if (!nb) {
+    fprintf(f, "<p class=\"note\">No batch-size histogram: no result carries batch sizes.</p>\n");
+  } else {
+    fprintf(f, "<p class=\"note\">Action chunks per GPU batch size (the batch each chunk was decoded in).</p>\n"
+               "<table>\n<tr><th class=\"l\">variant</th>");
+    for (uint32_t k = 0; k < nb; k++) fprintf(f, "<th>%s</th>", s_bucket(k).s);
+    fprintf(f, "</tr>\n");
+    for (size_t i = 0; i < r->nv; i++) {
+      if (!r->vars[i].batch_buckets) continue;
+      fprintf(f, "<tr><td class=\"l\">");
+      s_html_text(f, r->vars[i].name);
+      fprintf(f, "</td>");
+      for (uint32_t k = 0; k < nb; k++) fprintf(f, "<td>%" PRIu64 "</td>", r->vars[i].batch_hist[k]);
+      fprintf(f, "</tr>\n");
+    }
+    fprintf(f, "</table>\n");
+  }
 
   fprintf(f, "<h2>Compared with the baseline</h2>\n");
   if (r->baseline < 0 || r->nv < 2) {
@@ -1443,16 +1546,17 @@ static void s_html(FILE *f, const s_rep_t *r) {
                "forwards ratio is variant ÷ baseline.</p>\n<table>\n",
             r->vars[r->baseline].name, r->baseline_rule);
     static const char *const ccols[] = {"variant", "success difference", "95% CI (Newcombe)", "Fisher p",
-                                        "decode speedup (mean)", "latency speedup (p50)", "main forwards ratio"};
-    s_html_head_row(f, ccols, sizeof ccols / sizeof ccols[0], "lrrrrrr");
+                                        "decode speedup (mean)", "latency speedup (p50)", "main forwards ratio",
+                                        "actions vs baseline"};
+    s_html_head_row(f, ccols, sizeof ccols / sizeof ccols[0], "lrrrrrrr");
     for (size_t i = 0; i < r->nv; i++) {
       s_cmp_t c = s_compare(r, i);
       if (!c.has) continue;
       fprintf(f, "<tr><td class=\"l\">");
       s_html_text(f, r->vars[i].name);
-      fprintf(f, "</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>\n", s_pp(c.diff).s,
-              s_ppci(c.lo, c.hi).s, s_pval(c.p).s, s_ratio(c.decode_speedup).s, s_ratio(c.latency_speedup).s,
-              s_ratio(c.main_fw_ratio).s);
+      fprintf(f, "</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>\n",
+              s_pp(c.diff).s, s_ppci(c.lo, c.hi).s, s_pval(c.p).s, s_ratio(c.decode_speedup).s,
+              s_ratio(c.latency_speedup).s, s_ratio(c.main_fw_ratio).s, s_identical(&c).s);
     }
     fprintf(f, "</table>\n");
   }

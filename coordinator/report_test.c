@@ -182,6 +182,13 @@ static const char *const s_vnames[2] = {"ar", "spec"};
 
 static uint32_t s_steps(int ok, uint32_t task, uint32_t trial) { return ok ? 100 + 10 * task + trial : 220; }
 
+/* The actions digest of an episode: the same for ar and spec at every (task, trial) but task 1 trial 1,
+ * where spec "executed other actions" (the lossless check must see it). */
+static void s_digest(int v, uint32_t task, uint32_t trial, char out[65]) {
+  unsigned x = 16 * task + trial + (v == 1 && task == 1 && trial == 1 ? 0x80 : 0);
+  for (int i = 0; i < 64; i += 2) snprintf(out + i, 3, "%02x", (x + (unsigned)i) & 0xff);
+}
+
 static co_journal_t *s_open_new(const char *dir, const char *yaml) {
   co_config_t cfg;
   co_config_error_t ce;
@@ -261,6 +268,13 @@ static co_journal_t *s_build_campaign(const char *dir) {
         snprintf(r.worker, sizeof r.worker, "%s", workers[v]);
         r.has_chunks = true;
         r.chunks = 2;
+        r.has_actions_digest = true;
+        s_digest(v, t, tr, r.actions_digest);
+        /* ar's chunks decoded alone (batch 1), spec's in batches of 2-3 */
+        r.has_batch_hist = true;
+        r.batch_hist_count = (uint32_t)v + 1;
+        r.batch_hist[0] = v == 0 ? 2 : 0;
+        if (v == 1) r.batch_hist[1] = 2;
         r.has_main_forwards = true;
         r.main_forwards = v == 0 ? 8 : 6;
         if (v == 1) {
@@ -327,6 +341,26 @@ static void s_check_campaign_json(json_t *root) {
         "2 variants x 3 tasks");
   s_expect_str(root, "variants/0/name", "ar");
   s_expect_str(root, "variants/1/mode", "spec");
+
+  /* The lossless check (equal actions digests per task x trial done in both) and the batch histogram. */
+  uint64_t pairs = 0, same = 0, done[2] = {0, 0};
+  for (uint32_t t = 0; t < 3; t++)
+    for (uint32_t tr = 0; tr < 4; tr++) {
+      for (int v = 0; v < 2; v++) done[v] += s_outcome[v][t][tr] >= 0;
+      if (s_outcome[0][t][tr] < 0 || s_outcome[1][t][tr] < 0) continue;
+      pairs++;
+      same += !(t == 1 && tr == 1);
+    }
+  s_expect_num(root, "variants/1/vs_baseline/actions_identical/compared", (double)pairs, 0);
+  s_expect_num(root, "variants/1/vs_baseline/actions_identical/identical", (double)same, 0);
+  s_expect_num(root, "variants/0/decode/batch_size_histogram/chunks/0", 2.0 * (double)done[0], 0);
+  s_expect_num(root, "variants/1/decode/batch_size_histogram/chunks/0", 0, 0);
+  s_expect_num(root, "variants/1/decode/batch_size_histogram/chunks/1", 2.0 * (double)done[1], 0);
+  s_expect_num(root, "variants/1/decode/batch_size_histogram/bucket_min/1", 2, 0);
+  s_expect_num(root, "batch_size_histogram/chunks/0", 2.0 * (double)done[0], 0);
+  s_expect_num(root, "batch_size_histogram/chunks/1", 2.0 * (double)done[1], 0);
+  CHECK(pairs > same && same > 0, "the test campaign compares %llu pairs, %llu the same",
+        (unsigned long long)pairs, (unsigned long long)same);
 
   /* Per variant x task: successes / trials, rate, Wilson, mean steps. */
   for (int v = 0; v < 2; v++)
@@ -419,7 +453,6 @@ static void s_check_campaign_json(json_t *root) {
   s_expect_num(root, "variants/1/vs_baseline/decode_speedup", 12500.0 / 5250.0, 1e-9);
   s_expect_num(root, "variants/1/vs_baseline/latency_p50_speedup", 12700.0 / 5450.0, 1e-9);
   s_expect_num(root, "variants/1/vs_baseline/main_forward_ratio", 0.75, 1e-12);
-  s_expect_null(root, "variants/1/vs_baseline/actions_identical");
 
   /* Failed episodes, sorted by task and trial; videos linked only where a file exists. */
   CHECK(json_array_size(s_at(root, "variants/0/failed_episodes")) == 4 &&
@@ -465,7 +498,6 @@ static void s_check_campaign_json(json_t *root) {
   s_expect_num(root, "throughput/chunks", 44, 0);
   double wall = s_num(root, "throughput/wall_s"), sps = s_num(root, "throughput/env_steps_per_s");
   CHECK(wall > 0 && S_NEAR(sps, (double)steps / wall, 1e-6 * sps), "env steps/s %.6g = steps / wall %.6g", sps, wall);
-  s_expect_null(root, "batch_size_histogram");
 }
 
 static void s_check_campaign_text(const char *dir) {
@@ -486,6 +518,11 @@ static void s_check_campaign_text(const char *dir) {
     s_contains(html, both[i], "report.html");
   }
   s_contains(md, "[video](videos/ar_t0_r3.png)", "report.md");
+  /* the lossless check and the batch sizes, in both documents */
+  s_contains(md, "identical (differ!)", "report.md");
+  s_contains(html, "identical (differ!)", "report.html");
+  s_contains(md, "| spec | 0 |", "report.md");
+  s_contains(html, "<th>2-3</th>", "report.html");
   s_contains(html, "<img class=\"video\" src=\"videos/ar_t0_r3.png\"", "report.html");
   s_contains(html, "<video controls muted preload=\"metadata\" src=\"videos/spec_t1_r2.webm\"", "report.html");
   /* A successful episode's video (video policy `all`) is shown in its own section, after the failures. */
@@ -638,6 +675,8 @@ static void s_test_empty_and_partial(void) {
   s_expect_null(root, "variants/0/decode/chunks");
   s_expect_null(root, "throughput/chunks");
   s_expect_null(root, "throughput/chunks_per_s");
+  s_expect_null(root, "batch_size_histogram");
+  s_expect_null(root, "variants/0/decode/batch_size_histogram");
   s_expect_null(root, "variants/0/decode/acceptance_per_layer");
   s_expect_null(root, "variants/0/vs_baseline");
   s_expect_str(root, "baseline", "expert");

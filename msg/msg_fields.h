@@ -123,7 +123,9 @@
   F(U64, main_forwards, "main_forwards", OPT, 0, MSG_U64_MAX, 0)    \
   F(U64, draft_forwards, "draft_forwards", OPT, 0, MSG_U64_MAX, 0)  \
   F(U32S, proposed, "proposed", OPT, 1, MSG_MAX_LAYERS, 0)          \
-  F(U32S, accepted, "accepted", OPT, 1, MSG_MAX_LAYERS, 0)
+  F(U32S, accepted, "accepted", OPT, 1, MSG_MAX_LAYERS, 0)          \
+  F(STR, actions_digest, "actions_digest", OPT, 64, 64, 0)          \
+  F(U32S, batch_hist, "batch_hist", OPT, 1, MSG_MAX_LAYERS, 0)
 
 /* ACK (coordinator -> sim worker): the RESULT with this lease id is stored (or was already). */
 #define MSG_FIELDS_ACK(F) F(ENUM, status, "status", REQ, 0, 0, msg_ack_status)
