@@ -93,9 +93,17 @@ static void s_step_fn(void *arg) {
   c->rc = sw_arm_step(c->ep->arm, c->ep->m, c->ep->d, c->err, sizeof c->err);
 }
 
+/* "wait step 3" or "step 17": which step an error happened in. */
+static const char *s_step_name(const sw_episode_t *ep, char *buf, size_t cap) {
+  if (ep->wait_step) snprintf(buf, cap, "wait step %d", ep->wait_step);
+  else snprintf(buf, cap, "step %d", ep->steps);
+  return buf;
+}
+
 /* One control step with the stored action. Returns 0, or -1 having ended the episode as an
  * infrastructure error with the reason. */
 static int s_control_step(sw_episode_t *ep, bool want_images) {
+  char at[32];
   ep->want_images = want_images && ep->agentview;
   ep->sampled_images = false;
   s_step_call_t c = {.ep = ep};
@@ -103,19 +111,19 @@ static int s_control_step(sw_episode_t *ep, bool want_images) {
   const char *why = NULL;
   char wbuf[512];
   if (sw_guard(s_step_fn, &c, gerr, sizeof gerr)) {
-    snprintf(wbuf, sizeof wbuf, "mujoco error at step %d (trial %d): %s", ep->steps, ep->trial, gerr);
+    snprintf(wbuf, sizeof wbuf, "mujoco error at %s (trial %d): %s", s_step_name(ep, at, sizeof at), ep->trial, gerr);
     why = wbuf;
   } else if (c.rc) {
     snprintf(wbuf, sizeof wbuf, "controller: %s", c.err);
     why = wbuf;
   } else if (sw_new_warning(ep->d, ep->warn_seen, gerr, sizeof gerr)) {
-    snprintf(wbuf, sizeof wbuf, "at step %d (trial %d): %s", ep->steps, ep->trial, gerr);
+    snprintf(wbuf, sizeof wbuf, "at %s (trial %d): %s", s_step_name(ep, at, sizeof at), ep->trial, gerr);
     why = wbuf;
   } else if (ep->render_error[0]) {
-    snprintf(wbuf, sizeof wbuf, "rendering at step %d: %s", ep->steps, ep->render_error);
+    snprintf(wbuf, sizeof wbuf, "rendering at %s: %s", s_step_name(ep, at, sizeof at), ep->render_error);
     why = wbuf;
   } else if (ep->want_images && !ep->sampled_images) {
-    snprintf(wbuf, sizeof wbuf, "no observation was sampled during step %d (controller clock)", ep->steps);
+    snprintf(wbuf, sizeof wbuf, "no observation was sampled during %s (controller clock)", s_step_name(ep, at, sizeof at));
     why = wbuf;
   }
   ep->want_images = false;
@@ -129,7 +137,8 @@ static int s_control_step(sw_episode_t *ep, bool want_images) {
   for (int i = 0; i < SW_PROPRIO_DIM; i++) {
     if (!isfinite(ep->proprio[i])) {
       ep->state = SW_EP_INFRA_ERROR;
-      snprintf(ep->reason, sizeof ep->reason, "proprio[%d] is %g after step %d", i, ep->proprio[i], ep->steps);
+      snprintf(ep->reason, sizeof ep->reason, "proprio[%d] is %g after %s", i, ep->proprio[i],
+               s_step_name(ep, at, sizeof at));
       return -1;
     }
   }
@@ -210,8 +219,10 @@ sw_episode_t *sw_episode_new(sw_task_t *task, int trial, const sw_episode_opts_t
   static const double wait[SW_ACTION_DIM] = SW_WAIT_ACTION;
   if (sw_arm_set_action(ep->arm, wait, SW_ACTION_DIM, err, errlen)) goto fail;
   for (int i = 0; i < opts->wait_steps; i++) {
+    ep->wait_step = i + 1;
     if (s_control_step(ep, i == opts->wait_steps - 1)) return ep;
   }
+  ep->wait_step = 0;
   if (opts->wait_steps == 0 && opts->image_size) {
     /* no step to sample in: render the initial state itself */
     ep->want_images = true;

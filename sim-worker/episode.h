@@ -92,6 +92,7 @@ typedef struct {
   int nframes, frames_cap;
   /* internal */
   int warn_seen[mjNWARNING];
+  int wait_step;              /* 1.. during the wait steps (error texts name them), 0 after */
   bool want_images;           /* render at the next sampling moment */
   bool sampled_images;        /* images were rendered since want_images was set */
   char render_error[256];

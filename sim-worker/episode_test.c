@@ -63,6 +63,7 @@ int main(void) {
     CHECK(sw_episode_step(b, up, 7, err, sizeof err) == 0, "step on a broken state: %s", err);
     CHECK(b->state == SW_EP_INFRA_ERROR && strstr(b->reason, "mujoco"), "broken state: %s / '%s'",
           sw_ep_state_name(b->state), b->reason);
+    CHECK(strstr(b->reason, "at step 1 (trial 3)") != NULL, "the reason does not name the step: '%s'", b->reason);
   }
   sw_episode_destroy(&a);
   sw_episode_destroy(&b);
