@@ -126,12 +126,11 @@ static void *s_load_main(void *arg) {
   return NULL;
 }
 
-static bool s_want(const msg_lease_body_t *l, bool has, bool v) { return l && has && v; }
 /* The episode renders while it runs (videos: all). */
-static bool s_records(const s_job_t *j) { return s_want(&j->lease, j->lease.has_record_video, j->lease.record_video); }
+static bool s_records(const s_job_t *j) { return j->lease.has_record_video && j->lease.record_video; }
 /* A failed episode is replayed for its video (videos: failures). */
 static bool s_video_on_failure(const s_job_t *j) {
-  return !s_records(j) && s_want(&j->lease, j->lease.has_video_on_failure, j->lease.video_on_failure);
+  return !s_records(j) && j->lease.has_video_on_failure && j->lease.video_on_failure;
 }
 
 static s_task_slot_t *s_find_task(s_worker_t *w, const char *suite, int task) {
@@ -150,6 +149,13 @@ static void s_send(s_worker_t *w, const msg_t *m) {
 static int s_active(const s_worker_t *w) {
   int n = 0;
   for (int i = 0; i < S_MAX_JOBS; i++) n += w->jobs[i].used && w->jobs[i].phase != S_FINISHED;
+  return n;
+}
+
+/* Leases held: running, waiting, or finished and waiting for their ACK. */
+static int s_held(const s_worker_t *w) {
+  int n = 0;
+  for (int i = 0; i < S_MAX_JOBS; i++) n += w->jobs[i].used;
   return n;
 }
 
@@ -351,8 +357,8 @@ static void s_on_lease(s_worker_t *w, const msg_t *m) {
     return;
   }
   if (!j || s_active(w) >= (int)w->o->capacity) {
-    snprintf(why, sizeof why, "worker %s holds %d episodes (%d unfinished), its capacity is %u", w->name,
-             s_active(w) + (j ? 0 : 1), s_active(w), w->o->capacity);
+    snprintf(why, sizeof why, "worker %s holds %d leases (%d unfinished), its capacity is %u", w->name, s_held(w),
+             s_active(w), w->o->capacity);
     s_refuse(w, m, MSG_ERR_OVERLOADED, why);
     return;
   }
@@ -621,12 +627,6 @@ static void s_send_results(s_worker_t *w, int64_t now) {
   }
 }
 
-static int s_held(const s_worker_t *w) {
-  int n = 0;
-  for (int i = 0; i < S_MAX_JOBS; i++) n += w->jobs[i].used;
-  return n;
-}
-
 static void s_bye(s_worker_t *w, const char *reason) {
   msg_t b;
   msg_init(&b, MSG_BYE, ++w->seq);
@@ -641,9 +641,10 @@ int sw_worker_run(const sw_worker_opts_t *o) {
     return 1;
   }
   struct stat st;
-  if (stat(o->data_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+  int st_rc = stat(o->data_dir, &st);
+  if (st_rc != 0 || !S_ISDIR(st.st_mode)) {
     fprintf(stderr, "rsd-sim-worker: scene data directory %s: %s (run ops/setup.sh, or give --data DIR)\n",
-            o->data_dir, stat(o->data_dir, &st) != 0 ? strerror(errno) : "not a directory");
+            o->data_dir, st_rc != 0 ? strerror(errno) : "not a directory");
     return 1;
   }
   s_worker_t *w = calloc(1, sizeof *w);
