@@ -38,6 +38,7 @@ RSD_PYTHON_PACKAGES=(
   numpy==2.4.6
   pyzmq==27.3.0    # tests/protocol_peer.py: a third-party peer written from docs/protocol.md
   msgpack==1.2.4
+  h5py==3.14.0     # train/: reads the expert's HDF5 demonstrations (rsd-sim-worker collect)
 )
 
 # The official LIBERO-Spatial scenes, exported by ops/export_libero.py (run by ops/setup.sh) into
