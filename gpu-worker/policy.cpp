@@ -328,14 +328,14 @@ void s_parse_manifest(const std::string &dir, const char *unnorm_key, bool any_u
 
 // content_hash = sha256 of main, draft and tokenizer files concatenated in that order.
 void s_check_hash(const std::string &dir, const Parsed &pm) {
-  gw_sha256_t h;
-  gw_sha256_init(&h);
+  msg_sha256_t h;
+  msg_sha256_init(&h);
   for (const std::string &f : pm.files) {
     std::string bytes = s_read_file(dir + "/" + f);
-    gw_sha256_update(&h, bytes.data(), bytes.size());
+    msg_sha256_update(&h, bytes.data(), bytes.size());
   }
   char hex[65];
-  gw_sha256_hex(&h, hex);
+  msg_sha256_hex(&h, hex);
   if (std::strcmp(pm.m.content_hash + 7, hex) != 0)
     throw Error(GW_EHASH, dir + ": content_hash in manifest.json is sha256:" + std::string(pm.m.content_hash + 7) +
                               ", the module files hash to sha256:" + hex);

@@ -10,6 +10,7 @@
 
 #include "../tests/check.h"
 #include "msg.h"
+#include "sha256.h"
 #include "msg_samples.h"
 
 static const char *s_testdata;
@@ -438,6 +439,27 @@ static void test_type_rules(void) {
   CHECK(msg_dtype_size(MSG_DTYPE_F64) == 8 && msg_dtype_size(MSG_DTYPE_I16) == 2, "dtype sizes");
 }
 
+/* SHA-256 against FIPS 180-4's examples, fed whole and in odd pieces (the block boundary is crossed). */
+static void test_sha256(void) {
+  const char *two_blocks = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+  struct {
+    const char *in, *hex;
+  } v[] = {
+      {"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+      {"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+      {two_blocks, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"},
+  };
+  for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+    char hex[65];
+    msg_sha256_t s;
+    msg_sha256_init(&s);
+    size_t n = strlen(v[i].in);
+    for (size_t at = 0; at < n; at += 7) msg_sha256_update(&s, v[i].in + at, n - at < 7 ? n - at : 7);
+    msg_sha256_hex(&s, hex);
+    CHECK(strcmp(hex, v[i].hex) == 0, "sha256('%s') = %s, want %s", v[i].in, hex, v[i].hex);
+  }
+}
+
 int main(int argc, char **argv) {
   s_testdata = argc > 1 ? argv[1] : "msg/testdata"; /* .../msg/testdata */
   test_round_trip_every_type();
@@ -446,6 +468,7 @@ int main(int argc, char **argv) {
   test_field_rejections();
   test_byte_level_rejections();
   test_type_rules();
+  test_sha256();
   if (getenv("RSD_WRITE_GOLDEN")) write_fuzz_corpus();
   return check_summary("msg_test");
 }

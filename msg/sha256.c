@@ -16,7 +16,7 @@ static const uint32_t s_k[64] = {
 
 #define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
 
-static void s_block(gw_sha256_t *s, const uint8_t *p) {
+static void s_block(msg_sha256_t *s, const uint8_t *p) {
   uint32_t w[64];
   for (int i = 0; i < 16; i++)
     w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
@@ -42,7 +42,7 @@ static void s_block(gw_sha256_t *s, const uint8_t *p) {
   s->h[4] += e; s->h[5] += f; s->h[6] += g; s->h[7] += h;
 }
 
-void gw_sha256_init(gw_sha256_t *s) {
+void msg_sha256_init(msg_sha256_t *s) {
   static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                                  0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
   memcpy(s->h, h0, sizeof h0);
@@ -50,7 +50,7 @@ void gw_sha256_init(gw_sha256_t *s) {
   s->fill = 0;
 }
 
-void gw_sha256_update(gw_sha256_t *s, const void *data, size_t n) {
+void msg_sha256_update(msg_sha256_t *s, const void *data, size_t n) {
   const uint8_t *p = data;
   s->len += n;
   while (n > 0) {
@@ -66,12 +66,12 @@ void gw_sha256_update(gw_sha256_t *s, const void *data, size_t n) {
   }
 }
 
-void gw_sha256_hex(gw_sha256_t *s, char hex[65]) {
+void msg_sha256_hex(msg_sha256_t *s, char hex[65]) {
   uint64_t bits = s->len * 8;
   uint8_t pad = 0x80, zero = 0, len[8];
-  gw_sha256_update(s, &pad, 1);
-  while (s->fill != 56) gw_sha256_update(s, &zero, 1);
+  msg_sha256_update(s, &pad, 1);
+  while (s->fill != 56) msg_sha256_update(s, &zero, 1);
   for (int i = 0; i < 8; i++) len[i] = (uint8_t)(bits >> (56 - 8 * i));
-  gw_sha256_update(s, len, 8);
+  msg_sha256_update(s, len, 8);
   for (int i = 0; i < 8; i++) snprintf(hex + 8 * i, 9, "%08x", s->h[i]);
 }
