@@ -6,6 +6,10 @@
  * `data` with one group `demo_N` per episode holding `actions`, `obs/...`, `states`, `robot_states`,
  * `rewards`, `dones`. The exact layout is written down in docs/simulation.md ("Demonstrations"); the
  * writer below is its only implementation. The file is written under FILE.tmp and renamed when complete.
+ * `--render-every K` (K > 1) renders the cameras only for the observations after every K-th action (the ones a
+ * policy replanning every K steps sees; rendering is most of collect's time on a CPU): the other rows' images
+ * are zeros, a u8 dataset `data/demo_N/rendered` (T) marks the rendered rows, and `data` gets the attribute
+ * `rsd_render_every`. Without the option (K = 1) the file is exactly as before.
  *
  * Not here: the expert itself (expert.c), the episode loop (episode.c), dispatching subcommands (main.c). */
 #include <errno.h>
@@ -30,6 +34,7 @@ typedef struct {
   const char *json;      /* expert: --json FILE, or NULL */
   const char *out;       /* collect: -o FILE */
   int size;              /* collect: image size */
+  int render_every;      /* collect: render the cameras after every k-th action only (1: every step) */
   int wait_steps, max_steps;
 } s_args_t;
 
@@ -90,7 +95,7 @@ static int s_usage(const s_args_t *a, bool collect, const char *msg) {
   fprintf(stderr, "rsd-sim-worker %s: %s\n", a->name, msg);
   if (collect)
     fprintf(stderr, "usage: rsd-sim-worker collect --suite S [--tasks all|N,M|N-M] [--trials 0-49] [--size 128] "
-                    "-o FILE [--data DIR] [--wait-steps 10] [--max-steps 220]\n");
+                    "[--render-every 1] -o FILE [--data DIR] [--wait-steps 10] [--max-steps 220]\n");
   else
     fprintf(stderr, "usage: rsd-sim-worker expert --suite S [--tasks all|N,M|N-M] [--trials 0-49] [--json FILE] "
                     "[--data DIR] [--wait-steps 10] [--max-steps 220]\n");
@@ -113,6 +118,7 @@ static int s_parse_args(int argc, char **argv, bool collect, s_args_t *a) {
   memset(a, 0, sizeof *a);
   a->name = argc > 0 ? argv[0] : (collect ? "collect" : "expert");
   a->size = 128;
+  a->render_every = 1;
   a->wait_steps = 10;
   a->max_steps = 220;
   sw_data_dir(a->data, sizeof a->data);
@@ -145,6 +151,8 @@ static int s_parse_args(int argc, char **argv, bool collect, s_args_t *a) {
       a->out = v;
     } else if (collect && !strcmp(o, "--size")) {
       rc = s_parse_int(o, v, 1, SW_MAX_IMAGE, &a->size, err, sizeof err);
+    } else if (collect && !strcmp(o, "--render-every")) {
+      rc = s_parse_int(o, v, 1, 1000, &a->render_every, err, sizeof err);
     } else {
       snprintf(err, sizeof err, "unknown option '%s'", o);
       return s_usage(a, collect, err);
@@ -259,6 +267,7 @@ typedef struct {
   int T, cap;
   double *actions, *ee_pos, *ee_ori, *ee_states, *gripper, *joints, *robot_states, *states;
   uint8_t *agentview, *eye_in_hand;
+  uint8_t *rendered; /* 1 where row t's images were rendered, 0 where --render-every skipped them (zeros) */
   int oom;
 } s_rec_t;
 
@@ -273,6 +282,7 @@ static void s_rec_free(s_rec_t *r) {
   free(r->states);
   free(r->agentview);
   free(r->eye_in_hand);
+  free(r->rendered);
   memset(r, 0, sizeof *r);
 }
 
@@ -297,7 +307,8 @@ static int s_record(void *ctx, const sw_episode_t *ep, const double *action) {
         s_grow((void **)&r->joints, SW_ARM_DOF * sizeof(double), cap) ||
         s_grow((void **)&r->robot_states, 9 * sizeof(double), cap) ||
         s_grow((void **)&r->states, (size_t)r->state_len * sizeof(double), cap) ||
-        s_grow((void **)&r->agentview, img, cap) || s_grow((void **)&r->eye_in_hand, img, cap)) {
+        s_grow((void **)&r->agentview, img, cap) || s_grow((void **)&r->eye_in_hand, img, cap) ||
+        s_grow((void **)&r->rendered, 1, cap)) {
       r->oom = 1;
       return -1;
     }
@@ -322,8 +333,16 @@ static int s_record(void *ctx, const sw_episode_t *ep, const double *action) {
   st[0] = ep->d->time;
   memcpy(st + 1, ep->d->qpos, (size_t)ep->m->nq * sizeof(double));
   memcpy(st + 1 + ep->m->nq, ep->d->qvel, (size_t)ep->m->nv * sizeof(double));
-  memcpy(r->agentview + img * t, ep->agentview, img);
-  memcpy(r->eye_in_hand + img * t, ep->eye_in_hand, img);
+  /* a step that --render-every skipped holds an earlier observation's images: store zeros (they compress to
+   * almost nothing) and say so in `rendered`, rather than a frame that does not match the row's proprio */
+  r->rendered[t] = ep->images_fresh ? 1 : 0;
+  if (ep->images_fresh) {
+    memcpy(r->agentview + img * t, ep->agentview, img);
+    memcpy(r->eye_in_hand + img * t, ep->eye_in_hand, img);
+  } else {
+    memset(r->agentview + img * t, 0, img);
+    memset(r->eye_in_hand + img * t, 0, img);
+  }
   return 0;
 }
 
@@ -408,7 +427,7 @@ static char *s_problem_info(const char *problem, json_t *instruction) {
 
 /* Writes one demonstration group data/demo_<idx>. */
 static int s_write_demo(hid_t data, int idx, const s_rec_t *r, const sw_task_t *t, int trial, const char *problem,
-                        const char *bddl, char *err, size_t errlen) {
+                        const char *bddl, int render_every, char *err, size_t errlen) {
   char name[32];
   snprintf(name, sizeof name, "demo_%d", idx);
   hid_t g = H5Gcreate2(data, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -433,6 +452,7 @@ static int s_write_demo(hid_t data, int idx, const s_rec_t *r, const sw_task_t *
   S_DS(g, "robot_states", F, D, 2, r->robot_states, false, T, 9);
   S_DS(g, "rewards", U, UM, 1, rew, false, T);
   S_DS(g, "dones", U, UM, 1, rew, false, T);
+  if (render_every > 1) S_DS(g, "rendered", U, UM, 1, r->rendered, false, T);
   S_DS(obs, "agentview_rgb", U, UM, 4, r->agentview, true, T, n, n, 3);
   S_DS(obs, "eye_in_hand_rgb", U, UM, 4, r->eye_in_hand, true, T, n, n, 3);
   S_DS(obs, "ee_pos", F, D, 2, r->ee_pos, false, T, 3);
@@ -492,7 +512,8 @@ int sw_collect_cli(int argc, char **argv) {
     s_task_meta(a.data, a.suite, a.tasks[i], problem, sizeof problem, bddl, sizeof bddl);
     json_array_append_new(instructions, json_string(t->scene->instruction));
     json_array_append_new(bddls, json_string(bddl));
-    sw_episode_opts_t o = {.wait_steps = a.wait_steps, .max_steps = a.max_steps, .image_size = a.size};
+    sw_episode_opts_t o = {
+        .wait_steps = a.wait_steps, .max_steps = a.max_steps, .image_size = a.size, .render_every = a.render_every};
     int ok = 0;
     for (int j = 0; !rc && j < a.ntrials; j++) {
       s_rec_t r = {.n = a.size, .state_len = t->scene->state_len};
@@ -502,7 +523,7 @@ int sw_collect_cli(int argc, char **argv) {
                             a.trials[j]);
         rc = -1;
       } else if (res.state == SW_EP_SUCCESS && r.T > 0) {
-        rc = s_write_demo(data, ndemos, &r, t, a.trials[j], problem, bddl, err, sizeof err);
+        rc = s_write_demo(data, ndemos, &r, t, a.trials[j], problem, bddl, a.render_every, err, sizeof err);
         if (!rc) {
           ndemos++;
           ok++;
@@ -552,6 +573,7 @@ int sw_collect_cli(int argc, char **argv) {
                       "frames are upside down: raw = upright[::-1])",
                       err, sizeof err);
     if (!rc) rc = s_attr_str(data, "rsd_policy", "expert", err, sizeof err);
+    if (!rc && a.render_every > 1) rc = s_attr_i64(data, "rsd_render_every", a.render_every, err, sizeof err);
     free(pinfo);
     free(eargs);
     json_decref(env_args);

@@ -1,6 +1,6 @@
 /* main.c: the `rsd-sim-worker` command.
  *
- *   rsd-sim-worker --coordinator ENDPOINT [--capacity N] [--name NAME] [--data DIR] [--quiet]
+ *   rsd-sim-worker --coordinator ENDPOINT [--capacity N] [--name NAME] [--data DIR] [--infer-timeout-ms MS] [--quiet]
  *       serve a campaign's coordinator (worker.h)
  *   rsd-sim-worker render --task T --trial R [--suite S] [--camera agentview|eye_in_hand] [--size N]
  *       [--steps K] [--data DIR] -o FILE.png
@@ -31,7 +31,8 @@ static void s_on_signal(int sig) { s_stop = sig; }
 
 static int s_usage(void) {
   fprintf(stderr,
-          "usage: rsd-sim-worker --coordinator ENDPOINT|FILE [--capacity N] [--name NAME] [--data DIR] [--quiet]\n"
+          "usage: rsd-sim-worker --coordinator ENDPOINT|FILE [--capacity N] [--name NAME] [--data DIR]\n"
+          "                      [--infer-timeout-ms MS] [--quiet]\n"
           "       rsd-sim-worker render --task T --trial R [--suite S] [--camera agentview|eye_in_hand] [--size N]\n"
           "                             [--steps K] [--data DIR] -o FILE.png\n"
           "       rsd-sim-worker expert --help | collect --help\n");
@@ -130,7 +131,7 @@ int main(int argc, char **argv) {
   if (!strcmp(argv[1], "expert")) return sw_expert_cli(argc - 1, argv + 1);
   if (!strcmp(argv[1], "collect")) return sw_collect_cli(argc - 1, argv + 1);
 
-  sw_worker_opts_t o = {.capacity = 2, .verbose = 1, .data_dir = data_dir, .stop = &s_stop};
+  sw_worker_opts_t o = {.capacity = 2, .infer_timeout_ms = 60000, .verbose = 1, .data_dir = data_dir, .stop = &s_stop};
   const char *coordinator = NULL;
   for (int i = 1; i < argc;) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -148,6 +149,10 @@ int main(int argc, char **argv) {
       long c = s_num(a, v, 1, 64);
       if (c < 0) return 2;
       o.capacity = (uint32_t)c;
+    } else if (!strcmp(a, "--infer-timeout-ms")) {
+      long t = s_num(a, v, 1, 3600000);
+      if (t < 0) return 2;
+      o.infer_timeout_ms = (uint32_t)t;
     } else return s_usage();
   }
   if (!coordinator) return s_usage();

@@ -18,6 +18,13 @@
  * and after a failure they are replayed from the same initial state with the camera on (MuJoCo is
  * deterministic: the replay is the same trajectory; a replay that ends otherwise gives no video).
  *
+ * Model policies (`policy: model`). WELCOME names the inference broker; a second DEALER connects there.
+ * An episode renders both cameras every `replan_every` steps, sends an INFER with that observation, waits
+ * for the ACTION (other episodes step meanwhile), executes `replan_every` actions of its chunk, and asks
+ * again (infer.c builds the INFER, checks the ACTION and sums the decoding statistics for the RESULT).
+ * An ERROR answer, a malformed ACTION, or no answer within the deadline ends the episode as an
+ * infrastructure error naming the request: it is retried, never counted as a policy failure.
+ *
  * A worker that cannot load a task or make a renderer is misconfigured (no export, no GL): it says BYE
  * (its leases go back to the queue, no attempt counted) and exits 1, rather than fail every episode. */
 #include "worker.h"
@@ -34,6 +41,7 @@
 
 #include "episode.h"
 #include "expert.h"
+#include "infer.h"
 #include "msg.h"
 #include "png.h"
 
@@ -53,7 +61,8 @@ typedef struct {
   msg_lease_body_t lease;
   s_phase_t phase;
   sw_episode_t *ep;     /* owned while running or replaying */
-  sw_expert_t *expert;  /* owned while running */
+  sw_expert_t *expert;  /* owned while running (policy expert) */
+  sw_infer_t inf;       /* policy model: the chunk, the request in flight, the decoding statistics */
   double *actions;      /* owned: the actions taken (video_on_failure), nactions x SW_ACTION_DIM */
   int nactions, actions_cap;
   int replayed;         /* actions replayed so far */
@@ -94,7 +103,11 @@ typedef struct {
   char name[MSG_NAME_MAX + 1];
   char endpoint[512];
   msg_sock_t *sock;
-  zpoller_t *poller;
+  zpoller_t *poller;    /* sock, and infer_sock when connected */
+  msg_sock_t *infer_sock; /* owned, nullable: DEALER to the inference broker of the current session */
+  char broker[257];     /* its endpoint (from WELCOME.broker; "" when the coordinator named none) */
+  uint64_t worker_id;   /* from WELCOME: the high half of INFER ids */
+  uint32_t infer_seq;   /* the low half; never reused within a session */
   s_job_t jobs[S_MAX_JOBS];
   s_task_slot_t tasks[S_MAX_TASKS];
   int ntasks;
@@ -161,6 +174,7 @@ static int s_held(const s_worker_t *w) {
 
 static void s_job_free(s_job_t *j) {
   sw_expert_destroy(&j->expert);
+  sw_infer_free(&j->inf);
   sw_episode_destroy(&j->ep);
   free(j->actions);
   free(j->video);
@@ -185,6 +199,8 @@ static void s_resolve_endpoint(s_worker_t *w) {
 static int s_hello(s_worker_t *w) {
   zpoller_destroy(&w->poller);
   msg_sock_destroy(&w->sock);
+  msg_sock_destroy(&w->infer_sock); /* the next WELCOME names the broker again */
+  w->broker[0] = '\0';
   s_resolve_endpoint(w);
   msg_error_t err;
   if (!(w->sock = msg_sock_new(ZMQ_DEALER, w->endpoint, false, NULL, NULL, &err)) ||
@@ -259,14 +275,19 @@ static void s_finish(s_worker_t *w, s_job_t *j, msg_outcome_t outcome, uint32_t 
   s_finished_line(w, j);
 }
 
-/* Episode options of a job: the expert reads the simulator's state, so cameras only for a video. */
-static sw_episode_opts_t s_episode_opts(const s_job_t *j, bool record) {
+static bool s_is_model(const s_job_t *j) { return j->lease.policy == MSG_POLICY_MODEL; }
+
+/* Episode options of a job. The expert reads the simulator's state, so cameras only for a video; a model
+ * sees both cameras at the steps where it is asked for a chunk. A replay (for a video) is agentview only. */
+static sw_episode_opts_t s_episode_opts(const s_job_t *j, bool record, bool replay) {
+  bool model = s_is_model(j) && !replay;
   return (sw_episode_opts_t){
       .wait_steps = (int)j->lease.wait_steps,
       .max_steps = (int)j->lease.max_steps,
-      .image_size = record ? (int)j->lease.image_size : 0,
+      .image_size = record || model ? (int)j->lease.image_size : 0,
       .record = record,
-      .agentview_only = true,
+      .agentview_only = !model,
+      .render_every = model ? (int)j->lease.replan_every : 0,
   };
 }
 
@@ -274,7 +295,7 @@ static sw_episode_opts_t s_episode_opts(const s_job_t *j, bool record) {
  * its renderer; when it cannot, the RESULT goes without a video (the reason is printed). */
 static void s_start_replay(s_worker_t *w, s_job_t *j, s_task_slot_t *slot) {
   char err[512] = "the task is not loaded";
-  sw_episode_opts_t eo = s_episode_opts(j, true);
+  sw_episode_opts_t eo = s_episode_opts(j, true, true);
   if (slot && slot->t->renderer) j->ep = sw_episode_new(slot->t, (int)j->lease.trial, &eo, err, sizeof err);
   if (!j->ep || j->ep->state != SW_EP_RUNNING) {
     fprintf(stderr, "rsd-sim-worker %s: no video for %s task %u trial %u: replay: %s\n", w->name, j->lease.variant,
@@ -314,7 +335,7 @@ static void s_replay_step(s_worker_t *w, s_job_t *j) {
 /* Starts the episode of a job whose task is loaded. */
 static void s_start(s_worker_t *w, s_job_t *j, s_task_slot_t *slot) {
   char err[512];
-  sw_episode_opts_t eo = s_episode_opts(j, s_records(j));
+  sw_episode_opts_t eo = s_episode_opts(j, s_records(j), false);
   j->ep = sw_episode_new(slot->t, (int)j->lease.trial, &eo, err, sizeof err);
   if (!j->ep) {
     s_finish(w, j, MSG_OUTCOME_INFRA_ERROR, 0, err);
@@ -325,7 +346,9 @@ static void s_start(s_worker_t *w, s_job_t *j, s_task_slot_t *slot) {
     s_finish(w, j, MSG_OUTCOME_INFRA_ERROR, 0, err);
     return;
   }
-  if (!(j->expert = sw_expert_new(j->ep, err, sizeof err))) {
+  if (s_is_model(j)) {
+    sw_infer_init(&j->inf);
+  } else if (!(j->expert = sw_expert_new(j->ep, err, sizeof err))) {
     s_finish(w, j, MSG_OUTCOME_INFRA_ERROR, 0, err);
     return;
   }
@@ -368,11 +391,25 @@ static void s_on_lease(s_worker_t *w, const msg_t *m) {
   j->lease = m->lease;
   j->start_ms = s_now_ms();
   j->phase = S_LOADING;
-  if (m->lease.policy != MSG_POLICY_EXPERT) {
-    snprintf(why, sizeof why, "policy '%s' needs the inference path, which this sim worker (%s) does not serve yet",
-             msg_policy_names[m->lease.policy], S_SOFTWARE);
+  if (s_is_model(j) && !w->infer_sock) {
+    snprintf(why, sizeof why, "policy model needs the inference broker, and the coordinator's WELCOME named none%s",
+             w->broker[0] ? " that this worker could connect to" : "");
     s_finish(w, j, MSG_OUTCOME_INFRA_ERROR, 0, why);
   }
+}
+
+/* Connects the DEALER to the broker that WELCOME named (again when it changed). */
+static void s_connect_broker(s_worker_t *w, const char *endpoint) {
+  if (w->infer_sock && strcmp(w->broker, endpoint) == 0) return;
+  if (w->infer_sock) zpoller_remove(w->poller, msg_sock_zsock(w->infer_sock));
+  msg_sock_destroy(&w->infer_sock);
+  snprintf(w->broker, sizeof w->broker, "%s", endpoint);
+  msg_error_t err;
+  if (!(w->infer_sock = msg_sock_new(ZMQ_DEALER, endpoint, false, NULL, NULL, &err))) {
+    fprintf(stderr, "rsd-sim-worker %s: cannot connect to the inference broker %s: %s\n", w->name, endpoint, err.text);
+    return;
+  }
+  zpoller_add(w->poller, msg_sock_zsock(w->infer_sock));
 }
 
 static void s_on_welcome(s_worker_t *w, const msg_t *m) {
@@ -380,6 +417,9 @@ static void s_on_welcome(s_worker_t *w, const msg_t *m) {
   w->welcomed = true;
   w->heartbeat_ms = m->welcome.heartbeat_ms;
   w->liveness = m->welcome.liveness;
+  w->worker_id = m->welcome.worker_id;
+  w->infer_seq = 0;
+  if (m->welcome.has_broker) s_connect_broker(w, m->welcome.broker);
   if (!m->welcome.has_campaign) return;
   if (w->campaign[0] && strcmp(w->campaign, m->welcome.campaign) != 0) {
     int dropped = 0;
@@ -555,40 +595,119 @@ static int s_keep_action(s_job_t *j, const double *a) {
   return 0;
 }
 
+/* Asks the broker for j's next chunk, from the observation the episode just sampled. */
+static void s_send_infer(s_worker_t *w, s_job_t *j) {
+  char err[512];
+  float proprio[SW_PROPRIO_DIM];
+  msg_t q;
+  uint64_t id = w->worker_id << 32 | ++w->infer_seq;
+  if (sw_infer_build(&q, id, &j->lease, j->ep->task->scene->instruction, j->ep, w->o->infer_timeout_ms, proprio, err,
+                     sizeof err)) {
+    s_finish(w, j, MSG_OUTCOME_INFRA_ERROR, (uint32_t)j->ep->steps, err);
+    return;
+  }
+  msg_error_t e;
+  if (msg_sock_send(w->infer_sock, NULL, &q, &e) != MSG_OK) {
+    char why[700];
+    snprintf(why, sizeof why, "INFER %llu to the broker %s not sent: %s", (unsigned long long)id, w->broker, e.text);
+    s_finish(w, j, MSG_OUTCOME_INFRA_ERROR, (uint32_t)j->ep->steps, why);
+    return;
+  }
+  j->inf.pending = id;
+  j->inf.sent_us = zclock_usecs();
+}
+
+/* An ACTION or ERROR from the broker: the answer to one episode's INFER. Answers to requests no episode
+ * waits for (a late answer after a deadline, a duplicate) are ignored (protocol 8.2 rule 8). */
+static void s_on_infer_answer(s_worker_t *w, const msg_t *m) {
+  s_job_t *j = NULL;
+  for (int i = 0; i < S_MAX_JOBS && !j; i++)
+    if (w->jobs[i].used && w->jobs[i].phase == S_RUNNING && s_is_model(&w->jobs[i]) && w->jobs[i].inf.pending == m->id)
+      j = &w->jobs[i];
+  if (!j) return;
+  char err[600], why[1400];
+  if (m->type == MSG_ERROR) {
+    snprintf(why, sizeof why, "INFER %llu at step %d answered with ERROR %u: %s", (unsigned long long)m->id,
+             j->ep->steps, m->error.code, m->error.text);
+    s_finish(w, j, MSG_OUTCOME_INFRA_ERROR, (uint32_t)j->ep->steps, why);
+  } else if (m->type != MSG_ACTION) {
+    snprintf(why, sizeof why, "the broker answered INFER %llu with %s", (unsigned long long)m->id,
+             msg_type_name(m->type));
+    s_finish(w, j, MSG_OUTCOME_INFRA_ERROR, (uint32_t)j->ep->steps, why);
+  } else if (sw_infer_take_action(&j->inf, m, j->lease.replan_every, zclock_usecs() - j->inf.sent_us, err,
+                                  sizeof err)) {
+    snprintf(why, sizeof why, "at step %d: %s", j->ep->steps, err);
+    s_finish(w, j, MSG_OUTCOME_INFRA_ERROR, (uint32_t)j->ep->steps, why);
+  }
+}
+
+/* After a policy step: the episode goes on, or ends with its outcome. */
+static void s_after_step(s_worker_t *w, s_job_t *j) {
+  char err[512];
+  switch (j->ep->state) {
+    case SW_EP_RUNNING: break;
+    case SW_EP_SUCCESS: s_finish(w, j, MSG_OUTCOME_SUCCESS, (uint32_t)j->ep->steps, NULL); break;
+    case SW_EP_MAX_STEPS: s_finish(w, j, MSG_OUTCOME_FAILURE, (uint32_t)j->ep->steps, NULL); break;
+    case SW_EP_INFRA_ERROR:
+      snprintf(err, sizeof err, "%s", j->ep->reason);
+      s_finish(w, j, MSG_OUTCOME_INFRA_ERROR, (uint32_t)j->ep->steps, err);
+      break;
+  }
+}
+
+/* Executes one action: keeps it for a replay when asked, steps the episode. Returns 0, or -1 when the
+ * episode ended as an infrastructure error. */
+static int s_act(s_worker_t *w, s_job_t *j, const double *a, const char *who) {
+  char err[512], why[700];
+  if (s_video_on_failure(j) && s_keep_action(j, a)) {
+    s_finish(w, j, MSG_OUTCOME_INFRA_ERROR, (uint32_t)j->ep->steps, "out of memory keeping the actions for a replay");
+    return -1;
+  }
+  if (sw_episode_step(j->ep, a, SW_ACTION_DIM, err, sizeof err)) {
+    snprintf(why, sizeof why, "the %s's action was refused: %s", who, err);
+    s_finish(w, j, MSG_OUTCOME_INFRA_ERROR, (uint32_t)j->ep->steps, why);
+    return -1;
+  }
+  return 0;
+}
+
+/* One step of a model-policy episode: the next action of its chunk; or, with the chunk spent, the INFER
+ * for the next one (sent right after the step that spent it, so the GPU decodes while others step). */
+static void s_model_step(s_worker_t *w, s_job_t *j) {
+  if (!sw_infer_has_action(&j->inf)) {
+    if (!j->inf.pending) {
+      s_send_infer(w, j);
+    } else if (zclock_usecs() - j->inf.sent_us > (int64_t)w->o->infer_timeout_ms * 1000) {
+      char why[600];
+      snprintf(why, sizeof why, "no answer to INFER %llu (step %d) from the broker %s within %u ms",
+               (unsigned long long)j->inf.pending, j->ep->steps, w->broker, w->o->infer_timeout_ms);
+      s_finish(w, j, MSG_OUTCOME_INFRA_ERROR, (uint32_t)j->ep->steps, why);
+    }
+    return;
+  }
+  double a[SW_ACTION_DIM];
+  sw_infer_next_action(&j->inf, a);
+  if (s_act(w, j, a, "model")) return;
+  s_after_step(w, j);
+  if (j->phase == S_RUNNING && !sw_infer_has_action(&j->inf)) s_send_infer(w, j);
+}
+
 /* One control step for every running or replaying episode. */
 static void s_step_all(s_worker_t *w) {
-  char err[512];
   for (int i = 0; i < S_MAX_JOBS; i++) {
     s_job_t *j = &w->jobs[i];
     if (!j->used || (j->phase != S_RUNNING && j->phase != S_REPLAYING)) continue;
     if (w->o->stop && *w->o->stop) break; /* leave promptly: the coordinator requeues what we hold */
     if (j->phase == S_REPLAYING) {
       s_replay_step(w, j);
-      s_heartbeat_if_due(w);
-      continue;
-    }
-    double a[SW_ACTION_DIM];
-    sw_expert_act(j->expert, j->ep, a);
-    if (s_video_on_failure(j) && s_keep_action(j, a)) {
-      s_finish(w, j, MSG_OUTCOME_INFRA_ERROR, (uint32_t)j->ep->steps, "out of memory keeping the actions for a replay");
-      continue;
-    }
-    if (sw_episode_step(j->ep, a, SW_ACTION_DIM, err, sizeof err)) {
-      char why[700];
-      snprintf(why, sizeof why, "the expert's action was refused: %s", err);
-      s_finish(w, j, MSG_OUTCOME_INFRA_ERROR, (uint32_t)j->ep->steps, why);
-      continue;
+    } else if (s_is_model(j)) {
+      s_model_step(w, j);
+    } else {
+      double a[SW_ACTION_DIM];
+      sw_expert_act(j->expert, j->ep, a);
+      if (s_act(w, j, a, "expert") == 0) s_after_step(w, j);
     }
     s_heartbeat_if_due(w);
-    switch (j->ep->state) {
-      case SW_EP_RUNNING: break;
-      case SW_EP_SUCCESS: s_finish(w, j, MSG_OUTCOME_SUCCESS, (uint32_t)j->ep->steps, NULL); break;
-      case SW_EP_MAX_STEPS: s_finish(w, j, MSG_OUTCOME_FAILURE, (uint32_t)j->ep->steps, NULL); break;
-      case SW_EP_INFRA_ERROR:
-        snprintf(err, sizeof err, "%s", j->ep->reason);
-        s_finish(w, j, MSG_OUTCOME_INFRA_ERROR, (uint32_t)j->ep->steps, err);
-        break;
-    }
   }
 }
 
@@ -615,6 +734,9 @@ static void s_send_results(s_worker_t *w, int64_t now) {
     }
     r.result.has_worker = true;
     snprintf(r.result.worker, sizeof r.result.worker, "%s", w->name);
+    char ferr[300];
+    if (s_is_model(j) && sw_infer_fill_result(&j->inf, &r, ferr, sizeof ferr))
+      fprintf(stderr, "rsd-sim-worker %s: %s\n", w->name, ferr); /* the RESULT goes without its latencies */
     if (j->video) {
       uint32_t shape[1] = {(uint32_t)j->video_len};
       if (msg_add_frame(&r, "video", MSG_DTYPE_U8, 1, shape, j->video, j->video_len, &err) != MSG_OK) {
@@ -682,14 +804,24 @@ int sw_worker_run(const sw_worker_opts_t *o) {
       rc = 1;
       break;
     }
-    bool work = false;
-    for (int i = 0; i < S_MAX_JOBS && !work; i++)
-        work = w->jobs[i].used && (w->jobs[i].phase == S_RUNNING || w->jobs[i].phase == S_REPLAYING);
+    bool work = false; /* an episode can step now (not one that only waits for its ACTION) */
+    for (int i = 0; i < S_MAX_JOBS && !work; i++) {
+      const s_job_t *j = &w->jobs[i];
+      work = j->used && (j->phase == S_REPLAYING ||
+                         (j->phase == S_RUNNING && !(s_is_model(j) && j->inf.pending)));
+    }
     /* take every waiting message; wait a little only when there is nothing to step */
     for (int waited = 0;; waited = 1) {
       void *ready = zpoller_wait(w->poller, work || waited ? 0 : 20);
       if (!ready) break; /* nothing waiting, or a signal (the top of the loop looks at *stop) */
       msg_in_t *in = NULL;
+      if (w->infer_sock && ready == msg_sock_zsock(w->infer_sock)) {
+        msg_err_t e = msg_sock_recv(w->infer_sock, &in, &err);
+        if (e == MSG_OK) s_on_infer_answer(w, &in->msg);
+        else if (in) fprintf(stderr, "rsd-sim-worker %s: refused a message from the broker: %s\n", w->name, err.text);
+        msg_in_destroy(&in);
+        continue;
+      }
       msg_err_t e = msg_sock_recv(w->sock, &in, &err);
       if (e == MSG_OK && in->msg.type == MSG_BYE && w->welcomed) {
         leave = "the coordinator said BYE";
@@ -727,6 +859,7 @@ int sw_worker_run(const sw_worker_opts_t *o) {
   for (int i = 0; i < S_MAX_JOBS; i++) s_job_free(&w->jobs[i]);
   for (int i = 0; i < w->ntasks; i++) sw_task_destroy(&w->tasks[i].t);
   zpoller_destroy(&w->poller);
+  msg_sock_destroy(&w->infer_sock);
   msg_sock_destroy(&w->sock);
   free(w);
   return rc;

@@ -6,7 +6,8 @@
  * step each in turn, so the socket is served between steps. Tasks are loaded on first use by a loader
  * thread (a LIBERO scene takes seconds to load; the heartbeats must not stop meanwhile).
  *
- * Policies: `expert` (the scripted expert acts in-process). An episode that cannot run (a task that does
+ * Policies: `expert` (the scripted expert acts in-process) and `model` (action chunks from the inference
+ * broker that WELCOME names, over a second DEALER; see infer.h). An episode that cannot run (a task that does
  * not load, a MuJoCo error, a policy this worker cannot serve) ends as an infrastructure error with the
  * reason; the coordinator retries it and never counts it as a policy failure.
  *
@@ -24,6 +25,8 @@ typedef struct {
   const char *name;        /* borrowed, nullable: worker name (default "sim-HOST-PID") */
   const char *data_dir;    /* borrowed: the scene export ($RSD_DATA) */
   uint32_t capacity;       /* episodes at once (1..64) */
+  uint32_t infer_timeout_ms; /* a model-policy episode waits this long for an ACTION (INFER.deadline_ms), then
+                                ends as an infrastructure error */
   int verbose;             /* 1: a line per finished episode on stderr */
   volatile sig_atomic_t *stop; /* borrowed, nullable: set to the signal number (by a signal handler) to
                                   leave with BYE; the exit status is then 128 + that number */
