@@ -267,8 +267,9 @@ int sw_episode_step(sw_episode_t *ep, const double *action, int n, char *err, si
   if (sw_arm_set_action(ep->arm, action, n, err, errlen)) return -1;
   ep->steps++;
   int every = ep->opts.render_every;
-  if (s_control_step(ep, ep->opts.record || every <= 1 || ep->steps % every == 0)) return 0;
-  if (s_record(ep)) {
+  bool rec = ep->opts.record && ep->steps % SW_RECORD_EVERY == 0;
+  if (s_control_step(ep, rec || every <= 1 || ep->steps % every == 0)) return 0;
+  if (rec && s_record(ep)) {
     ep->state = SW_EP_INFRA_ERROR;
     snprintf(ep->reason, sizeof ep->reason, "out of memory recording frame %d", ep->nframes);
     return 0;

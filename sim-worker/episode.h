@@ -28,6 +28,7 @@
 
 #define SW_WAIT_ACTION {0, 0, 0, 0, 0, 0, -1} /* LIBERO's action during the wait steps */
 #define SW_MAX_IMAGE 256                      /* largest camera image size */
+#define SW_RECORD_EVERY 2                     /* a recording keeps every 2nd step: 10 fps of 20 Hz control */
 
 /* One loaded task of a suite. */
 typedef struct {
@@ -53,11 +54,13 @@ typedef struct {
   int wait_steps;  /* steps of SW_WAIT_ACTION before the first policy step (LIBERO: 10) */
   int max_steps;   /* policy steps before the episode ends as a failure (LIBERO-Spatial: 220) */
   int image_size;  /* camera images of this size (128, 224 or 256), or 0 for none */
-  bool record;     /* keep every observed agentview image (for a rollout video); needs image_size */
+  bool record;     /* keep the agentview image of the first observation and of every SW_RECORD_EVERY-th
+                      policy step (a rollout video at 10 frames per second); needs image_size */
   bool agentview_only; /* render only agentview (a video of an expert episode needs no eye-in-hand image) */
   int render_every;    /* render the observation after every k-th policy step only: the steps at which a
                           policy with replan_every k asks for a new chunk (0 or 1: every step). The first
-                          observation (after the wait steps) is always rendered; `record` renders every step */
+                          observation (after the wait steps) is always rendered, and so are the steps
+                          `record` keeps */
 } sw_episode_opts_t;
 
 /* Where an episode stands. */
@@ -87,7 +90,8 @@ typedef struct {
   uint8_t *eye_in_hand;       /* owned: likewise; NULL with opts.agentview_only */
   bool images_fresh;          /* the images belong to the last observation (false on a step render_every
                                  skipped: they are an earlier observation's) */
-  /* recorded agentview frames (opts.record): nframes images of image_size^2 * 3 bytes */
+  /* recorded agentview frames (opts.record): nframes images of image_size^2 * 3 bytes, the first
+     observation's and one per SW_RECORD_EVERY policy steps */
   uint8_t *frames;            /* owned */
   int nframes, frames_cap;
   /* internal */

@@ -47,7 +47,7 @@
 
 #define S_MAX_JOBS 64
 #define S_MAX_TASKS 64
-#define S_VIDEO_FPS 10 /* videos keep every other control step (20 Hz) */
+#define S_VIDEO_FPS (20 / SW_RECORD_EVERY) /* videos: 20 Hz control, one frame per SW_RECORD_EVERY steps */
 #define S_SOFTWARE "rsd-sim-worker 0.1.0"
 
 /* LOADING: waiting for its task; RUNNING: the episode steps; REPLAY_WAIT: failed, waiting for the task's
@@ -236,15 +236,13 @@ static void s_rejoin(s_worker_t *w, const char *why) {
   s_hello(w);
 }
 
-/* Encodes the recorded agentview frames of j's episode as its video (every other frame). */
+/* Encodes the recorded agentview frames of j's episode (one per SW_RECORD_EVERY steps) as its video. */
 static void s_make_video(s_worker_t *w, s_job_t *j) {
   sw_episode_t *ep = j->ep;
   if (!ep || ep->nframes < 1) return;
-  int size = ep->opts.image_size, n = (ep->nframes + 1) / 2;
-  size_t img = (size_t)size * (size_t)size * 3;
-  for (int i = 1; i < n; i++) memmove(ep->frames + img * (size_t)i, ep->frames + img * (size_t)(2 * i), img);
+  int size = ep->opts.image_size;
   char err[256];
-  if (sw_apng_encode(ep->frames, n, size, size, S_VIDEO_FPS, &j->video, &j->video_len, err, sizeof err))
+  if (sw_apng_encode(ep->frames, ep->nframes, size, size, S_VIDEO_FPS, &j->video, &j->video_len, err, sizeof err))
     fprintf(stderr, "rsd-sim-worker %s: video of %s task %u trial %u not made: %s\n", w->name, j->lease.variant,
             j->lease.task, j->lease.trial, err);
 }
