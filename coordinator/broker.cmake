@@ -1,5 +1,8 @@
 # The inference broker (broker.c): a thread of the coordinator process between sim workers' INFERs and GPU
-# workers; part of rsd_server.
+# workers; the policy package's manifest as the coordinator checks it (model_package.c). Part of rsd_server.
 find_package(Threads REQUIRED)
-target_sources(rsd_server PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/broker.c)
-target_link_libraries(rsd_server PUBLIC Threads::Threads)
+target_sources(rsd_server PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/broker.c ${CMAKE_CURRENT_SOURCE_DIR}/model_package.c)
+target_link_libraries(rsd_server PUBLIC Threads::Threads PRIVATE PkgConfig::JANSSON)
+# `workers.device: auto` picks cuda:0 only when this build's GPU worker has libtorch's CUDA part.
+set_source_files_properties(${CMAKE_CURRENT_SOURCE_DIR}/local_workers.c PROPERTIES
+                            COMPILE_DEFINITIONS RSD_GPU_CUDA=$<IF:$<BOOL:${RSD_CUDA}>,1,0>)

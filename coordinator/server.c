@@ -68,6 +68,8 @@ struct co_server {
     uint64_t finished;
   } samples[S_RATE_WINDOW_S + 2]; /* ring: (time, done + abandoned) once a second, for the rate */
   size_t nsamples, sample_next;
+  char broker[257];                       /* WELCOME.broker; "" when the campaign needs no inference */
+  char model[MSG_LABEL_MAX + 1];          /* LEASE.model (the package's manifest name); "": the config's */
   uint32_t videos_saved[CO_MAX_VARIANTS]; /* rollout videos in <output>/videos per variant (max_videos) */
   bool videos_counted;                    /* videos_saved holds the directory's count (after a restart too) */
 };
@@ -207,6 +209,7 @@ static int s_fill(co_server_t *s, s_worker_t *w, char *err, size_t errlen) {
       msg_t m;
       msg_init(&m, MSG_LEASE, ep->lease_id);
       co_config_lease(s->cfg, &e, ep->attempts + 1, &m.lease);
+      if (m.lease.has_model && s->model[0]) snprintf(m.lease.model, sizeof m.lease.model, "%s", s->model);
       s_ask_video(s, v, &m.lease);
       msg_error_t me;
       if (msg_sock_send(s->sock, w->route, &m, &me)) {
@@ -384,6 +387,10 @@ static int s_on_hello(co_server_t *s, s_worker_t *w, msg_in_t *in, char *err, si
   snprintf(welcome.welcome.software, sizeof welcome.welcome.software, "%s", S_SOFTWARE);
   welcome.welcome.has_campaign = true;
   snprintf(welcome.welcome.campaign, sizeof welcome.welcome.campaign, "%s", s->cfg->name);
+  if (s->broker[0]) {
+    welcome.welcome.has_broker = true;
+    snprintf(welcome.welcome.broker, sizeof welcome.welcome.broker, "%s", s->broker);
+  }
   msg_error_t me;
   msg_sock_send(s->sock, w->route, &welcome, &me);
   co_journal_error_t je;
@@ -510,6 +517,11 @@ void co_server_destroy(co_server_t **self_p) {
 }
 
 const char *co_server_endpoint(const co_server_t *self) { return msg_sock_endpoint(self->sock); }
+
+void co_server_set_inference(co_server_t *s, const char *broker, const char *model) {
+  snprintf(s->broker, sizeof s->broker, "%s", broker ? broker : "");
+  snprintf(s->model, sizeof s->model, "%s", model ? model : "");
+}
 
 int co_server_progress(co_server_t *s, co_progress_t *p, char *err, size_t errlen) {
   co_journal_counts_t total;

@@ -3,7 +3,7 @@
  * ways, expiry of silent workers' leases, RESULT -> journal -> ACK, BYE. Every state change goes through
  * the journal first, so a crash at any point loses nothing: RESULTs that arrive together are stored in
  * one transaction and one fsync (group commit), and only then acknowledged. The inference broker is not
- * here.
+ * here (broker.c); its endpoint reaches sim workers in WELCOME.broker (co_server_set_inference).
  *
  * Test-only fault hook: when the environment variable RSD_FAULT_KILL_AFTER_RESULTS=N (N >= 1) is set
  * at co_server_new, the process raises SIGKILL right after the commit that stores its N-th result and
@@ -31,6 +31,8 @@ typedef struct {
                           if shorter); 0 when nothing finished in that window */
   double eta_s;        /* seconds until every episode is done at that rate; < 0 when unknown */
   uint32_t workers;    /* sim workers alive now */
+  bool has_gpu;        /* the campaign has an inference broker: gpu_workers is meaningful */
+  uint32_t gpu_workers; /* GPU workers connected to the broker now (filled by rsd, not the server) */
   uint64_t rejected;   /* malformed or unexpected messages refused */
   double elapsed_s;    /* since co_server_new */
 } co_progress_t;
@@ -61,6 +63,12 @@ void co_server_destroy(co_server_t **self_p);
 
 /* The endpoint as bound (ephemeral port resolved); borrowed. */
 const char *co_server_endpoint(const co_server_t *self);
+
+/* For campaigns with policy-model variants: `broker` (borrowed, copied) is the inference broker's sim-side
+ * endpoint as sim workers reach it, sent in every WELCOME.broker; `model` (copied) is the model package's
+ * manifest name, sent as LEASE.model (the config's `model` is the package's path). NULL: not sent / the
+ * config's value. Call before co_server_run. */
+void co_server_set_inference(co_server_t *self, const char *broker, const char *model);
 
 /* Serves until every episode is done or abandoned (returns 0), *stop becomes non-zero (returns 1), or the
  * journal fails (returns -1 with the reason in err). on_progress (nullable) is called about once a

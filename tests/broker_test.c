@@ -298,6 +298,20 @@ static bool s_pump(int ms, bool (*done)(void)) {
   return ok;
 }
 
+/* Waits (pumping) up to ms for the broker's published counters to satisfy ok; they are published once per
+ * loop iteration of the broker, just after the replies of that iteration went out. Leaves them in *st. */
+static void s_stats_until(bool (*ok)(const co_broker_stats_t *), int ms, co_broker_stats_t *st) {
+  int64_t end = zclock_mono() + ms;
+  for (;;) {
+    co_broker_stats(s_broker, st);
+    if (ok(st) || zclock_mono() >= end) return;
+    s_pump(10, NULL);
+  }
+}
+
+static bool s_a_counted(const co_broker_stats_t *st) { return st->malformed >= 3 && st->unexpected >= 1; }
+static bool s_b_counted(const co_broker_stats_t *st) { return st->lost >= 2 && st->gpu_left >= 2; }
+
 static int s_from, s_to; /* the records s_all_answered looks at */
 static bool s_all_answered(void) {
   for (int i = s_from; i < s_to; i++)
@@ -368,7 +382,7 @@ static void s_phase_a(void) {
   msg_buf_free(&buf);
 
   co_broker_stats_t st;
-  co_broker_stats(s_broker, &st);
+  s_stats_until(s_a_counted, 5000, &st);
   CHECK(st.malformed == 3 && st.unexpected == 1, "A: 3 malformed and 1 unexpected counted (%" PRIu64 ", %" PRIu64 ")",
         st.malformed, st.unexpected);
   CHECK(st.failed == 3 && st.expired == 1 && st.forwarded == 0, "A: 3 failed (1 expired), none forwarded (%" PRIu64
@@ -502,7 +516,7 @@ static void s_phase_b(const char *gpu_ep, const char *hash) {
   s_expect_error(late, MSG_ERR_TRANSPORT, "fake-gpu", 5000, "B: the second fake leaves holding it");
 
   co_broker_stats_t st;
-  co_broker_stats(s_broker, &st);
+  s_stats_until(s_b_counted, 5000, &st);
   CHECK(st.gpu_joined == 2 && st.gpu_left == 2 && st.gpu_refused == 1 && st.gpu_workers == 0,
         "B: 2 joined, 2 left, 1 refused, none now (%" PRIu64 ", %" PRIu64 ", %" PRIu64 ", %u)", st.gpu_joined,
         st.gpu_left, st.gpu_refused, st.gpu_workers);
