@@ -1,5 +1,5 @@
-/* local_workers.c: starting, watching and stopping the sim workers `rsd run` runs on its own machine
- * (see local_workers.h). Single thread: the coordinator's loop calls co_local_poll. */
+/* local_workers.c: starting, watching and stopping the sim and GPU workers `rsd run` runs on its own
+ * machine (see local_workers.h). Single thread: the coordinator's loop calls co_local_poll. */
 #include "local_workers.h"
 
 #include <errno.h>
@@ -15,44 +15,55 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifndef RSD_GPU_CUDA
+#define RSD_GPU_CUDA 0 /* 1: this build's GPU worker links libtorch's CUDA part (option RSD_CUDA) */
+#endif
+
 typedef struct {
   pid_t pid;      /* 0: not running */
   int restarts;
   char name[32];
 } s_slot_t;
 
+#define S_MAX_ARGS 16
+
 struct co_local {
   char exe[1024], endpoint[512], log_dir[1024];
-  uint32_t capacity, n;
+  const char *what;               /* "sim worker" or "GPU worker": for messages */
+  const char *prefix;             /* "local-sim" or "local-gpu": slot names */
+  char args[S_MAX_ARGS][1024];    /* arguments before "--name NAME" */
+  int nargs;
+  uint32_t n;
   bool said_all_gone; /* the "no local worker left" line was printed */
   s_slot_t *slots; /* owned, n entries */
 };
 
 static bool s_executable(const char *path) { return access(path, X_OK) == 0; }
 
-int co_local_find_worker(char *out, size_t cap, char *err, size_t errlen) {
-  const char *env = getenv("RSD_SIM_WORKER");
+/* $ENV, else NAME beside this executable, else ../DIR/NAME from it (the build tree). */
+static int s_find(const char *env_name, const char *name, const char *dir, const char *hint, char *out, size_t cap,
+                  char *err, size_t errlen) {
+  const char *env = getenv(env_name);
   if (env && *env) {
     if (s_executable(env)) {
       snprintf(out, cap, "%s", env);
       return 0;
     }
-    snprintf(err, errlen, "RSD_SIM_WORKER='%s' is not an executable file", env);
+    snprintf(err, errlen, "%s='%s' is not an executable file", env_name, env);
     return -1;
   }
   char self[1024];
   ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
   if (n <= 0) {
-    snprintf(err, errlen, "cannot find rsd-sim-worker: /proc/self/exe unreadable (%s); set RSD_SIM_WORKER",
-             strerror(errno));
+    snprintf(err, errlen, "cannot find %s: /proc/self/exe unreadable (%s); set %s", name, strerror(errno), env_name);
     return -1;
   }
   self[n] = '\0';
   char *slash = strrchr(self, '/');
   if (slash) *slash = '\0';
-  char a[1100], b[1100];
-  snprintf(a, sizeof a, "%s/rsd-sim-worker", self);
-  snprintf(b, sizeof b, "%s/../sim-worker/rsd-sim-worker", self);
+  char a[1100], b[1200];
+  snprintf(a, sizeof a, "%s/%s", self, name);
+  snprintf(b, sizeof b, "%s/../%s/%s", self, dir, name);
   if (s_executable(a)) {
     snprintf(out, cap, "%s", a);
     return 0;
@@ -61,23 +72,36 @@ int co_local_find_worker(char *out, size_t cap, char *err, size_t errlen) {
     snprintf(out, cap, "%s", b);
     return 0;
   }
-  snprintf(err, errlen,
-           "cannot find rsd-sim-worker (looked for %s and %s); build it, set RSD_SIM_WORKER, or set "
-           "workers.sim_workers: 0 and start sim workers yourself",
-           a, b);
+  snprintf(err, errlen, "cannot find %s (looked for %s and %s); build it, set %s, or %s", name, a, b, env_name, hint);
   return -1;
+}
+
+int co_local_find_worker(char *out, size_t cap, char *err, size_t errlen) {
+  return s_find("RSD_SIM_WORKER", "rsd-sim-worker", "sim-worker",
+                "set workers.sim_workers: 0 and start sim workers yourself", out, cap, err, errlen);
+}
+
+int co_local_find_gpu_worker(char *out, size_t cap, char *err, size_t errlen) {
+  return s_find("RSD_GPU_WORKER", "rsd-gpu-worker", "gpu-worker",
+                "set workers.gpu_workers: 0 and start GPU workers yourself", out, cap, err, errlen);
 }
 
 /* Starts slot i's process. Returns 0, or -1 with the reason in err. */
 static int s_spawn(co_local_t *l, uint32_t i, char *err, size_t errlen) {
   s_slot_t *s = &l->slots[i];
-  char log[1200], capacity[16];
+  char log[1200];
   snprintf(log, sizeof log, "%s/%s.log", l->log_dir, s->name);
-  snprintf(capacity, sizeof capacity, "%u", l->capacity);
+  char *argv[S_MAX_ARGS + 4];
+  int k = 0;
+  argv[k++] = l->exe;
+  for (int a = 0; a < l->nargs; a++) argv[k++] = l->args[a];
+  argv[k++] = "--name";
+  argv[k++] = s->name;
+  argv[k] = NULL;
   pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) {
-    snprintf(err, errlen, "cannot start sim worker %s: fork: %s", s->name, strerror(errno));
+    snprintf(err, errlen, "cannot start %s %s: fork: %s", l->what, s->name, strerror(errno));
     return -1;
   }
   if (pid == 0) {
@@ -97,7 +121,7 @@ static int s_spawn(co_local_t *l, uint32_t i, char *err, size_t errlen) {
     /* the coordinator's signal dispositions are not the worker's */
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
-    execl(l->exe, l->exe, "--coordinator", l->endpoint, "--capacity", capacity, "--name", s->name, (char *)NULL);
+    execv(l->exe, argv);
     fprintf(stderr, "rsd: cannot run %s: %s\n", l->exe, strerror(errno));
     _exit(127);
   }
@@ -105,32 +129,62 @@ static int s_spawn(co_local_t *l, uint32_t i, char *err, size_t errlen) {
   return 0;
 }
 
-co_local_t *co_local_start(const char *exe, const char *endpoint, uint32_t n, uint32_t capacity, const char *log_dir,
-                           char *err, size_t errlen) {
+/* Starts n workers of exe with args (then "--name PREFIX-K"). */
+static co_local_t *s_start(const char *what, const char *prefix, const char *exe, const char *endpoint,
+                           const char *const *args, int nargs, uint32_t n, const char *log_dir, char *err, size_t errlen) {
   co_local_t *l = calloc(1, sizeof *l);
   if (!l || !(l->slots = calloc(n ? n : 1, sizeof *l->slots))) {
     free(l);
     snprintf(err, errlen, "out of memory");
     return NULL;
   }
+  l->what = what;
+  l->prefix = prefix;
   snprintf(l->exe, sizeof l->exe, "%s", exe);
   snprintf(l->endpoint, sizeof l->endpoint, "%s", endpoint);
   snprintf(l->log_dir, sizeof l->log_dir, "%s", log_dir);
+  for (int a = 0; a < nargs && a < S_MAX_ARGS; a++) snprintf(l->args[l->nargs++], sizeof l->args[0], "%s", args[a]);
   l->n = n;
-  l->capacity = capacity;
   if (mkdir(log_dir, 0755) != 0 && errno != EEXIST) {
     snprintf(err, errlen, "cannot make the worker log directory %s: %s", log_dir, strerror(errno));
     co_local_stop(&l, 0);
     return NULL;
   }
   for (uint32_t i = 0; i < n; i++) {
-    snprintf(l->slots[i].name, sizeof l->slots[i].name, "local-sim-%u", i + 1);
+    snprintf(l->slots[i].name, sizeof l->slots[i].name, "%s-%u", prefix, i + 1);
     if (s_spawn(l, i, err, errlen)) {
       co_local_stop(&l, 0);
       return NULL;
     }
   }
   return l;
+}
+
+co_local_t *co_local_start(const char *exe, const char *endpoint, uint32_t n, uint32_t capacity, const char *log_dir,
+                           char *err, size_t errlen) {
+  char cap[16];
+  snprintf(cap, sizeof cap, "%u", capacity);
+  const char *args[] = {"--coordinator", endpoint, "--capacity", cap};
+  return s_start("sim worker", "local-sim", exe, endpoint, args, 4, n, log_dir, err, errlen);
+}
+
+co_local_t *co_local_start_gpu(const char *exe, const co_local_gpu_t *g, uint32_t n, const char *log_dir, char *err,
+                               size_t errlen) {
+  char batch[16], wait[16];
+  snprintf(batch, sizeof batch, "%u", g->max_batch < 1 ? 1 : g->max_batch > 256 ? 256 : g->max_batch);
+  snprintf(wait, sizeof wait, "%u", g->max_wait_us);
+  const char *args[] = {"--broker", g->broker, "--model", g->model, "--device", g->device,
+                        "--max-batch", batch, "--max-wait-us", wait};
+  return s_start("GPU worker", "local-gpu", exe, g->broker, args, 10, n, log_dir, err, errlen);
+}
+
+void co_local_gpu_device(const char *config_device, char *out, size_t cap) {
+  if (strcmp(config_device, "auto") != 0) {
+    snprintf(out, cap, "%s", config_device);
+    return;
+  }
+  bool cuda = RSD_GPU_CUDA && access("/dev/nvidia0", F_OK) == 0;
+  snprintf(out, cap, "%s", cuda ? "cuda:0" : "cpu");
 }
 
 void co_local_poll(co_local_t *l) {
@@ -146,21 +200,21 @@ void co_local_poll(co_local_t *l) {
     if (WIFSIGNALED(status)) snprintf(how, sizeof how, "killed by signal %d", WTERMSIG(status));
     else snprintf(how, sizeof how, "exit status %d", WEXITSTATUS(status));
     if (s->restarts >= CO_LOCAL_RESTARTS) {
-      fprintf(stderr, "\n[rsd] local sim worker %s died (%s); not restarted again (%d restarts; log %s/%s.log)\n",
+      fprintf(stderr, "\n[rsd] local %s %s died (%s); not restarted again (%d restarts; log %s/%s.log)\n", l->what,
               s->name, how, s->restarts, l->log_dir, s->name);
       continue;
     }
     s->restarts++;
     char err[512];
-    fprintf(stderr, "\n[rsd] local sim worker %s died (%s); restarting it (%d of %d; log %s/%s.log)\n", s->name, how,
-            s->restarts, CO_LOCAL_RESTARTS, l->log_dir, s->name);
+    fprintf(stderr, "\n[rsd] local %s %s died (%s); restarting it (%d of %d; log %s/%s.log)\n", l->what, s->name,
+            how, s->restarts, CO_LOCAL_RESTARTS, l->log_dir, s->name);
     if (s_spawn(l, i, err, sizeof err)) fprintf(stderr, "[rsd] %s\n", err);
   }
   if (l->n && !co_local_running(l) && !l->said_all_gone) {
     l->said_all_gone = true; /* a campaign that completes says BYE first and never gets here running */
-    fprintf(stderr, "\n[rsd] no local sim worker is left (logs in %s); the campaign waits for sim workers that "
-                    "connect to %s (Ctrl-C stops it; rsd run continues it later)\n",
-            l->log_dir, l->endpoint);
+    fprintf(stderr, "\n[rsd] no local %s is left (logs in %s); the campaign waits for %ss that connect to %s "
+                    "(Ctrl-C stops it; rsd run continues it later)\n",
+            l->what, l->log_dir, l->what, l->endpoint);
   }
 }
 

@@ -1,12 +1,16 @@
-/* local_workers.h: the sim workers `rsd run` starts on its own machine (config `workers.sim_workers`).
+/* local_workers.h: the workers `rsd run` starts on its own machine: sim workers (config
+ * `workers.sim_workers`) and GPU workers (`workers.gpu_workers`, for campaigns with policy-model variants).
  *
- * Each is an `rsd-sim-worker --coordinator ENDPOINT --capacity N --name local-sim-K` child process with
- * its stderr in <output>/logs/local-sim-K.log. A worker that dies while the campaign runs (a crash, the
- * OOM killer) is started again, at most CO_LOCAL_RESTARTS times per slot; its leases come back through
- * the coordinator's liveness check like any dead worker's. The children get SIGTERM when rsd itself dies
- * (PR_SET_PDEATHSIG), so a killed coordinator leaves no orphans; the next `rsd run` starts new ones.
+ * A sim worker is `rsd-sim-worker --coordinator ENDPOINT --capacity N --name local-sim-K`, a GPU worker
+ * `rsd-gpu-worker --broker ENDPOINT --model DIR --device DEV --max-batch N --max-wait-us N --name
+ * local-gpu-K`; each child's stderr and stdout go to <output>/logs/<name>.log. A worker that dies while the
+ * campaign runs (a crash, the OOM killer) is started again, at most CO_LOCAL_RESTARTS times per slot; a
+ * sim worker's leases come back through the coordinator's liveness check, a GPU worker's requests through
+ * the broker's (ERROR 20). One that exits with status 0 (it was told BYE or DRAIN) is not restarted. The
+ * children get SIGTERM when rsd itself dies (PR_SET_PDEATHSIG), so a killed coordinator leaves no orphans;
+ * the next `rsd run` starts new ones.
  *
- * Not here: remote workers (they connect by themselves), GPU workers (the inference pool). */
+ * Not here: remote workers (they connect by themselves). */
 #ifndef RSD_COORDINATOR_LOCAL_WORKERS_H
 #define RSD_COORDINATOR_LOCAL_WORKERS_H
 
@@ -22,10 +26,32 @@ typedef struct co_local co_local_t;
  * with the places looked at in err. */
 int co_local_find_worker(char *out, size_t cap, char *err, size_t errlen);
 
-/* Starts n workers of `capacity` episodes each on `endpoint` (borrowed strings), logs in log_dir (made
- * if missing). Returns NULL with the reason in err when a process cannot be started. */
+/* The same for the GPU worker: $RSD_GPU_WORKER, rsd-gpu-worker beside this executable, or
+ * ../gpu-worker/rsd-gpu-worker from it. */
+int co_local_find_gpu_worker(char *out, size_t cap, char *err, size_t errlen);
+
+/* Starts n sim workers of `capacity` episodes each on `endpoint` (borrowed strings), logs in log_dir
+ * (made if missing). Returns NULL with the reason in err when a process cannot be started. */
 co_local_t *co_local_start(const char *exe, const char *endpoint, uint32_t n, uint32_t capacity, const char *log_dir,
                            char *err, size_t errlen);
+
+/* What local GPU workers run with. Strings are borrowed for the call. */
+typedef struct {
+  const char *broker;   /* the broker's GPU-side endpoint */
+  const char *model;    /* package directory */
+  const char *device;   /* "cpu" or "cuda:N" (see co_local_gpu_device) */
+  uint32_t max_batch;   /* --max-batch (clamped to what rsd-gpu-worker takes, 256) */
+  uint32_t max_wait_us; /* --max-wait-us */
+} co_local_gpu_t;
+
+/* Starts n GPU workers (local-gpu-1..n), logs in log_dir. NULL with the reason in err on failure. */
+co_local_t *co_local_start_gpu(const char *exe, const co_local_gpu_t *g, uint32_t n, const char *log_dir, char *err,
+                               size_t errlen);
+
+/* The --device for local GPU workers from the config's workers.device: "cpu" and "cuda:N" as they are;
+ * "auto" is "cuda:0" when this rsd was built with RSD_CUDA and the machine shows an NVIDIA device
+ * (/dev/nvidia0), else "cpu". */
+void co_local_gpu_device(const char *config_device, char *out, size_t cap);
 
 /* Reaps workers that exited and restarts those that died, within the restart budget. Call now and then
  * (each progress tick). */

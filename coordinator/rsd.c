@@ -5,7 +5,11 @@
  *   rsd status DIR               progress of the campaign in DIR, from its journal (also while it runs)
  *
  * `run` and `resume` write the coordinator's endpoint to DIR/coordinator.endpoint (atomically), so that
- * sim workers on this machine (and tests) can find an ephemeral port. When the config binds an ephemeral
+ * sim workers on this machine (and tests) can find an ephemeral port. A campaign with policy-model variants
+ * also gets the inference broker (broker.c, a thread of this process): its package's manifest is checked
+ * against the config first, its sim-side endpoint goes to sim workers in WELCOME and to DIR/broker.endpoint,
+ * its GPU-side endpoint to DIR/broker_gpu.endpoint (both as a worker on another machine reaches them), and
+ * `workers.gpu_workers` local GPU workers start before the sim workers. When the config binds an ephemeral
  * TCP port (`tcp://HOST:*`) and that file names a port from an earlier run (e.g. one killed with -9), the
  * coordinator binds that port again if it is free, so workers reconnect where they were; otherwise it
  * takes a new one and the file says which. Ctrl-C (SIGINT) or SIGTERM stops cleanly: leases go back to
@@ -13,7 +17,8 @@
  * rewritten in place once a second on a terminal, a plain line every 10 s otherwise.
  * Exit status: 0 campaign complete, 1 error, 2 usage or config error, 130 stopped before the end.
  *
- * This file owns the command line, the progress line and the endpoint file; serving is server.c. */
+ * This file owns the command line, the progress line and the endpoint files; serving is server.c and
+ * broker.c. */
 #include <czmq.h>
 #include <errno.h>
 #include <signal.h>
@@ -23,9 +28,11 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "broker.h"
 #include "config.h"
 #include "journal.h"
 #include "local_workers.h"
+#include "model_package.h"
 #include "report.h"
 #include "server.h"
 
@@ -94,16 +101,43 @@ static void s_progress_line(const co_progress_t *p, char *out, size_t cap) {
     if (done && k < cap) k += (size_t)snprintf(out + k, cap - k, " (%.0f%%)", 100.0 * (double)v->successes / (double)done);
   }
   if (k < cap)
-    snprintf(out + k, cap - k, " | %.1f episodes/min | ETA %s | %u workers", p->rate_per_min, eta, p->workers);
+    k += (size_t)snprintf(out + k, cap - k, " | %.1f episodes/min | ETA %s | %u workers", p->rate_per_min, eta,
+                          p->workers);
+  if (p->has_gpu && k < cap) snprintf(out + k, cap - k, ", %u gpu workers", p->gpu_workers);
 }
 
 static bool s_tty;
 static double s_last_print = -1e9;
 static uint64_t s_last_done = UINT64_MAX;
 static co_local_t *s_local; /* the sim workers this run started (workers.sim_workers), or NULL */
+static co_local_t *s_local_gpu; /* the GPU workers this run started (workers.gpu_workers), or NULL */
+static co_broker_t *s_broker;   /* the inference broker, for campaigns with policy-model variants */
+static co_journal_t *s_journal; /* the campaign's journal (GPU worker events) */
 
-static void s_on_progress(const co_progress_t *p) {
+/* The broker's GPU worker events: into the journal's worker events, and a line each on stderr. */
+static void s_broker_events(void) {
+  co_broker_event_t ev[32];
+  size_t n;
+  while (s_broker && (n = co_broker_events(s_broker, ev, 32)) > 0)
+    for (size_t i = 0; i < n; i++) {
+      co_journal_error_t je;
+      co_journal_event(s_journal, ev[i].kind, ev[i].worker[0] ? ev[i].worker : NULL, NULL, 0, ev[i].detail, &je);
+      fprintf(stderr, "%s[rsd] GPU worker %s %s: %s\n", s_tty ? "\r\033[K" : "", ev[i].worker[0] ? ev[i].worker : "?",
+              co_event_name(ev[i].kind), ev[i].detail);
+    }
+}
+
+static void s_on_progress(const co_progress_t *given) {
   co_local_poll(s_local);
+  co_local_poll(s_local_gpu);
+  co_progress_t copy = *given, *p = &copy;
+  if (s_broker) {
+    s_broker_events();
+    co_broker_stats_t bs;
+    co_broker_stats(s_broker, &bs);
+    p->has_gpu = true;
+    p->gpu_workers = bs.gpu_workers;
+  }
   bool finished = p->done + p->abandoned == p->total;
   if (!s_tty && p->elapsed_s - s_last_print < S_PLAIN_PROGRESS_S && !(finished && p->done != s_last_done)) return;
   s_last_print = p->elapsed_s;
@@ -116,14 +150,14 @@ static void s_on_progress(const co_progress_t *p) {
 
 /* ---- serving ---------------------------------------------------------------------------------- */
 
-/* The endpoint to try first: the previous run's port, when the config binds an ephemeral TCP port. */
-static void s_previous_endpoint(const co_config_t *cfg, char *out, size_t cap) {
+/* The endpoint to try first for `bind`: the previous run's port (from DIR/file), when bind is an ephemeral
+ * TCP port. */
+static void s_previous_endpoint(const co_config_t *cfg, const char *bind, const char *file, char *out, size_t cap) {
   out[0] = '\0';
-  const char *bind = cfg->bind.coordinator;
   size_t n = strlen(bind);
   if (strncmp(bind, "tcp://", 6) != 0 || n < 2 || strcmp(bind + n - 2, ":*") != 0) return;
   char path[CO_PATH_MAX + 64], old[512] = "";
-  snprintf(path, sizeof path, "%s/coordinator.endpoint", cfg->output);
+  snprintf(path, sizeof path, "%s/%s", cfg->output, file);
   FILE *f = fopen(path, "r");
   if (!f) return;
   bool ok = fgets(old, sizeof old, f) != NULL;
@@ -135,10 +169,10 @@ static void s_previous_endpoint(const co_config_t *cfg, char *out, size_t cap) {
   snprintf(out, cap, "%.*s%s", (int)(n - 1), bind, colon + 1);
 }
 
-/* Writes the endpoint file through a rename, so that a reader never sees half of it. */
-static int s_write_endpoint(const char *dir, const char *endpoint) {
+/* Writes an endpoint file (DIR/file) through a rename, so that a reader never sees half of it. */
+static int s_write_endpoint(const char *dir, const char *file, const char *endpoint) {
   char path[CO_PATH_MAX + 64], tmp[CO_PATH_MAX + 80];
-  snprintf(path, sizeof path, "%s/coordinator.endpoint", dir);
+  snprintf(path, sizeof path, "%s/%s", dir, file);
   snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
   FILE *f = fopen(tmp, "w");
   if (!f) return -1;
@@ -149,6 +183,51 @@ static int s_write_endpoint(const char *dir, const char *endpoint) {
     return -1;
   }
   return 0;
+}
+
+/* Starts the inference broker for the campaign's package, writes DIR/broker.endpoint and
+ * DIR/broker_gpu.endpoint, and tells the server the broker's endpoint and the model's name. */
+static int s_start_inference(const co_config_t *cfg, const co_package_t *pkg, co_server_t *server) {
+  char sim_prefer[512], gpu_prefer[512], err[1024];
+  s_previous_endpoint(cfg, cfg->bind.broker, "broker.endpoint", sim_prefer, sizeof sim_prefer);
+  s_previous_endpoint(cfg, cfg->bind.broker_gpu, "broker_gpu.endpoint", gpu_prefer, sizeof gpu_prefer);
+  co_broker_opts_t o = {.sim_bind = cfg->bind.broker, .gpu_bind = cfg->bind.broker_gpu, .sim_prefer = sim_prefer,
+                        .gpu_prefer = gpu_prefer, .heartbeat_ms = cfg->leases.heartbeat_ms,
+                        .liveness = cfg->leases.liveness, .model = pkg->name, .model_hash = pkg->content_hash};
+  if (!(s_broker = co_broker_new(&o, err, sizeof err))) {
+    fprintf(stderr, "rsd: %s\n", err);
+    return -1;
+  }
+  char sim_ep[512], gpu_ep[512];
+  co_endpoint_reachable(co_broker_sim_endpoint(s_broker), sim_ep, sizeof sim_ep);
+  co_endpoint_reachable(co_broker_gpu_endpoint(s_broker), gpu_ep, sizeof gpu_ep);
+  if (strlen(sim_ep) > 256) { /* WELCOME.broker's limit */
+    fprintf(stderr, "rsd: the broker's endpoint %s is longer than the 256 bytes WELCOME.broker takes\n", sim_ep);
+    co_broker_destroy(&s_broker, 0);
+    return -1;
+  }
+  co_server_set_inference(server, sim_ep, pkg->name);
+  if (s_write_endpoint(cfg->output, "broker.endpoint", sim_ep) != 0 ||
+      s_write_endpoint(cfg->output, "broker_gpu.endpoint", gpu_ep) != 0)
+    fprintf(stderr, "[rsd] warning: cannot write %s/broker.endpoint or broker_gpu.endpoint: %s\n", cfg->output,
+            strerror(errno));
+  fprintf(stderr, "[rsd] model %s %s (%s) from %s; inference broker: sim workers send INFERs to %s, GPU workers "
+                  "connect to %s\n",
+          pkg->name, pkg->version, pkg->content_hash, cfg->model, sim_ep, gpu_ep);
+  return 0;
+}
+
+/* DRAINs the GPU workers, waits up to grace_ms for them to leave, records their events, stops the broker. */
+static void s_stop_inference(int grace_ms, co_broker_stats_t *out) {
+  co_broker_drain(s_broker);
+  for (int t = 0; t < grace_ms / 20; t++) {
+    co_broker_stats(s_broker, out);
+    if (out->gpu_workers == 0 && t > 0) break;
+    zclock_sleep(20);
+  }
+  s_broker_events();
+  co_broker_stats(s_broker, out);
+  co_broker_destroy(&s_broker, 0);
 }
 
 /* Serves the campaign in j (config cfg) until it is complete, stopped or failing. `created`: the journal
@@ -180,13 +259,20 @@ static int s_serve(co_config_t *cfg, co_journal_t *j, bool created, const char *
     fprintf(stderr, "rsd: %s\n", keys ? je.text : "out of memory for the episode list");
     return 1;
   }
-  for (uint32_t v = 0; v < cfg->variants_count; v++) {
-    if (cfg->variants[v].policy == MSG_POLICY_MODEL) {
-      fprintf(stderr,
-              "rsd: variant '%s' has policy model, but this rsd has no inference broker yet: only policy expert "
-              "variants can run\n",
-              cfg->variants[v].name);
-      return 2;
+  bool inference = false; /* a variant acts with the model: the campaign needs the broker */
+  for (uint32_t v = 0; v < cfg->variants_count; v++) inference = inference || cfg->variants[v].policy == MSG_POLICY_MODEL;
+  static co_package_t pkg;
+  char perr[2048];
+  if (inference && co_package_check(cfg, &pkg, perr, sizeof perr)) {
+    fprintf(stderr, "rsd: %s\n", perr);
+    return 2;
+  }
+  char gpu_exe[1024] = "";
+  if (inference && cfg->workers.gpu_workers > 0) {
+    char ferr[2600];
+    if (co_local_find_gpu_worker(gpu_exe, sizeof gpu_exe, ferr, sizeof ferr)) {
+      fprintf(stderr, "rsd: workers.gpu_workers is %u: %s\n", cfg->workers.gpu_workers, ferr);
+      return 1;
     }
   }
   char worker_exe[1024] = "";
@@ -203,7 +289,7 @@ static int s_serve(co_config_t *cfg, co_journal_t *j, bool created, const char *
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
   char err[1024], prefer[512];
-  s_previous_endpoint(cfg, prefer, sizeof prefer);
+  s_previous_endpoint(cfg, cfg->bind.coordinator, "coordinator.endpoint", prefer, sizeof prefer);
   co_server_t *server = co_server_new(cfg, j, prefer, err, sizeof err);
   if (!server) {
     fprintf(stderr, "rsd: %s\n", err);
@@ -212,10 +298,30 @@ static int s_serve(co_config_t *cfg, co_journal_t *j, bool created, const char *
   const char *endpoint = co_server_endpoint(server);
   if (prefer[0] && strcmp(prefer, endpoint) != 0)
     fprintf(stderr, "[rsd] the previous endpoint %s is taken; workers must read the new one\n", prefer);
-  if (s_write_endpoint(cfg->output, endpoint) != 0)
+  if (s_write_endpoint(cfg->output, "coordinator.endpoint", endpoint) != 0)
     fprintf(stderr, "[rsd] warning: cannot write %s/coordinator.endpoint: %s\n", cfg->output, strerror(errno));
   fprintf(stderr, "[rsd] campaign %s: %llu episodes; sim workers connect to %s\n", cfg->name, (unsigned long long)n,
           endpoint);
+  s_journal = j;
+  if (inference && s_start_inference(cfg, &pkg, server) != 0) {
+    co_server_destroy(&server);
+    return 1;
+  }
+  if (inference && cfg->workers.gpu_workers > 0) {
+    char log_dir[CO_PATH_MAX + 16], local_ep[512], device[CO_DEVICE_MAX];
+    snprintf(log_dir, sizeof log_dir, "%s/logs", cfg->output);
+    co_endpoint_local(co_broker_gpu_endpoint(s_broker), local_ep, sizeof local_ep);
+    co_local_gpu_device(cfg->workers.device, device, sizeof device);
+    co_local_gpu_t g = {local_ep, cfg->model, device, cfg->workers.max_batch, cfg->workers.max_wait_us};
+    if (!(s_local_gpu = co_local_start_gpu(gpu_exe, &g, cfg->workers.gpu_workers, log_dir, err, sizeof err))) {
+      fprintf(stderr, "rsd: %s\n", err);
+      co_server_destroy(&server);
+      co_broker_destroy(&s_broker, 0);
+      return 1;
+    }
+    fprintf(stderr, "[rsd] started %u local GPU workers (%s, --device %s, max_batch %u; logs in %s)\n",
+            cfg->workers.gpu_workers, gpu_exe, device, cfg->workers.max_batch, log_dir);
+  }
   if (cfg->workers.sim_workers > 0) {
     char log_dir[CO_PATH_MAX + 16];
     snprintf(log_dir, sizeof log_dir, "%s/logs", cfg->output);
@@ -223,6 +329,8 @@ static int s_serve(co_config_t *cfg, co_journal_t *j, bool created, const char *
                                    log_dir, err, sizeof err))) {
       fprintf(stderr, "rsd: %s\n", err);
       co_server_destroy(&server);
+      co_broker_destroy(&s_broker, 0);
+      co_local_stop(&s_local_gpu, 0);
       return 1;
     }
     fprintf(stderr, "[rsd] started %u local sim workers (%s, %u episodes each; logs in %s)\n",
@@ -235,6 +343,11 @@ static int s_serve(co_config_t *cfg, co_journal_t *j, bool created, const char *
   co_server_stats_t st;
   co_server_stats(server, &st);
   co_server_destroy(&server); /* releases the leases still out; BYE to the workers */
+  co_broker_stats_t bs = {0};
+  if (s_broker) {
+    s_stop_inference(rc == 0 ? 5000 : 2000, &bs); /* DRAIN: GPU workers answer what they hold, BYE, exit 0 */
+    co_local_stop(&s_local_gpu, 3000);
+  }
   co_local_stop(&s_local, rc == 0 ? 3000 : 0); /* complete: they leave on the BYE; else SIGTERM */
   co_journal_add_wall_ms(j, (uint64_t)(zclock_mono() - t0), &je);
   fprintf(stderr,
@@ -244,6 +357,14 @@ static int s_serve(co_config_t *cfg, co_journal_t *j, bool created, const char *
           (unsigned long long)st.commits, (unsigned long long)st.largest_batch, st.commit_p50_ms, st.commit_p99_ms,
           st.commit_total_ms,
           (unsigned long long)st.leases, (unsigned long long)st.most_leases_out, st.most_workers);
+  if (inference)
+    fprintf(stderr,
+            "[rsd] broker: %llu INFERs, %llu forwarded, %llu ACTIONs, %llu GPU worker ERRORs, %llu refused by the broker "
+            "(%llu lost with a GPU worker, %llu past their deadline), %llu malformed; %llu GPU workers joined, %llu lost\n",
+            (unsigned long long)bs.infers, (unsigned long long)bs.forwarded, (unsigned long long)bs.actions,
+            (unsigned long long)bs.gpu_errors, (unsigned long long)bs.failed, (unsigned long long)bs.lost,
+            (unsigned long long)bs.expired, (unsigned long long)bs.malformed, (unsigned long long)bs.gpu_joined,
+            (unsigned long long)bs.gpu_lost);
   if (rc < 0) {
     fprintf(stderr, "rsd: %s\n", err);
     return 1;
@@ -267,6 +388,16 @@ static int s_run_cli(int argc, char **argv) {
     return 2;
   }
   if (out_override) snprintf(cfg.output, sizeof cfg.output, "%s", out_override);
+  if (cfg.has_model) { /* before the journal exists: a config the package refuses starts no campaign */
+    bool inference = false;
+    for (uint32_t v = 0; v < cfg.variants_count; v++) inference = inference || cfg.variants[v].policy == MSG_POLICY_MODEL;
+    static co_package_t pkg;
+    char perr[2048];
+    if (inference && co_package_check(&cfg, &pkg, perr, sizeof perr)) {
+      fprintf(stderr, "rsd: %s\n", perr);
+      return 2;
+    }
+  }
   if (s_mkdirs(cfg.output) != 0) {
     fprintf(stderr, "rsd: cannot create the output directory %s: %s\n", cfg.output, strerror(errno));
     return 1;
