@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -794,11 +795,15 @@ static size_t s_wildcard_host(const char *bound) {
 void co_endpoint_reachable(const char *bound, char *out, size_t cap) {
   size_t h = s_wildcard_host(bound);
   char host[256];
-  if (!h || gethostname(host, sizeof host - 1) != 0 || !host[0]) {
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *found = NULL;
+  bool named = h && gethostname(host, sizeof host - 1) == 0 && host[0];
+  if (named) host[sizeof host - 1] = '\0';
+  if (named && getaddrinfo(host, NULL, &hints, &found) != 0) named = false; /* a name nobody can resolve */
+  if (found) freeaddrinfo(found);
+  if (!named) { /* the wildcard address itself still reaches this machine */
     snprintf(out, cap, "%s", bound);
     return;
   }
-  host[sizeof host - 1] = '\0';
   snprintf(out, cap, "tcp://%s%s", host, bound + h);
 }
 
