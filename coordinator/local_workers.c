@@ -29,7 +29,7 @@ typedef struct {
 
 struct co_local {
   char exe[1024], endpoint[512], log_dir[1024];
-  const char *what;               /* "sim worker" or "GPU worker": for messages */
+  const char *what;               /* "sim worker" or "gpu worker": for messages */
   const char *prefix;             /* "local-sim" or "local-gpu": slot names */
   char args[S_MAX_ARGS][1024];    /* arguments before "--name NAME" */
   int nargs;
@@ -175,7 +175,7 @@ co_local_t *co_local_start_gpu(const char *exe, const co_local_gpu_t *g, uint32_
   snprintf(wait, sizeof wait, "%u", g->max_wait_us);
   const char *args[] = {"--broker", g->broker, "--model", g->model, "--device", g->device,
                         "--max-batch", batch, "--max-wait-us", wait};
-  return s_start("GPU worker", "local-gpu", exe, g->broker, args, 10, n, log_dir, err, errlen);
+  return s_start("gpu worker", "local-gpu", exe, g->broker, args, 10, n, log_dir, err, errlen);
 }
 
 void co_local_gpu_device(const char *config_device, char *out, size_t cap) {
