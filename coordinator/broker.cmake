@@ -6,3 +6,7 @@ target_link_libraries(rsd_server PUBLIC Threads::Threads PRIVATE PkgConfig::JANS
 # `workers.device: auto` picks cuda:0 only when this build's GPU worker has libtorch's CUDA part.
 set_source_files_properties(${CMAKE_CURRENT_SOURCE_DIR}/local_workers.c PROPERTIES
                             COMPILE_DEFINITIONS RSD_GPU_CUDA=$<IF:$<BOOL:${RSD_CUDA}>,1,0>)
+
+# The manifest reading and the config checks against a package, on manifests the test writes.
+rsd_add_test(model_package_test SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/model_package_test.c LIBS rsd_server TIMEOUT 30)
+target_include_directories(model_package_test PRIVATE ${PROJECT_SOURCE_DIR}/tests)
