@@ -91,7 +91,8 @@ int main(int argc, char **argv) {
   for (int i = 0; i < 4000 && !killed; i++) {
     if (s_results(out) >= 1) {
       char cmd[300];
-      snprintf(cmd, sizeof cmd, "pkill -KILL -f -- '--broker ipc://%s/bg.sock' >/dev/null", dir);
+      /* "[i]pc" matches the GPU worker's "ipc" but not this shell's own command line */
+      snprintf(cmd, sizeof cmd, "pkill -KILL -f -- '--broker [i]pc://%s/bg.sock'", dir);
       killed = system(cmd) == 0;
       break;
     }
