@@ -90,6 +90,7 @@ struct s_sect {
 #define S_MAX_SECT_KEYS 20
 
 static bool s_check_name(const void *field, char *why, size_t cap);
+static bool s_check_model_hash(const void *field, char *why, size_t cap);
 static bool s_check_suite(const void *field, char *why, size_t cap);
 static bool s_check_image_size(const void *field, char *why, size_t cap);
 static bool s_check_device(const void *field, char *why, size_t cap);
@@ -144,7 +145,7 @@ static const s_sect_t s_bind = {s_bind_keys, sizeof s_bind_keys / sizeof s_bind_
 
 enum {
   T_NAME, T_SUITE, T_TASKS, T_TRIALS, T_MAX_STEPS, T_WAIT_STEPS, T_REPLAN_EVERY, T_SEED, T_IMAGE_SIZE,
-  T_MODEL, T_UNNORM_KEY, T_VARIANTS, T_OUTPUT, T_VIDEOS, T_MAX_VIDEOS, T_WORKERS, T_LEASES, T_BIND,
+  T_MODEL, T_UNNORM_KEY, T_MODEL_HASH, T_VARIANTS, T_OUTPUT, T_VIDEOS, T_MAX_VIDEOS, T_WORKERS, T_LEASES, T_BIND,
   T_COUNT_
 };
 static const s_key_t s_top_keys[T_COUNT_] = {
@@ -170,6 +171,9 @@ static const s_key_t s_top_keys[T_COUNT_] = {
     [T_UNNORM_KEY] = {"unnorm_key", K_STR, F_NULLABLE, .off = offsetof(co_config_t, unnorm_key),
                       .has_off = offsetof(co_config_t, has_unnorm_key), .lo = 1,
                       .hi = S_STRMAX(co_config_t, unnorm_key)},
+    [T_MODEL_HASH] = {"model_hash", K_STR, F_NULLABLE, .off = offsetof(co_config_t, model_hash),
+                      .has_off = offsetof(co_config_t, has_model_hash), .lo = 71, .hi = 71,
+                      .check = s_check_model_hash},
     [T_VARIANTS] = {"variants", K_VARIANTS, F_REQUIRED, .off = offsetof(co_config_t, variants),
                     .count_off = offsetof(co_config_t, variants_count), .lo = 1, .hi = CO_MAX_VARIANTS,
                     .sub = &s_variant},
@@ -259,6 +263,15 @@ static bool s_printable(const char *s, size_t len, size_t *bad) {
 }
 
 /* ---- value checks ------------------------------------------------------------------------------- */
+/* "sha256:" and 64 lowercase hex digits, as a package's manifest writes its content_hash. */
+static bool s_check_model_hash(const void *field, char *why, size_t cap) {
+  const char *s = field;
+  bool ok = strncmp(s, "sha256:", 7) == 0 && strlen(s) == 71;
+  for (size_t i = 7; ok && s[i]; i++) ok = (s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f');
+  if (!ok) snprintf(why, cap, "'%.80s' is not \"sha256:\" followed by 64 lowercase hex digits", s);
+  return ok;
+}
+
 static bool s_check_name(const void *field, char *why, size_t cap) {
   const char *s = field;
   for (size_t i = 0; s[i]; i++) {
@@ -826,6 +839,10 @@ static co_config_err_t s_finish(s_ctx_t *x) {
                     "variants[%d]: policy model needs the top-level key 'unnorm_key' (which action statistics of "
                     "the model to use, e.g. %s)",
                     first_model, c->suite);
+  }
+  if (c->has_model_hash && !c->has_model) {
+    const s_seen_t *h = &x->top[T_MODEL_HASH];
+    return s_fail(x, CO_CONFIG_ERR_CONFLICT, h->val, "model_hash is set but no model is: it pins a package's content");
   }
   if (c->workers.gpu_workers == UINT32_MAX) c->workers.gpu_workers = first_model >= 0 ? 1 : 0;
 

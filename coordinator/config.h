@@ -134,6 +134,9 @@ typedef struct {
   char model[MSG_LABEL_MAX + 1];
   bool has_unnorm_key; /* required when a variant has policy model */
   char unnorm_key[MSG_LABEL_MAX + 1];
+  bool has_model_hash; /* the package's content hash: pinned by the config, or filled in by `rsd run` from
+                          the package before the config is stored (a changed package then refuses resume) */
+  char model_hash[MSG_LABEL_MAX + 1];
   co_variant_t variants[CO_MAX_VARIANTS];
   uint32_t variants_count; /* >= 1 */
   int32_t baseline;        /* index of the variant with baseline == true, or -1 when none */

@@ -174,6 +174,21 @@ static void test_defaults(void) {
   CHECK(!c.variants[0].has_draft_len, "spec without draft_len: the model's default");
   s_check_round_trip(&c, "model defaults");
 
+  /* model_hash: the package's content hash, only with a model, in the manifest's form. */
+  yaml = "name: m\nsuite: libero_spatial\nmodel: m\nunnorm_key: k\nmodel_hash: "
+         "sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\nvariants: [{name: a, mode: ar}]\n";
+  CHECK(s_parse(yaml, &c, &err) && c.has_model_hash && strncmp(c.model_hash, "sha256:0011", 11) == 0, "model_hash: %s",
+        err.text);
+  s_check_round_trip(&c, "model_hash");
+  yaml = "name: m\nsuite: libero_spatial\nmodel: m\nunnorm_key: k\nmodel_hash: "
+         "sha256:00112233445566778899AABBCCDDEEFF00112233445566778899aabbccddeeff\nvariants: [{name: a, mode: ar}]\n";
+  CHECK(!s_parse(yaml, &c, &err) && err.code == CO_CONFIG_ERR_VALUE && strstr(err.text, "lowercase hex"),
+        "upper-case model_hash accepted: %s", err.text);
+  yaml = "name: m\nsuite: libero_spatial\nmodel_hash: "
+         "sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\nvariants: [{name: e, policy: expert}]\n";
+  CHECK(!s_parse(yaml, &c, &err) && err.code == CO_CONFIG_ERR_CONFLICT && strstr(err.text, "no model"),
+        "model_hash without model accepted: %s", err.text);
+
   /* No ar variant: no baseline unless one is named. */
   yaml = "name: m\nsuite: libero_spatial\nmodel: m\nunnorm_key: k\nvariants: [{name: s, mode: spec}]\n";
   CHECK(s_parse(yaml, &c, &err) && c.baseline == -1, "no baseline: %d %s", c.baseline, err.text);

@@ -110,5 +110,10 @@ int co_package_check(const co_config_t *cfg, co_package_t *out, char *err, size_
         return s_fail(err, errlen, "variants[%u].radii[%u]: %u is not below the %u levels of model '%s' (%s)", i, l,
                       v->radii[l], out->levels, out->name, path);
   }
+  if (cfg->has_model_hash && strcmp(cfg->model_hash, out->content_hash) != 0)
+    return s_fail(err, errlen,
+                  "model_hash %s (the campaign's) but the package %s has content_hash %s: it is another package, "
+                  "or it changed since the campaign started (%s)",
+                  cfg->model_hash, cfg->model, out->content_hash, path);
   return 0;
 }

@@ -33,7 +33,8 @@ int co_package_read(const char *dir, co_package_t *out, char *err, size_t errlen
 
 /* Reads the package of cfg->model and checks cfg against it: unnorm_key among the action statistics
  * (the message lists the keys present), image_size equal to the package's image size, radii of every
- * spec-relaxed variant one per layer and each below the levels, replan_every at most the chunk length.
+ * spec-relaxed variant one per layer and each below the levels, replan_every at most the chunk length,
+ * and cfg->model_hash (when set) equal to the package's content_hash.
  * Returns 0 with *out filled, or -1 with the first problem in err. Call only when cfg->has_model. */
 int co_package_check(const co_config_t *cfg, co_package_t *out, char *err, size_t errlen);
 

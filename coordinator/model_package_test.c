@@ -103,6 +103,15 @@ int main(void) {
   s_refused("good", "", "  - {name: ar, mode: ar}\n  - {name: rel, mode: spec-relaxed, radii: [0, 1, 1, 1, 1, 1, 1, 9]}\n",
             "variants[1].radii[7]: 9", "9 levels");
   s_refused("good", "replan_every: 12\n", s_ar, "replan_every 12", "8 actions");
+  /* a pinned (or stored) model_hash must be the package's content_hash */
+  char same[200], other[200];
+  co_package_read(c.model, &p, err, sizeof err);
+  snprintf(same, sizeof same, "model_hash: %s\n", p.content_hash);
+  if (s_config(&c, "good", same, s_ar))
+    CHECK(co_package_check(&c, &p, err, sizeof err) == 0, "the package's own hash refused: %s", err);
+  snprintf(other, sizeof other, "model_hash: sha256:%063d1\n", 0);
+  s_refused("good", other, s_ar, "model_hash sha256:0000000000000000000000000000000000000000000000000000000000000001 ",
+            "changed since the campaign started");
   s_manifest("nostats", 128, 8, "");
   s_refused("nostats", "", s_ar, "nostats/manifest.json", "action_stats");
 

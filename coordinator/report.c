@@ -791,7 +791,7 @@ static json_t *s_json(const s_rep_t *r) {
   json_object_set_new(root, "config_error", r->has_cfg ? json_null() : json_string(r->cfg_error));
   json_object_set_new(root, "model",
                       json_pack("{s:o, s:o}", "name", s_jstr(r->has_cfg && r->cfg.has_model ? r->cfg.model : NULL),
-                                "hash", json_null()));
+                                "hash", s_jstr(r->has_cfg && r->cfg.has_model_hash ? r->cfg.model_hash : NULL)));
   json_object_set_new(root, "baseline", r->baseline >= 0 ? json_string(r->vars[r->baseline].name) : json_null());
   json_object_set_new(root, "baseline_rule", s_jstr(r->baseline_rule));
   json_object_set_new(root, "methods",
@@ -1041,7 +1041,9 @@ static void s_markdown(FILE *f, const s_rep_t *r) {
   fprintf(f, "- Status: %s\n", s_status_line(r, buf, sizeof buf));
   fprintf(f, "- Model: ");
   s_md_text(f, r->has_cfg && r->cfg.has_model ? r->cfg.model : NULL);
-  fprintf(f, " (hash: " S_DASH ")\n- Config hash: ");
+  fprintf(f, " (hash: ");
+  s_md_text(f, r->has_cfg && r->cfg.has_model_hash ? r->cfg.model_hash : NULL);
+  fprintf(f, ")\n- Config hash: ");
   s_md_text(f, r->config_hash);
   fprintf(f, "\n- Journal created: %s by ", s_time(r->created_us).s);
   s_md_text(f, r->journal_version);
@@ -1438,7 +1440,9 @@ static void s_html(FILE *f, const s_rep_t *r) {
   fprintf(f, "</h1>\n<p class=\"meta\"><b>%s</b></p>\n", s_status_line(r, buf, sizeof buf));
   fprintf(f, "<p class=\"meta\">Model: ");
   s_html_text(f, r->has_cfg && r->cfg.has_model ? r->cfg.model : NULL);
-  fprintf(f, " · config hash ");
+  fprintf(f, " (");
+  s_html_text(f, r->has_cfg && r->cfg.has_model_hash ? r->cfg.model_hash : NULL);
+  fprintf(f, ") · config hash ");
   s_html_text(f, r->config_hash);
   fprintf(f, " · baseline: %s</p>\n", r->baseline >= 0 ? r->vars[r->baseline].name : S_DASH);
   fprintf(f, "<p class=\"meta\">Journal created %s by ", s_time(r->created_us).s);

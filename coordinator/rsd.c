@@ -397,6 +397,10 @@ static int s_run_cli(int argc, char **argv) {
       fprintf(stderr, "rsd: %s\n", perr);
       return 2;
     }
+    if (inference && !cfg.has_model_hash) { /* stored with the config: the report names it, resume checks it */
+      cfg.has_model_hash = true;
+      snprintf(cfg.model_hash, sizeof cfg.model_hash, "%s", pkg.content_hash);
+    }
   }
   if (s_mkdirs(cfg.output) != 0) {
     fprintf(stderr, "rsd: cannot create the output directory %s: %s\n", cfg.output, strerror(errno));

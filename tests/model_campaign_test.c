@@ -186,6 +186,7 @@ int main(int argc, char **argv) {
   static char rbuf[1 << 18];
   CHECK(s_slurp(report, rbuf, sizeof rbuf) > 0, "no %s", report);
   CHECK(strstr(rbuf, "spec") && strstr(rbuf, "ar") && strstr(rbuf, "p50"), "report.md lacks the latency figures");
+  CHECK(strstr(rbuf, "(hash: sha256:"), "report.md does not name the package's content hash");
 
   if (!check_failed_) {
     char cmd[200];
