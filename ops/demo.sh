@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Sets everything up, builds rsd, and runs the main job: a small local campaign (the scripted expert on
-# two LIBERO-Spatial tasks, configs/libero_spatial_expert.yaml), CPU only, and its report.
+# Sets everything up, builds rsd, and runs the main job: a small local campaign of the shipped reference
+# policy (models/rsd-ref-spatial) on three LIBERO-Spatial tasks, decoded with `ar` and with speculative
+# decoding (`spec`), CPU only (configs/libero_spatial_demo.yaml), and its report.
 #
-#   bash ops/demo.sh            # results, report and videos in runs/libero_spatial_expert/
+#   bash ops/demo.sh            # results, report and videos in runs/libero_spatial_demo/
 #
-# `rsd run` starts the config's local sim workers itself (workers.sim_workers), serves the campaign until
-# every episode is done, and exits 0; `rsd report` then writes the report. Run it again and the campaign
-# resumes (already complete: only the report is rewritten).
+# `rsd run` starts the inference broker, the config's local GPU worker (on the CPU) and sim workers itself,
+# serves the campaign until every episode is done, and exits 0; `rsd report` then writes the report. Run it
+# again and the campaign resumes (already complete: only the report is rewritten).
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$top"
@@ -14,9 +15,9 @@ bash ops/setup.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j "${RSD_JOBS:-$(nproc)}"
 
-config=configs/libero_spatial_expert.yaml
-out=runs/libero_spatial_expert
+config=configs/libero_spatial_demo.yaml
+out=runs/libero_spatial_demo
 echo "[demo] rsd run $config" >&2
 build/coordinator/rsd run "$config" --out "$out"
 build/coordinator/rsd report "$out"
-echo "[demo] done: open $out/report.html (also report.md, report.json; rollout videos in $out/videos/)" >&2
+echo "[demo] done: open $out/report.html (also report.md, report.json; videos of failed episodes in $out/videos/)" >&2
