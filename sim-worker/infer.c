@@ -97,7 +97,8 @@ int sw_infer_take_action(sw_infer_t *s, const msg_t *m, uint32_t replan_every, i
              f->shape[1], f->rank, SW_ACTION_DIM, replan_every, SW_MAX_HORIZON);
     return -1;
   }
-  const float *v = f->data;
+  float v[SW_MAX_HORIZON * SW_ACTION_DIM]; /* payload bytes carry no alignment: copy before reading floats */
+  memcpy(v, f->data, sizeof(float) * SW_ACTION_DIM * replan_every);
   for (uint32_t i = 0; i < replan_every * SW_ACTION_DIM; i++)
     if (!isfinite(v[i])) {
       snprintf(err, errlen, "ACTION %llu: actions[%u][%u] = %g is not finite", (unsigned long long)m->id,

@@ -98,8 +98,9 @@ static void test_build(void) {
   CHECK(a && a->rank == 3 && a->shape[0] == S_SIZE && a->shape[2] == 3 && memcmp(a->data, s_agent, a->size) == 0,
         "agentview frame");
   CHECK(h && memcmp(h->data, s_eye, h->size) == 0, "eye_in_hand frame");
-  CHECK(p && p->dtype == MSG_DTYPE_F32 && p->shape[0] == SW_PROPRIO_DIM && ((const float *)p->data)[3] == 0.75f,
-        "proprio frame");
+  float prop3 = 0;
+  if (p) memcpy(&prop3, (const uint8_t *)p->data + 3 * sizeof(float), sizeof prop3);
+  CHECK(p && p->dtype == MSG_DTYPE_F32 && p->shape[0] == SW_PROPRIO_DIM && prop3 == 0.75f, "proprio frame");
   msg_buf_free(&buf);
 
   /* refusals: stale images, a lease without a model */
@@ -131,6 +132,17 @@ static void test_actions_and_result(void) {
   m.nframes = 0;
   CHECK(sw_infer_take_action(&s, &m, 4, 100, err, sizeof err) == -1 && strstr(err, "no 'actions'"), "none: %s", err);
   CHECK(s.chunks == 0 && !sw_infer_has_action(&s), "refusals kept %u chunks", s.chunks);
+
+  /* a frame at an odd address (received payloads carry no alignment) is read correctly */
+  static uint8_t odd[1 + 8 * SW_ACTION_DIM * sizeof(float)];
+  m = s_action(1, 8, buf, 0.5f, 1);
+  memcpy(odd + 1, buf, 8 * SW_ACTION_DIM * sizeof(float));
+  m.frames[0].data = odd + 1;
+  s.pending = 1;
+  CHECK(sw_infer_take_action(&s, &m, 4, 100, err, sizeof err) == 0 && s.len == 4 && s.chunk[1][0] == buf[7],
+        "misaligned frame: %s", err);
+  sw_infer_free(&s);
+  sw_infer_init(&s);
 
   /* NaN past replan_every is never executed: accepted */
   msg_sha256_t want;
