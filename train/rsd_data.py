@@ -1,0 +1,80 @@
+"""rsd_data.py: training samples for the reference policy from `rsd-sim-worker collect` HDF5 files.
+
+Owns how a demonstration becomes samples: one sample per row whose camera images were rendered (every row,
+or the rows marked in `data/demo_N/rendered` when the file was collected with --render-every K). A sample is
+  images   uint16 [2, 64, 64, 3]  both cameras (agentview, eye_in_hand), upright, each 2x2 block of the
+                                  128 px frame summed (the policy average-pools 2x2 before its CNN; the sum
+                                  is exact, so training sees what inference sees)
+  proprio  float32 [8]            ee_pos (3), ee_ori axis-angle (3), gripper_states (2): what the sim worker sends
+  instr    int64 [T]              instruction bytes + 1, padded with 0 (the package's `bytes` tokenizer)
+  chunk    float32 [8, 7]         the expert's next 8 actions from this row (the last action repeated past the
+                                  end of the episode)
+plus the task and trial of its demonstration; `actions` holds every action of every demonstration (for the
+statistics). Not here: normalization of actions (train_reference.py).
+"""
+import glob
+import os
+
+import h5py
+import numpy as np
+
+import rsd_model as rm
+
+
+def tokenize(instruction: str, max_tokens: int = rm.MAX_TOKENS) -> np.ndarray:
+    b = instruction.encode("utf-8")[:max_tokens]
+    out = np.zeros(max_tokens, dtype=np.int64)
+    out[: len(b)] = np.frombuffer(b, dtype=np.uint8).astype(np.int64) + 1
+    return out
+
+
+def _pool(frames: np.ndarray) -> np.ndarray:
+    """[N, 128, 128, 3] uint8 -> [N, 64, 64, 3] uint16 sums of 2x2 blocks."""
+    n, h, w, c = frames.shape
+    return frames.reshape(n, h // 2, 2, w // 2, 2, c).astype(np.uint16).sum((2, 4), dtype=np.uint16)
+
+
+def load(paths):
+    """Reads every demonstration of the files; returns a dict of stacked arrays and a list of per-demo info."""
+    imgs, props, instrs, chunks, tasks, trials, demo_ids, steps, acts = [], [], [], [], [], [], [], [], []
+    demos = []
+    for path in sorted(paths):
+        with h5py.File(path, "r") as f:
+            data = f["data"]
+            for name in sorted(data.keys(), key=lambda s: int(s.split("_")[1])):
+                d = data[name]
+                act = d["actions"][:].astype(np.float32)
+                T = act.shape[0]
+                rows = np.nonzero(d["rendered"][:])[0] if "rendered" in d else np.arange(T)
+                prop = np.concatenate([d["obs/ee_pos"][:], d["obs/ee_ori"][:], d["obs/gripper_states"][:]],
+                                      1).astype(np.float32)
+                av = _pool(d["obs/agentview_rgb"][rows.tolist()])
+                eh = _pool(d["obs/eye_in_hand_rgb"][rows.tolist()])
+                instr = d.attrs["language_instruction"]
+                if isinstance(instr, bytes):
+                    instr = instr.decode("utf-8")
+                task, trial = int(d.attrs["task"]), int(d.attrs["trial"])
+                pad = np.concatenate([act, np.repeat(act[-1:], rm.H, 0)], 0)
+                did = len(demos)
+                demos.append({"file": os.path.basename(path), "task": task, "trial": trial, "steps": T,
+                              "rendered": len(rows), "instruction": instr})
+                imgs.append(np.stack([av, eh], 1))
+                props.append(prop[rows])
+                instrs.append(np.repeat(tokenize(instr)[None], len(rows), 0))
+                chunks.append(np.stack([pad[t:t + rm.H] for t in rows], 0))
+                tasks.append(np.full(len(rows), task))
+                trials.append(np.full(len(rows), trial))
+                demo_ids.append(np.full(len(rows), did))
+                steps.append(rows)
+                acts.append(act)
+    cat = np.concatenate
+    return {"images": cat(imgs), "proprio": cat(props), "instr": cat(instrs), "chunk": cat(chunks),
+            "task": cat(tasks), "trial": cat(trials), "demo": cat(demo_ids), "step": cat(steps),
+            "actions": cat(acts), "actions_trial": cat([np.full(len(a), d["trial"]) for a, d in zip(acts, demos)])}, demos
+
+
+def find(demo_dir):
+    paths = sorted(glob.glob(os.path.join(demo_dir, "*.hdf5")))
+    if not paths:
+        raise SystemExit(f"no *.hdf5 demonstrations under {demo_dir} (run train/collect_demos.sh)")
+    return paths

@@ -1,0 +1,287 @@
+"""rsd_model.py: the reference policy's three networks, written so that `torch.jit.script` turns each into the
+module the package format asks for (docs/model-package.md).
+
+Owns the architecture and the TorchScript interfaces:
+  RFSQTokenizer  codes [B, L, G] -> normalized action chunk [B, H, A]: a residual finite scalar quantizer over a
+                 fixed linear (PCA) latent of the chunk. Layer l quantizes the residual left by layers < l on a
+                 grid of K levels spanning +-scale[l]; scale halves from layer to layer (layer 0 is coarse).
+  Main           prefill (image CNN over both cameras, FiLM-conditioned on the instruction; instruction and
+                 proprio tokens) -> per-row memory; a causal transformer over the L layer positions that
+                 cross-attends to the memory predicts the G codes of layer l from the codes of layers < l.
+                 step and verify run the same full pass over the L positions (`_decode`) and gather the rows'
+                 positions, so they compute the same function by construction.
+  Draft          a GRU over layer positions started from the main model's hidden state; proposes gamma layers.
+
+Not here: data (rsd_data.py), fitting (train_*.py), writing the package (export.py).
+"""
+import math
+from typing import List, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+CAMERAS = ["agentview", "eye_in_hand"]
+IMG = 128          # input image size (manifest)
+IMG_IN = 64        # the CNN's input: the 128 px images average-pooled 2x2
+PROPRIO = 8
+MAX_TOKENS = 96    # instruction bytes (LIBERO-Spatial's longest instruction is under 90)
+VOCAB = 257        # byte + 1, 0 = padding
+H, A = 8, 7        # action chunk
+GRIPPER = 6
+
+
+class RFSQTokenizer(nn.Module):
+    """Residual FSQ over z = P^T (x - mu) / zscale, x the flattened normalized chunk (H*A)."""
+
+    def __init__(self, L: int, G: int, K: int, mean: Tensor, basis: Tensor, zscale: Tensor):
+        super().__init__()
+        self.L, self.G, self.K, self.H, self.A = L, G, K, H, A
+        self.register_buffer("mean", mean.float().clone())        # [H*A]
+        self.register_buffer("basis", basis.float().clone())      # [H*A, G], orthonormal columns
+        self.register_buffer("zscale", zscale.float().clone())    # [G]
+        self.register_buffer("scale", torch.tensor([0.5 ** l for l in range(L)], dtype=torch.float32))
+
+    def encode_latent(self, x: Tensor) -> Tensor:
+        """[B, H, A] normalized chunk -> [B, G] latent, clipped to [-1, 1]."""
+        z = (x.reshape(x.shape[0], -1) - self.mean).matmul(self.basis) / self.zscale
+        return z.clamp(-1.0, 1.0)
+
+    def quantize(self, z: Tensor) -> Tensor:
+        """[B, G] latent -> codes [B, L, G] (level indices)."""
+        c = (self.K - 1) / 2.0
+        r = z
+        out: List[Tensor] = []
+        for l in range(self.L):
+            s = float(self.scale[l])
+            k = torch.round((r / s).clamp(-1.0, 1.0) * c)
+            out.append((k + c).to(torch.int64))
+            r = r - k / c * s
+        return torch.stack(out, 1)
+
+    def latent(self, codes: Tensor) -> Tensor:
+        c = (self.K - 1) / 2.0
+        v = (codes.clamp(0, self.K - 1).to(torch.float32) - c) / c
+        return (v * self.scale.view(1, self.L, 1)).sum(1)
+
+    @torch.jit.export
+    def decode(self, codes: Tensor) -> Tensor:
+        z = self.latent(codes) * self.zscale
+        x = z.matmul(self.basis.t()) + self.mean
+        return x.view(codes.shape[0], self.H, self.A)
+
+    def forward(self, codes: Tensor) -> Tensor:
+        return self.decode(codes)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with explicit matmuls (scriptable; the mask is additive, -inf where not allowed)."""
+
+    def __init__(self, d: int, heads: int):
+        super().__init__()
+        self.h = heads
+        self.dh = d // heads
+        self.q = nn.Linear(d, d)
+        self.kv = nn.Linear(d, 2 * d)
+        self.o = nn.Linear(d, d)
+
+    def forward(self, x: Tensor, kv: Tensor, mask: Tensor) -> Tensor:
+        """x [B, N, D] attends to keys/values kv [B, M, 2D] (self.kv of the attended tokens)."""
+        b, n, d = x.shape
+        m = kv.shape[1]
+        q = self.q(x).view(b, n, self.h, self.dh).transpose(1, 2)
+        kv = kv.view(b, m, 2, self.h, self.dh)
+        k = kv[:, :, 0].transpose(1, 2)
+        v = kv[:, :, 1].transpose(1, 2)
+        att = q.matmul(k.transpose(2, 3)) * (1.0 / math.sqrt(self.dh)) + mask
+        att = torch.softmax(att, -1)
+        y = att.matmul(v).transpose(1, 2).reshape(b, n, d)
+        return self.o(y)
+
+
+class Block(nn.Module):
+    def __init__(self, d: int, heads: int):
+        super().__init__()
+        self.n1 = nn.LayerNorm(d)
+        self.self_att = Attention(d, heads)
+        self.n2 = nn.LayerNorm(d)
+        self.cross_att = Attention(d, heads)
+        self.n3 = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+
+    def forward(self, x: Tensor, mem_kv: Tensor, causal: Tensor, no_mask: Tensor) -> Tensor:
+        h = self.n1(x)
+        x = x + self.self_att(h, self.self_att.kv(h), causal)
+        x = x + self.cross_att(self.n2(x), mem_kv, no_mask)
+        return x + self.mlp(self.n3(x))
+
+
+class Main(nn.Module):
+    """The memory is 16 image tokens per camera (a 4x4 grid), then the instruction token, then the proprio token ([B, S, D]).
+    state [B, S + 1, 2 * blocks * D]: row s < S holds every block's cross-attention keys and values of memory
+    token s (computed once in prefill, so a step costs only the L query positions); row S holds the context
+    vector (instruction + proprio) in its first D entries, zeros after."""
+
+    def __init__(self, L: int, G: int, K: int, D: int, proprio_mean: Tensor, proprio_std: Tensor,
+                 blocks: int = 2, heads: int = 4):
+        super().__init__()
+        self.L, self.G, self.K, self.D = L, G, K, D
+        self.ncam = len(CAMERAS)
+        self.vocab, self.img, self.img_in = VOCAB, IMG, IMG_IN
+        self.register_buffer("proprio_mean", proprio_mean.float().clone())
+        self.register_buffer("proprio_std", proprio_std.float().clone())
+        self.ch = 64
+        self.conv1 = nn.Conv2d(3, 16, 5, 2, 2)
+        self.gn1 = nn.GroupNorm(4, 16)
+        self.conv2 = nn.Conv2d(16, 32, 3, 2, 1)
+        self.gn2 = nn.GroupNorm(8, 32)
+        self.conv3 = nn.Conv2d(32, self.ch, 3, 2, 1)
+        self.gn3 = nn.GroupNorm(8, self.ch)
+        self.film = nn.Linear(D, 2 * self.ch)
+        self.conv4 = nn.Conv2d(self.ch, D, 3, 2, 1)
+        self.img_pos = nn.Parameter(torch.randn(self.ncam, 16, D) * 0.02)
+        self.tok_emb = nn.Embedding(VOCAB, 64, padding_idx=0)
+        self.tok_conv = nn.Conv1d(64, D, 5, 1, 2)
+        self.instr_proj = nn.Linear(D, D)
+        self.prop_proj = nn.Sequential(nn.Linear(PROPRIO, D), nn.GELU(), nn.Linear(D, D))
+        self.mem_norm = nn.LayerNorm(D)
+        self.layer_emb = nn.Parameter(torch.randn(L, D) * 0.02)
+        self.code_emb = nn.Embedding(L * G * K, D)
+        self.ctx_proj = nn.Linear(2 * D, D)
+        self.blocks = nn.ModuleList([Block(D, heads) for _ in range(blocks)])
+        self.out_norm = nn.LayerNorm(D)
+        self.head = nn.Linear(D, G * K)
+        self.register_buffer("causal", torch.triu(torch.full((L, L), float("-inf")), 1))
+        self.register_buffer("no_mask", torch.zeros(1, 1, 1, 1))
+
+    # ---- observation encoder ----
+    def instr_feat(self, instr: Tensor) -> Tensor:
+        e = self.tok_emb(instr.clamp(0, self.vocab - 1)).transpose(1, 2)          # [B, 64, T]
+        f = F.gelu(self.tok_conv(e))                                          # [B, D, T]
+        pad = (instr == 0).unsqueeze(1)
+        f = f.masked_fill(pad, -1e4).max(2)[0]
+        return self.instr_proj(f)                                             # [B, D]
+
+    def encode64(self, img64: Tensor, proprio: Tensor, instr: Tensor) -> Tensor:
+        """img64: float [B, C, 3, 64, 64] in [0, 1] -> memory [B, S, D]."""
+        b = img64.shape[0]
+        t = self.instr_feat(instr)
+        x = (img64.reshape(b * self.ncam, 3, self.img_in, self.img_in) - 0.5) / 0.25
+        x = F.gelu(self.gn1(self.conv1(x)))
+        x = F.gelu(self.gn2(self.conv2(x)))
+        x = self.gn3(self.conv3(x))                                           # [B*C, ch, 8, 8]; conv4 -> 4x4
+        c = self.ch
+        fb = self.film(t).view(b, 1, 2, c).expand(b, self.ncam, 2, c).reshape(b * self.ncam, 2, c)
+        x = F.gelu(x * (1.0 + fb[:, 0].view(-1, c, 1, 1)) + fb[:, 1].view(-1, c, 1, 1))
+        x = self.conv4(x).flatten(2).transpose(1, 2).reshape(b, self.ncam, 16, self.D) + self.img_pos
+        p = self.prop_proj((proprio - self.proprio_mean) / self.proprio_std)
+        mem = torch.cat([x.reshape(b, self.ncam * 16, self.D), t.unsqueeze(1), p.unsqueeze(1)], 1)
+        return self.mem_norm(mem)
+
+    def make_state(self, mem: Tensor) -> Tensor:
+        """memory [B, S, D] -> state [B, S + 1, 2 * blocks * D] (see the class comment)."""
+        kvs: List[Tensor] = []
+        for blk in self.blocks:
+            kvs.append(blk.cross_att.kv(mem))
+        kv = torch.cat(kvs, 2)
+        ctx = self.ctx_proj(torch.cat([mem[:, -2], mem[:, -1]], 1))
+        row = torch.cat([ctx, torch.zeros(mem.shape[0], kv.shape[2] - self.D, device=mem.device, dtype=mem.dtype)], 1)
+        return torch.cat([kv, row.unsqueeze(1)], 1)
+
+    # ---- layer decoder ----
+    def _decode(self, state: Tensor, codes: Tensor) -> Tuple[Tensor, Tensor]:
+        """Teacher-forced pass over all L positions: logits [B, L, G, K] and hidden [B, L, D]. Position l reads
+        codes[:, :l] only (causal mask); the codes at and after a row's position do not change its outputs."""
+        b = state.shape[0]
+        base = (torch.arange(self.L, device=codes.device).view(1, self.L, 1) * self.G +
+                torch.arange(self.G, device=codes.device).view(1, 1, self.G)) * self.K
+        e = self.code_emb(base + codes.clamp(0, self.K - 1)).sum(2)          # [B, L, D]: embedding of layer l
+        prev = torch.cat([torch.zeros(b, 1, self.D, device=state.device, dtype=state.dtype), e[:, :-1]], 1)
+        ctx = state[:, -1, :self.D]                                           # instruction + proprio
+        x = self.layer_emb.unsqueeze(0) + prev + ctx.unsqueeze(1)
+        w = 2 * self.D
+        i = 0
+        for blk in self.blocks:
+            x = blk(x, state[:, :-1, i * w:(i + 1) * w], self.causal, self.no_mask)
+            i += 1
+        hid = self.out_norm(x)
+        return self.head(hid).view(b, self.L, self.G, self.K), hid
+
+    def _prep(self, images: Tensor) -> Tensor:
+        b = images.shape[0]
+        x = images.to(torch.float32).permute(0, 1, 4, 2, 3).reshape(b * self.ncam, 3, self.img, self.img)
+        x = F.avg_pool2d(x, 2) / 255.0
+        return x.view(b, self.ncam, 3, self.img_in, self.img_in)
+
+    @torch.jit.export
+    def prefill(self, images: Tensor, proprio: Tensor, instr: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        state = self.make_state(self.encode64(self._prep(images), proprio, instr))
+        zeros = torch.zeros(images.shape[0], self.L, self.G, dtype=torch.int64, device=images.device)
+        logits, hid = self._decode(state, zeros)
+        return state, logits[:, 0], hid[:, 0]
+
+    @torch.jit.export
+    def step(self, state: Tensor, codes: Tensor, pos: Tensor) -> Tuple[Tensor, Tensor]:
+        logits, hid = self._decode(state, codes)
+        rows = torch.arange(state.shape[0], device=state.device)
+        p = pos.clamp(0, self.L - 1)
+        return logits[rows, p], hid[rows, p]
+
+    @torch.jit.export
+    def verify(self, state: Tensor, codes: Tensor, pos: Tensor, n: int) -> Tuple[Tensor, Tensor]:
+        logits, hid = self._decode(state, codes)
+        b = state.shape[0]
+        li = (pos.view(b, 1) + torch.arange(n + 1, device=pos.device).view(1, n + 1)).clamp(0, self.L - 1)
+        rows = torch.arange(b, device=state.device).view(b, 1).expand(b, n + 1)
+        return logits[rows, li], hid[rows, li]
+
+    def forward(self, images: Tensor, proprio: Tensor, instr: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        return self.prefill(images, proprio, instr)
+
+
+class Draft(nn.Module):
+    """hidden [B, D] (main's hidden that predicted layer pos-1) + codes of layer pos-1 -> gamma proposed layers."""
+
+    def __init__(self, L: int, G: int, K: int, D: int, Dd: int = 128):
+        super().__init__()
+        self.L, self.G, self.K, self.D, self.Dd = L, G, K, D, Dd
+        self.init = nn.Linear(D, Dd)
+        self.code_emb = nn.Embedding(L * G * K, Dd)
+        self.layer_emb = nn.Embedding(L, Dd)
+        self.cell = nn.GRUCell(Dd, Dd)
+        self.head = nn.Sequential(nn.Linear(Dd, Dd), nn.GELU(), nn.Linear(Dd, G * K))
+
+    def _emb(self, layer: Tensor, codes: Tensor) -> Tensor:
+        """Embedding of the G codes [B, G] of layers `layer` [B]."""
+        g = torch.arange(self.G, device=codes.device).view(1, self.G)
+        idx = (layer.view(-1, 1) * self.G + g) * self.K + codes.clamp(0, self.K - 1)
+        return self.code_emb(idx).sum(1)
+
+    def rollout(self, hidden: Tensor, prev: Tensor, pos: Tensor, forced: Tensor, steps: int) -> Tensor:
+        """Logits [B, steps, G, K] for layers pos..pos+steps-1; after step j the input is forced[:, j] when
+        forced has steps columns (training: teacher forcing), else the argmax (propose)."""
+        b = hidden.shape[0]
+        h = torch.tanh(self.init(hidden))
+        out: List[Tensor] = []
+        for j in range(steps):
+            l_prev = (pos - 1 + j).clamp(0, self.L - 1)
+            l_next = (pos + j).clamp(0, self.L - 1)
+            h = self.cell(self._emb(l_prev, prev) + self.layer_emb(l_next), h)
+            lg = self.head(h).view(b, self.G, self.K)
+            out.append(lg)
+            if forced.shape[1] == steps:
+                prev = forced[:, j]
+            else:
+                prev = lg.argmax(2)
+        return torch.stack(out, 1)
+
+    @torch.jit.export
+    def propose(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int) -> Tensor:
+        b = hidden.shape[0]
+        rows = torch.arange(b, device=hidden.device)
+        prev = codes[rows, (pos - 1).clamp(0, self.L - 1)]
+        none = torch.zeros(b, 0, self.G, dtype=torch.int64, device=hidden.device)
+        return self.rollout(hidden, prev, pos, none, gamma).argmax(3)
+
+    def forward(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int) -> Tensor:
+        return self.propose(hidden, codes, pos, gamma)
