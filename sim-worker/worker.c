@@ -540,7 +540,7 @@ static void s_schedule_loads(s_worker_t *w) {
     s_job_t *j = &w->jobs[i];
     if (!j->used || (j->phase != S_LOADING && j->phase != S_REPLAY_WAIT)) continue;
     s_task_slot_t *slot = s_find_task(w, j->lease.suite, (int)j->lease.task);
-    bool replay = j->phase == S_REPLAY_WAIT, images = replay || s_records(j);
+    bool replay = j->phase == S_REPLAY_WAIT, images = replay || s_records(j) || s_is_model(j);
     if (replay && !slot) {
       s_start_replay(w, j, NULL); /* cannot happen (the slot stays while the job uses it): no video */
       continue;

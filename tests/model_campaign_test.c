@@ -73,7 +73,7 @@ int main(int argc, char **argv) {
            "variants:\n  - name: ar\n    mode: ar\n  - name: spec\n    mode: spec\n    draft_len: 4\n"
            "videos: none\n"
            "workers:\n  sim_workers: 1\n  episodes_per_worker: 2\n  gpu_workers: 1\n  device: cpu\n"
-           "leases:\n  heartbeat_ms: 250\n  liveness: 12\n  max_attempts: 5\n"
+           "leases:\n  heartbeat_ms: 250\n  liveness: 8\n  max_attempts: 5\n"
            "bind:\n  coordinator: ipc://%s/co.sock\n  broker: ipc://%s/bs.sock\n  broker_gpu: ipc://%s/bg.sock\n",
            trials, max_steps, replan, out, model, dir, dir, dir);
   FILE *f = fopen(cfg, "w");
@@ -105,6 +105,13 @@ int main(int argc, char **argv) {
   s_slurp(log, lbuf, sizeof lbuf);
   CHECK(strstr(lbuf, "local gpu worker") && strstr(lbuf, "restarting it"),
         "rsd did not report restarting its GPU worker (log %s)", log);
+
+  /* the sim worker was never declared dead: its task and renderer load off its main loop */
+  char slog[200];
+  static char sbuf[1 << 16];
+  snprintf(slog, sizeof slog, "%s/logs/local-sim-1.log", out);
+  CHECK(s_slurp(slog, sbuf, sizeof sbuf) > 0 && !strstr(sbuf, "saying HELLO again"),
+        "the sim worker lost its session (log %s)", slog);
 
   co_journal_error_t je;
   co_journal_t *j = co_journal_open(out, CO_JOURNAL_READ_ONLY, NULL, NULL, &je);
