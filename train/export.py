@@ -58,7 +58,7 @@ def write_package(out, main, draft, tok, stats, gamma, version=VERSION):
         "proprio_dim": rm.PROPRIO,
         "chunk": {"horizon": rm.H, "action_dim": rm.A, "gripper_index": rm.GRIPPER},
         "rfsq": {"layers": main.L, "groups": main.G, "levels": main.K},
-        "hidden_dim": main.D,
+        "hidden_dim": main.hidden_dim,
         "action_stats": {UNNORM_KEY: entry},
         "decoding": {"mode": "spec", "gamma": int(gamma), "radii": [0] + [1] * (main.L - 1)},
         "modules": files,
@@ -93,7 +93,7 @@ def _check_scripted(main, draft, tok, sm, sd, st):
 def random_package(out, L=8, G=6, K=7, D=128, gamma=4):
     torch.manual_seed(0)
     main = rm.Main(L, G, K, D, torch.zeros(rm.PROPRIO), torch.ones(rm.PROPRIO))
-    draft = rm.Draft(L, G, K, D)
+    draft = rm.Draft(L, G, K, D, main.S)
     q, _ = torch.linalg.qr(torch.randn(rm.H * rm.A, G))
     tok = rm.RFSQTokenizer(L, G, K, torch.zeros(rm.H * rm.A), q, torch.ones(G))
     stats = {"q01": [-1.0] * rm.A, "q99": [1.0] * rm.A}
@@ -115,7 +115,7 @@ def main():
         cfg = ck["cfg"]
         main = rm.Main(cfg["L"], cfg["G"], cfg["K"], cfg["D"], ck["proprio_mean"], ck["proprio_std"])
         main.load_state_dict(ck["main"])
-        draft = rm.Draft(cfg["L"], cfg["G"], cfg["K"], cfg["D"], cfg["Dd"])
+        draft = rm.Draft(cfg["L"], cfg["G"], cfg["K"], cfg["D"], main.S, cfg["Dd"])
         draft.load_state_dict(ck["draft"])
         tok = rm.RFSQTokenizer(cfg["L"], cfg["G"], cfg["K"], ck["tok_mean"], ck["tok_basis"], ck["tok_zscale"])
         write_package(args.out, main, draft, tok, ck["stats"], args.gamma or ck["gamma"])

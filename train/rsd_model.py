@@ -10,7 +10,8 @@ Owns the architecture and the TorchScript interfaces:
                  cross-attends to the memory predicts the G codes of layer l from the codes of layers < l.
                  step and verify run the same full pass over the L positions (`_decode`) and gather the rows'
                  positions, so they compute the same function by construction.
-  Draft          a GRU over layer positions started from the main model's hidden state; proposes gamma layers.
+  Draft          a GRU over layer positions started from the main model's hidden state (which carries the
+                 observation's memory), with one cross-attention per layer; proposes gamma layers.
 
 Not here: data (rsd_data.py), fitting (train_*.py), writing the package (export.py).
 """
@@ -100,7 +101,7 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, d: int, heads: int):
+    def __init__(self, d: int, heads: int, dropout: float = 0.0):
         super().__init__()
         self.n1 = nn.LayerNorm(d)
         self.self_att = Attention(d, heads)
@@ -108,22 +109,25 @@ class Block(nn.Module):
         self.cross_att = Attention(d, heads)
         self.n3 = nn.LayerNorm(d)
         self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        self.drop = nn.Dropout(dropout)   # training only (eval: identity)
 
     def forward(self, x: Tensor, mem_kv: Tensor, causal: Tensor, no_mask: Tensor) -> Tensor:
         h = self.n1(x)
-        x = x + self.self_att(h, self.self_att.kv(h), causal)
-        x = x + self.cross_att(self.n2(x), mem_kv, no_mask)
-        return x + self.mlp(self.n3(x))
+        x = x + self.drop(self.self_att(h, self.self_att.kv(h), causal))
+        x = x + self.drop(self.cross_att(self.n2(x), mem_kv, no_mask))
+        return x + self.drop(self.mlp(self.n3(x)))
 
 
 class Main(nn.Module):
     """The memory is 16 image tokens per camera (a 4x4 grid), then the instruction token, then the proprio token ([B, S, D]).
-    state [B, S + 1, 2 * blocks * D]: row s < S holds every block's cross-attention keys and values of memory
-    token s (computed once in prefill, so a step costs only the L query positions); row S holds the context
-    vector (instruction + proprio) in its first D entries, zeros after."""
+    state [B, S + 1, 2 * blocks * D + D]: row s < S holds every block's cross-attention keys and values of memory
+    token s (computed once in prefill, so a step costs only the L query positions), then the token itself;
+    row S holds the context vector (instruction + proprio) in its first D entries, zeros after.
+    The hidden state handed to the draft (hidden_dim = D + S * D) is the decoder's output at the layer's
+    position (D) followed by the whole memory (S * D): the draft reads the same observation as main."""
 
     def __init__(self, L: int, G: int, K: int, D: int, proprio_mean: Tensor, proprio_std: Tensor,
-                 blocks: int = 2, heads: int = 4):
+                 blocks: int = 2, heads: int = 4, dropout: float = 0.0):
         super().__init__()
         self.L, self.G, self.K, self.D = L, G, K, D
         self.ncam = len(CAMERAS)
@@ -148,7 +152,9 @@ class Main(nn.Module):
         self.layer_emb = nn.Parameter(torch.randn(L, D) * 0.02)
         self.code_emb = nn.Embedding(L * G * K, D)
         self.ctx_proj = nn.Linear(2 * D, D)
-        self.blocks = nn.ModuleList([Block(D, heads) for _ in range(blocks)])
+        self.blocks = nn.ModuleList([Block(D, heads, dropout) for _ in range(blocks)])
+        self.S = 16 * self.ncam + 2
+        self.hidden_dim = D + self.S * D
         self.out_norm = nn.LayerNorm(D)
         self.head = nn.Linear(D, G * K)
         self.register_buffer("causal", torch.triu(torch.full((L, L), float("-inf")), 1))
@@ -183,6 +189,7 @@ class Main(nn.Module):
         kvs: List[Tensor] = []
         for blk in self.blocks:
             kvs.append(blk.cross_att.kv(mem))
+        kvs.append(mem)
         kv = torch.cat(kvs, 2)
         ctx = self.ctx_proj(torch.cat([mem[:, -2], mem[:, -1]], 1))
         row = torch.cat([ctx, torch.zeros(mem.shape[0], kv.shape[2] - self.D, device=mem.device, dtype=mem.dtype)], 1)
@@ -207,6 +214,13 @@ class Main(nn.Module):
         hid = self.out_norm(x)
         return self.head(hid).view(b, self.L, self.G, self.K), hid
 
+    def _full_hidden(self, state: Tensor, hid: Tensor) -> Tensor:
+        """hid [B, N, D] -> [B, N, D + S * D]: each position's output followed by the row's memory."""
+        b, n = hid.shape[0], hid.shape[1]
+        w = 2 * self.D * len(self.blocks)
+        mem = state[:, :-1, w:w + self.D].reshape(b, 1, self.S * self.D).expand(b, n, self.S * self.D)
+        return torch.cat([hid, mem], 2)
+
     def _prep(self, images: Tensor) -> Tensor:
         b = images.shape[0]
         x = images.to(torch.float32).permute(0, 1, 4, 2, 3).reshape(b * self.ncam, 3, self.img, self.img)
@@ -218,14 +232,14 @@ class Main(nn.Module):
         state = self.make_state(self.encode64(self._prep(images), proprio, instr))
         zeros = torch.zeros(images.shape[0], self.L, self.G, dtype=torch.int64, device=images.device)
         logits, hid = self._decode(state, zeros)
-        return state, logits[:, 0], hid[:, 0]
+        return state, logits[:, 0], self._full_hidden(state, hid[:, :1])[:, 0]
 
     @torch.jit.export
     def step(self, state: Tensor, codes: Tensor, pos: Tensor) -> Tuple[Tensor, Tensor]:
         logits, hid = self._decode(state, codes)
         rows = torch.arange(state.shape[0], device=state.device)
         p = pos.clamp(0, self.L - 1)
-        return logits[rows, p], hid[rows, p]
+        return logits[rows, p], self._full_hidden(state, hid[rows, p].unsqueeze(1))[:, 0]
 
     @torch.jit.export
     def verify(self, state: Tensor, codes: Tensor, pos: Tensor, n: int) -> Tuple[Tensor, Tensor]:
@@ -233,23 +247,29 @@ class Main(nn.Module):
         b = state.shape[0]
         li = (pos.view(b, 1) + torch.arange(n + 1, device=pos.device).view(1, n + 1)).clamp(0, self.L - 1)
         rows = torch.arange(b, device=state.device).view(b, 1).expand(b, n + 1)
-        return logits[rows, li], hid[rows, li]
+        return logits[rows, li], self._full_hidden(state, hid[rows, li])
 
     def forward(self, images: Tensor, proprio: Tensor, instr: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         return self.prefill(images, proprio, instr)
 
 
 class Draft(nn.Module):
-    """hidden [B, D] (main's hidden that predicted layer pos-1) + codes of layer pos-1 -> gamma proposed layers."""
+    """hidden [B, D + S * D] (main's hidden that predicted layer pos-1: its decoder output, then the memory) +
+    the codes of layer pos-1 -> gamma proposed layers. A GRU over layer positions whose state also reads the
+    memory through one cross-attention per layer (one block, against main's two)."""
 
-    def __init__(self, L: int, G: int, K: int, D: int, Dd: int = 128):
+    def __init__(self, L: int, G: int, K: int, D: int, S: int, Dd: int = 128, heads: int = 4):
         super().__init__()
-        self.L, self.G, self.K, self.D, self.Dd = L, G, K, D, Dd
+        self.L, self.G, self.K, self.D, self.S, self.Dd = L, G, K, D, S, Dd
         self.init = nn.Linear(D, Dd)
+        self.mem_kv = nn.Linear(D, 2 * Dd)
         self.code_emb = nn.Embedding(L * G * K, Dd)
         self.layer_emb = nn.Embedding(L, Dd)
         self.cell = nn.GRUCell(Dd, Dd)
-        self.head = nn.Sequential(nn.Linear(Dd, Dd), nn.GELU(), nn.Linear(Dd, G * K))
+        self.norm = nn.LayerNorm(Dd)
+        self.att = Attention(Dd, heads)
+        self.head = nn.Sequential(nn.LayerNorm(Dd), nn.Linear(Dd, 2 * Dd), nn.GELU(), nn.Linear(2 * Dd, G * K))
+        self.register_buffer("no_mask", torch.zeros(1, 1, 1, 1))
 
     def _emb(self, layer: Tensor, codes: Tensor) -> Tensor:
         """Embedding of the G codes [B, G] of layers `layer` [B]."""
@@ -261,12 +281,15 @@ class Draft(nn.Module):
         """Logits [B, steps, G, K] for layers pos..pos+steps-1; after step j the input is forced[:, j] when
         forced has steps columns (training: teacher forcing), else the argmax (propose)."""
         b = hidden.shape[0]
-        h = torch.tanh(self.init(hidden))
+        mem = hidden[:, self.D:].reshape(b, self.S, self.D)
+        kv = self.mem_kv(mem)
+        h = torch.tanh(self.init(hidden[:, :self.D]))
         out: List[Tensor] = []
         for j in range(steps):
             l_prev = (pos - 1 + j).clamp(0, self.L - 1)
             l_next = (pos + j).clamp(0, self.L - 1)
             h = self.cell(self._emb(l_prev, prev) + self.layer_emb(l_next), h)
+            h = h + self.att(self.norm(h).unsqueeze(1), kv, self.no_mask)[:, 0]
             lg = self.head(h).view(b, self.G, self.K)
             out.append(lg)
             if forced.shape[1] == steps:

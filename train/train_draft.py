@@ -19,32 +19,36 @@ from train_main import obs_batch
 
 @torch.no_grad()
 def main_greedy(main: rm.Main, data: dict, idx: np.ndarray, augment: bool = False, seed: int = 0, bs: int = 128):
-    """Main's greedy (ar) decoding on samples idx: codes [N, L, G] and the hidden that predicted each layer [N, L, D]."""
+    """Main's greedy (ar) decoding on samples idx: codes [N, L, G], the decoder output that predicted each layer
+    [N, L, D] and the memory [N, S, D] (the draft's hidden input is the two side by side, see rsd_model.Main)."""
     main.eval()
     gen = torch.Generator().manual_seed(seed)
-    all_codes, all_hid = [], []
+    all_codes, all_hid, all_mem = [], [], []
     for s in range(0, len(idx), bs):
         j = idx[s:s + bs]
         img, prop, ins = obs_batch(data, j, augment=augment, gen=gen)
         state = main.make_state(main.encode64(img, prop, ins))
         codes = torch.zeros(len(j), main.L, main.G, dtype=torch.int64)
         hid = torch.zeros(len(j), main.L, main.D)
+        w = 2 * main.D * len(main.blocks)
+        all_mem.append(state[:, :-1, w:w + main.D].clone())
         for l in range(main.L):
             logits, h = main._decode(state, codes)
             codes[:, l] = logits[:, l].argmax(-1)
             hid[:, l] = h[:, l]
         all_codes.append(codes)
         all_hid.append(hid)
-    return torch.cat(all_codes), torch.cat(all_hid)
+    return torch.cat(all_codes), torch.cat(all_hid), torch.cat(all_mem)
 
 
-def draft_loss(draft: rm.Draft, codes: torch.Tensor, hid: torch.Tensor):
+def draft_loss(draft: rm.Draft, codes: torch.Tensor, hid: torch.Tensor, mem: torch.Tensor):
     """Mean cross-entropy over start layers p = 1..L-1 and the layers p..L-1 after each; also the accuracy."""
     L = draft.L
     tot, n, ok = 0.0, 0, 0.0
     for p in range(1, L):
         pos = torch.full((codes.shape[0],), p, dtype=torch.int64)
-        logits = draft.rollout(hid[:, p - 1], codes[:, p - 1], pos, codes[:, p:], L - p)
+        hidden = torch.cat([hid[:, p - 1], mem.reshape(mem.shape[0], -1)], 1)
+        logits = draft.rollout(hidden, codes[:, p - 1], pos, codes[:, p:], L - p)
         tgt = codes[:, p:]
         tot = tot + F.cross_entropy(logits.reshape(-1, draft.K), tgt.reshape(-1), reduction="sum") / draft.G
         n += tgt.shape[0] * tgt.shape[1]
@@ -52,7 +56,7 @@ def draft_loss(draft: rm.Draft, codes: torch.Tensor, hid: torch.Tensor):
     return tot / n, ok / n
 
 
-def train(draft: rm.Draft, codes: torch.Tensor, hid: torch.Tensor, minutes: float, bs: int = 256, lr: float = 2e-3,
+def train(draft: rm.Draft, codes: torch.Tensor, hid: torch.Tensor, mem: torch.Tensor, minutes: float, bs: int = 256, lr: float = 2e-3,
           log=print) -> dict:
     opt = torch.optim.AdamW(draft.parameters(), lr=lr, weight_decay=1e-5)
     rng = np.random.default_rng(1)
@@ -73,11 +77,11 @@ def train(draft: rm.Draft, codes: torch.Tensor, hid: torch.Tensor, minutes: floa
                 g["lr"] = lr * min(1.0, (step + 1) / 50) * 0.5 * (1.0 + math.cos(math.pi * frac))
             j = torch.from_numpy(perm[s:s + bs])
             draft.train()
-            loss, acc = draft_loss(draft, codes[j], hid[j])
+            loss, acc = draft_loss(draft, codes[j], hid[j], mem[j])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(draft.parameters(), 1.0)
             opt.step()
             step += 1
             if step % 100 == 0:
-                log(f"draft: step {step} t={time.time() - t0:.0f}s loss={float(loss):.4f} layer_acc={acc:.4f}")
+                log(f"draft: step {step} t={time.time() - t0:.0f}s loss={loss.item():.4f} layer_acc={acc:.4f}")

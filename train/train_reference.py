@@ -2,7 +2,7 @@
 exports the package.
 
 Usage: python train/train_reference.py --demos DIR --work WORKDIR --out models/rsd-ref-spatial
-           [--main-minutes 16] [--draft-minutes 3.5] [--L 8 --G 10 --K 7 --D 128]
+           [--main-minutes 10] [--draft-minutes 5] [--L 8 --G 10 --K 7 --D 128]
 
 Owns the order of the stages and the split: samples of trials 19, 29, 39, 49 are held out (validation and
 the offline decoding metrics); every other collected trial trains. Stages: action statistics and the RFSQ
@@ -39,8 +39,8 @@ def main():
     ap.add_argument("--demos", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--main-minutes", type=float, default=16.0)
-    ap.add_argument("--draft-minutes", type=float, default=3.5)
+    ap.add_argument("--main-minutes", type=float, default=10.0)
+    ap.add_argument("--draft-minutes", type=float, default=5.0)
     ap.add_argument("--L", type=int, default=8)
     ap.add_argument("--G", type=int, default=10)
     ap.add_argument("--K", type=int, default=7)
@@ -93,7 +93,7 @@ def main():
 
     # ---- main ----
     p = torch.from_numpy(data["proprio"][tr_idx])
-    model = rm.Main(args.L, args.G, args.K, args.D, p.mean(0), p.std(0).clamp(min=1e-3))
+    model = rm.Main(args.L, args.G, args.K, args.D, p.mean(0), p.std(0).clamp(min=1e-3), dropout=0.1)
     metrics["main_params"] = sum(x.numel() for x in model.parameters())
     log(f"main: {metrics['main_params']} parameters")
     t0 = time.time()
@@ -106,17 +106,18 @@ def main():
 
     # ---- draft ----
     t0 = time.time()
-    c1, h1 = train_draft.main_greedy(model, data, tr_idx)
-    c2, h2 = train_draft.main_greedy(model, data, tr_idx, augment=True, seed=1)
-    cv, hv = train_draft.main_greedy(model, data, va_idx)
+    c1, h1, m1 = train_draft.main_greedy(model, data, tr_idx)
+    c2, h2, m2 = train_draft.main_greedy(model, data, tr_idx, augment=True, seed=1)
+    cv, hv, mv = train_draft.main_greedy(model, data, va_idx)
     log(f"draft: main's greedy codes on {2 * len(tr_idx)} observations in {time.time() - t0:.0f}s")
-    draft = rm.Draft(args.L, args.G, args.K, args.D, args.Dd)
+    draft = rm.Draft(args.L, args.G, args.K, args.D, model.S, args.Dd)
     metrics["draft_params"] = sum(x.numel() for x in draft.parameters())
     t0 = time.time()
-    dtr = train_draft.train(draft, torch.cat([c1, c2]), torch.cat([h1, h2]), args.draft_minutes, log=log)
+    dtr = train_draft.train(draft, torch.cat([c1, c2]), torch.cat([h1, h2]), torch.cat([m1, m2]), args.draft_minutes,
+                            log=log)
     draft.eval()
     with torch.no_grad():
-        _, acc_v = train_draft.draft_loss(draft, cv, hv)
+        _, acc_v = train_draft.draft_loss(draft, cv, hv, mv)
     metrics["draft_train"] = dtr
     metrics["draft_heldout_layer_acc_teacher_forced"] = round(acc_v, 4)
     log(f"draft: trained in {time.time() - t0:.0f}s; held-out layer accuracy (teacher-forced) {acc_v:.4f}")
