@@ -1,6 +1,6 @@
 """train_main.py: fits the reference policy's main model (rsd_model.Main) on the demonstrations.
 
-Owns the main model's training: teacher-forced cross-entropy (label smoothing 0.1; layers >= 3 weighted 0.2,
+Owns the main model's training: teacher-forced cross-entropy (label smoothing 0.1; layers >= 3 weighted 0.05,
 see train_loss) over the G codes of all L layers of the tokenized expert chunk, dropout 0.1 in the decoder, AdamW with a warm-up and a cosine decay over a wall-clock budget (the machine is a
 shared 2-core CPU), random image shifts of up to 4 pixels (at the CNN's 64 px) as the only augmentation,
 and the token accuracy per layer (teacher-forced) on held-out samples. Also the observation batches that
@@ -71,7 +71,7 @@ def token_accuracy(main: rm.Main, data: dict, codes: torch.Tensor, idx: np.ndarr
 
 
 def train(main: rm.Main, data: dict, codes: torch.Tensor, train_idx: np.ndarray, val_idx: np.ndarray,
-          minutes: float, bs: int = 64, lr: float = 1e-3, smoothing: float = 0.1, fine_weight: float = 0.2,
+          minutes: float, bs: int = 64, lr: float = 1e-3, smoothing: float = 0.1, fine_weight: float = 0.05,
           log=print) -> dict:
     layer_weight = torch.tensor([1.0 if l < 3 else fine_weight for l in range(main.L)])
     opt = torch.optim.AdamW(main.parameters(), lr=lr, weight_decay=1e-4)

@@ -2,7 +2,7 @@
 exports the package.
 
 Usage: python train/train_reference.py --demos DIR --work WORKDIR --out models/rsd-ref-spatial
-           [--main-minutes 10] [--draft-minutes 5] [--L 8 --G 10 --K 7 --D 128]
+           [--main-minutes 8] [--draft-minutes 4] [--L 8 --G 10 --K 7 --D 128]
 
 Owns the order of the stages and the split: samples of trials 19, 29, 39, 49 are held out (validation and
 the offline decoding metrics); every other collected trial trains. Stages: action statistics and the RFSQ
@@ -39,8 +39,8 @@ def main():
     ap.add_argument("--demos", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--main-minutes", type=float, default=10.0)
-    ap.add_argument("--draft-minutes", type=float, default=5.0)
+    ap.add_argument("--main-minutes", type=float, default=8.0)
+    ap.add_argument("--draft-minutes", type=float, default=4.0)
     ap.add_argument("--L", type=int, default=8)
     ap.add_argument("--G", type=int, default=10)
     ap.add_argument("--K", type=int, default=7)

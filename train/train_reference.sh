@@ -7,7 +7,7 @@
 # 2. collects the expert's demonstrations: two lanes side by side (train/collect_demos.sh), trials 10-35 of
 #    all 10 LIBERO-Spatial tasks, 128 px images rendered after every 4th action, into WORKDIR/demos
 #    (about 30 minutes on the shared 2-core machine; blocks already collected are kept);
-# 3. trains and exports (train/train_reference.py: about 30 minutes on 2 threads) into models/rsd-ref-spatial,
+# 3. trains and exports (train/train_reference.py: about 15 minutes on 2 threads) into models/rsd-ref-spatial,
 #    with WORKDIR/run/metrics.json and train.log;
 # 4. loads the package in the C++ runtime and benchmarks it (policy_bench runs the load-time probes).
 # Needs ops/setup.sh to have run (the venv with torch, mujoco and h5py; the exported scenes in ~/.cache/rsd).
