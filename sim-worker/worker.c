@@ -639,6 +639,23 @@ static void s_on_infer_answer(s_worker_t *w, const msg_t *m) {
   }
 }
 
+/* Takes every ACTION or ERROR waiting on the broker socket, without blocking. Called between episode
+ * steps too: an answer is taken (and its round trip measured) when it arrives, not after a whole pass of
+ * steps and renders of the other episodes. */
+static void s_drain_infer(s_worker_t *w) {
+  if (!w->infer_sock) return;
+  zsock_t *z = msg_sock_zsock(w->infer_sock);
+  while (zsock_events(z) & ZMQ_POLLIN) {
+    msg_in_t *in = NULL;
+    msg_error_t err;
+    msg_err_t e = msg_sock_recv(w->infer_sock, &in, &err);
+    if (e == MSG_OK) s_on_infer_answer(w, &in->msg);
+    else if (in) fprintf(stderr, "rsd-sim-worker %s: refused a message from the broker: %s\n", w->name, err.text);
+    msg_in_destroy(&in);
+    if (e == MSG_ERR_TRANSPORT) break;
+  }
+}
+
 /* After a policy step: the episode goes on, or ends with its outcome. */
 static void s_after_step(s_worker_t *w, s_job_t *j) {
   char err[512];
@@ -700,6 +717,7 @@ static void s_step_all(s_worker_t *w) {
       s_replay_step(w, j);
     } else if (s_is_model(j)) {
       s_model_step(w, j);
+      s_drain_infer(w);
     } else {
       double a[SW_ACTION_DIM];
       sw_expert_act(j->expert, j->ep, a);
