@@ -60,7 +60,7 @@ struct s_req {
 
 struct s_gpu {
   zframe_t *route;               /* owned: the worker's routing id */
-  char key[512];                 /* the routing id in hex: the key of gpu_by_route */
+  char key[MSG_ROUTE_KEY_MAX + 1]; /* the routing id in hex: the key of gpu_by_route */
   uint64_t id;                   /* WELCOME.worker_id */
   char name[MSG_NAME_MAX + 1];
   char model[MSG_LABEL_MAX + 1];
@@ -127,21 +127,10 @@ static void s_list_unlink(s_req_t *r) {
   r->prev = r->next = NULL;
 }
 
-static void s_route_key(const zframe_t *route, char *out, size_t cap) {
-  static const char hex[] = "0123456789abcdef";
-  const uint8_t *d = zframe_data((zframe_t *)route);
-  size_t n = zframe_size((zframe_t *)route), k = 0;
-  for (size_t i = 0; i < n && k + 2 < cap; i++) {
-    out[k++] = hex[d[i] >> 4];
-    out[k++] = hex[d[i] & 15];
-  }
-  out[k] = '\0';
-}
-
 static s_gpu_t *s_find_gpu(co_broker_t *b, const zframe_t *route) {
   if (!route) return NULL;
-  char key[512];
-  s_route_key(route, key, sizeof key);
+  char key[MSG_ROUTE_KEY_MAX + 1];
+  msg_route_key(route, key);
   return zhashx_lookup(b->gpu_by_route, key);
 }
 
@@ -342,7 +331,7 @@ static void s_on_hello(co_broker_t *b, s_gpu_t *g, msg_in_t *in) {
     return;
   }
   g->route = zframe_dup(in->route);
-  s_route_key(in->route, g->key, sizeof g->key);
+  msg_route_key(in->route, g->key);
   g->id = ++b->next_gpu_id;
   if (g->id > MSG_U32_MAX) g->id = b->next_gpu_id = 1;
   snprintf(g->name, sizeof g->name, "%s", h->name);

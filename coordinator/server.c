@@ -32,7 +32,7 @@
 
 typedef struct {
   zframe_t *route; /* owned: the worker's routing id */
-  char key[512];   /* the routing id in hex: the key of by_route */
+  char key[MSG_ROUTE_KEY_MAX + 1]; /* the routing id in hex: the key of by_route */
   uint64_t id;
   char name[MSG_NAME_MAX + 1];
   uint32_t capacity;
@@ -87,21 +87,10 @@ static int64_t s_deadline_us(const co_server_t *s) {
   return zclock_time() * 1000 + (int64_t)s->cfg->leases.heartbeat_ms * s->cfg->leases.liveness * 1000;
 }
 
-static void s_route_key(const zframe_t *route, char *out, size_t cap) {
-  static const char hex[] = "0123456789abcdef";
-  const uint8_t *d = zframe_data((zframe_t *)route);
-  size_t n = zframe_size((zframe_t *)route), k = 0;
-  for (size_t i = 0; i < n && k + 2 < cap; i++) {
-    out[k++] = hex[d[i] >> 4];
-    out[k++] = hex[d[i] & 15];
-  }
-  out[k] = '\0';
-}
-
 static s_worker_t *s_find(co_server_t *s, const zframe_t *route) {
   if (!route) return NULL;
-  char key[512];
-  s_route_key(route, key, sizeof key);
+  char key[MSG_ROUTE_KEY_MAX + 1];
+  msg_route_key(route, key);
   return zhashx_lookup(s->by_route, key);
 }
 
@@ -371,7 +360,7 @@ static int s_on_hello(co_server_t *s, s_worker_t *w, msg_in_t *in, char *err, si
   }
   w->held = held;
   w->route = zframe_dup(in->route);
-  s_route_key(in->route, w->key, sizeof w->key);
+  msg_route_key(in->route, w->key);
   w->id = ++s->next_worker_id;
   snprintf(w->name, sizeof w->name, "%s", m->hello.name);
   w->capacity = capacity;

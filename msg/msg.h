@@ -248,6 +248,13 @@ void msg_in_destroy(msg_in_t **self_p);
  * MSG_ERR_TRANSPORT with *in_p NULL (interrupted or socket closed). */
 msg_err_t msg_sock_recv(msg_sock_t *self, msg_in_t **in_p, msg_error_t *err);
 
+/* Size of a routing id's key (msg_route_key): ZeroMQ routing ids are at most 255 bytes, two hex digits each. */
+#define MSG_ROUTE_KEY_MAX 511
+
+/* Writes a ROUTER routing id as lowercase hex (a NUL-terminated string key for tables of peers) into
+ * out[MSG_ROUTE_KEY_MAX + 1]. */
+void msg_route_key(const zframe_t *route, char out[MSG_ROUTE_KEY_MAX + 1]);
+
 /* Sends a received message's header and payload frames on as they are (no re-encoding), to `route`
  * (nullable: DEALER). Takes ownership of *in_p, also on failure. */
 msg_err_t msg_sock_forward(msg_sock_t *self, const zframe_t *route, msg_in_t **in_p, msg_error_t *err);

@@ -203,6 +203,17 @@ msg_err_t msg_sock_recv(msg_sock_t *self, msg_in_t **in_p, msg_error_t *err) {
   return rc;
 }
 
+void msg_route_key(const zframe_t *route, char out[MSG_ROUTE_KEY_MAX + 1]) {
+  static const char hex[] = "0123456789abcdef";
+  const uint8_t *d = zframe_data((zframe_t *)route);
+  size_t n = zframe_size((zframe_t *)route), k = 0;
+  for (size_t i = 0; i < n && k + 2 <= MSG_ROUTE_KEY_MAX; i++) {
+    out[k++] = hex[d[i] >> 4];
+    out[k++] = hex[d[i] & 15];
+  }
+  out[k] = '\0';
+}
+
 msg_err_t msg_sock_forward(msg_sock_t *self, const zframe_t *route, msg_in_t **in_p, msg_error_t *err) {
   s_in_t *x = (s_in_t *)*in_p;
   *in_p = NULL;

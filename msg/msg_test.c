@@ -4,6 +4,7 @@
  *   msg_test TESTDATA_DIR            run the tests against msg/testdata (golden files)
  *   RSD_WRITE_GOLDEN=1 msg_test DIR  rewrite the golden files and the fuzz seed corpus (DIR/../fuzz_corpus),
  *                                    after a deliberate wire change; review the diff before committing */
+#include <czmq.h>
 #include <msgpack.h>
 #include <stdlib.h>
 #include <string.h>
@@ -460,6 +461,21 @@ static void test_sha256(void) {
   }
 }
 
+/* Routing ids as table keys: lowercase hex, two digits a byte, 0 bytes and 255 bytes included. */
+static void test_route_key(void) {
+  char key[MSG_ROUTE_KEY_MAX + 1];
+  zframe_t *f = zframe_new("\x00\xab\x7f", 3);
+  msg_route_key(f, key);
+  CHECK(strcmp(key, "00ab7f") == 0, "route key '%s'", key);
+  zframe_destroy(&f);
+  uint8_t big[255];
+  memset(big, 0xff, sizeof big);
+  f = zframe_new(big, sizeof big);
+  msg_route_key(f, key);
+  CHECK(strlen(key) == 510 && key[0] == 'f' && key[509] == 'f', "255-byte route key of %zu chars", strlen(key));
+  zframe_destroy(&f);
+}
+
 int main(int argc, char **argv) {
   s_testdata = argc > 1 ? argv[1] : "msg/testdata"; /* .../msg/testdata */
   test_round_trip_every_type();
@@ -469,6 +485,7 @@ int main(int argc, char **argv) {
   test_byte_level_rejections();
   test_type_rules();
   test_sha256();
+  test_route_key();
   if (getenv("RSD_WRITE_GOLDEN")) write_fuzz_corpus();
   return check_summary("msg_test");
 }
