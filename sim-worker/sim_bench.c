@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../tests/bench/bench_host.h"
 #include "episode.h"
 
 #ifndef RSD_PYTHON
@@ -96,24 +97,6 @@ static double s_now(clockid_t clk) {
   struct timespec ts;
   clock_gettime(clk, &ts);
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void s_cpu_model(char *out, size_t cap) {
-  snprintf(out, cap, "unknown");
-  FILE *f = fopen("/proc/cpuinfo", "r");
-  if (!f) return;
-  char line[512];
-  while (fgets(line, sizeof line, f)) {
-    if (strncmp(line, "model name", 10) != 0) continue;
-    char *p = strchr(line, ':');
-    if (!p) continue;
-    p++;
-    while (*p == ' ' || *p == '\t') p++;
-    p[strcspn(p, "\n")] = '\0';
-    snprintf(out, cap, "%s", p);
-    break;
-  }
-  fclose(f);
 }
 
 static void s_loadavg(double la[3]) {
@@ -553,7 +536,7 @@ int main(int argc, char **argv) {
   char data[1024], model[256];
   if (o.data) snprintf(data, sizeof data, "%s", o.data);
   else sw_data_dir(data, sizeof data);
-  s_cpu_model(model, sizeof model);
+  bench_cpu_model(model, sizeof model);
   double la0[3], la1[3];
   s_loadavg(la0);
 

@@ -31,6 +31,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bench_host.h"
 #include "msg.h"
 
 #ifndef RSD_BIN
@@ -400,16 +401,8 @@ int main(int argc, char **argv) {
   zsys_handler_set(NULL);
   signal(SIGPIPE, SIG_IGN);
   atexit(s_cleanup);
-  char cpu[128] = "?";
-  FILE *ci = fopen("/proc/cpuinfo", "r");
-  char line[256];
-  while (ci && fgets(line, sizeof line, ci))
-    if (strncmp(line, "model name", 10) == 0) {
-      char *c = strchr(line, ':');
-      if (c) snprintf(cpu, sizeof cpu, "%.*s", (int)strcspn(c + 2, "\n"), c + 2);
-      break;
-    }
-  if (ci) fclose(ci);
+  char cpu[128];
+  bench_cpu_model(cpu, sizeof cpu);
   printf("coordinator_bench: %d simulated sim workers x capacity %d against `rsd run` (%d expert episodes,\n"
          "16 variants, episode time 0, tcp://127.0.0.1, journal in %s); host: nproc %ld, %s\n\n",
          nworkers, capacity, S_EPISODES, base, sysconf(_SC_NPROCESSORS_ONLN), cpu);

@@ -42,6 +42,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_host.h"
 #include "msg.h"
 
 #define S_WARMUP 500         /* round trips per variant before measuring */
@@ -724,24 +725,6 @@ static void s_bench_loopback(const s_case_t *cs, msg_t *m, const char *transport
 }
 
 /* ---- report --------------------------------------------------------------------------------------- */
-static void s_cpu_model(char *out, size_t cap) {
-  snprintf(out, cap, "unknown");
-  FILE *f = fopen("/proc/cpuinfo", "r");
-  if (!f) return;
-  char line[512];
-  while (fgets(line, sizeof line, f)) {
-    if (strncmp(line, "model name", 10) != 0) continue;
-    char *p = strchr(line, ':');
-    if (!p) continue;
-    p++;
-    while (*p == ' ' || *p == '\t') p++;
-    p[strcspn(p, "\n")] = '\0';
-    snprintf(out, cap, "%s", p);
-    break;
-  }
-  fclose(f);
-}
-
 static const char *s_met(bool ok) { return ok ? "met" : "NOT met"; }
 
 typedef struct {
@@ -923,7 +906,7 @@ int main(int argc, char **argv) {
   run.codec_calls = run.iters * 10;
   run.inproc_calls = run.iters * 2;
   run.nproc = sysconf(_SC_NPROCESSORS_ONLN);
-  s_cpu_model(run.cpu, sizeof run.cpu);
+  bench_cpu_model(run.cpu, sizeof run.cpu);
 
   atexit(s_cleanup);
   signal(SIGINT, s_on_signal);
