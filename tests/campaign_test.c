@@ -17,16 +17,9 @@
 
 #include "check.h"
 #include "proc.h"
+#include "scratch.h"
 #include "journal.h"
 #include "msg_samples.h"
-
-static void s_write(const char *path, const char *text) {
-  FILE *f = fopen(path, "w");
-  if (f) {
-    fputs(text, f);
-    fclose(f);
-  }
-}
 
 static int s_read_endpoint(const char *dir, char *out, size_t cap) {
   char path[600];
@@ -48,10 +41,7 @@ static int s_read_endpoint(const char *dir, char *out, size_t cap) {
 
 static bool s_file_has(const char *path, const char *needle) {
   static char buf[65536];
-  FILE *f = fopen(path, "r");
-  size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-  if (f) fclose(f);
-  buf[n] = '\0';
+  scratch_read(path, buf, sizeof buf);
   return strstr(buf, needle) != NULL;
 }
 
@@ -72,10 +62,10 @@ int main(int argc, char **argv) {
       "  - name: expert-b\n    policy: expert\nworkers:\n  sim_workers: 0\nleases:\n  heartbeat_ms: 100\n  liveness: 3\n  max_attempts: 3\n";
   snprintf(text, sizeof text, "name: campaign_test\ntrials: 4\noutput: %s\nbind:\n  coordinator: ipc://%s/co.sock\n%s", out,
            dir, body);
-  s_write(cfg, text);
+  CHECK(scratch_write(cfg, text), "write %s", cfg);
   snprintf(text, sizeof text, "name: campaign_test\ntrials: 5\noutput: %s\nbind:\n  coordinator: ipc://%s/co.sock\n%s", out,
            dir, body);
-  s_write(cfg2, text);
+  CHECK(scratch_write(cfg2, text), "write %s", cfg2);
 
   /* 2 variants x 3 tasks x 4 trials = 24 episodes; worker A dies after 3 results while holding a lease. */
   pid_t co = proc_spawn((char *[]){rsd, "run", cfg, NULL}, log, NULL, NULL);
@@ -176,8 +166,6 @@ int main(int argc, char **argv) {
 
   zmq_close(rogue);
   zmq_ctx_term(ctx);
-  char cmd[600];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+  scratch_done(dir);
   return check_summary("campaign_test");
 }

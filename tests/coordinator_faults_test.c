@@ -27,25 +27,15 @@
 
 #include "check.h"
 #include "proc.h"
+#include "scratch.h"
 #include "journal.h"
 
 #define S_WORKERS 3
 #define S_EPISODES 60
 
-static void s_write(const char *path, const char *text) {
-  FILE *f = fopen(path, "w");
-  if (f) {
-    fputs(text, f);
-    fclose(f);
-  }
-}
-
 static const char *s_slurp(const char *path) {
   static char buf[1 << 20];
-  FILE *f = fopen(path, "r");
-  size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-  if (f) fclose(f);
-  buf[n] = '\0';
+  scratch_read(path, buf, sizeof buf);
   return buf;
 }
 
@@ -128,9 +118,9 @@ int main(int argc, char **argv) {
       "leases:\n  heartbeat_ms: 150\n  liveness: 5\n  max_attempts: 3\n"
       "bind:\n  coordinator: tcp://127.0.0.1:*\n";
   snprintf(text, sizeof text, "%soutput: %s\n", body, out);
-  s_write(cfg, text);
+  CHECK(scratch_write(cfg, text), "write %s", cfg);
   snprintf(text, sizeof text, "%soutput: %s\n", body, base_out);
-  s_write(base_cfg, text);
+  CHECK(scratch_write(base_cfg, text), "write %s", base_cfg);
 
   /* The uninterrupted run: its result keys and outcomes are the reference. */
   pid_t co = proc_spawn((char *[]){rsd, "run", base_cfg, NULL}, logs[0], NULL, NULL);
@@ -273,12 +263,6 @@ int main(int argc, char **argv) {
         "rsd status at the end: exit %d (%s)", rc, status_out);
 
   proc_kill_all();
-  if (check_failed_ == 0) {
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-  } else {
-    fprintf(stderr, "logs kept in %s\n", dir);
-  }
+  scratch_done(dir);
   return check_summary("coordinator_faults_test");
 }

@@ -21,22 +21,14 @@
 #include "check.h"
 #include "journal.h"
 #include "proc.h"
-
-/* Reads a whole small file into buf (NUL-terminated); returns its length, or 0. */
-static size_t s_slurp(const char *path, char *buf, size_t cap) {
-  FILE *f = fopen(path, "r");
-  size_t n = f ? fread(buf, 1, cap - 1, f) : 0;
-  if (f) fclose(f);
-  buf[n] = '\0';
-  return n;
-}
+#include "scratch.h"
 
 /* The package's RFSQ layer count L, read from its manifest ("layers": N under "rfsq"). */
 static int s_layers(const char *model) {
   char path[600];
   static char text[1 << 16];
   snprintf(path, sizeof path, "%s/manifest.json", model);
-  if (!s_slurp(path, text, sizeof text)) return -1;
+  if (!scratch_read(path, text, sizeof text)) return -1;
   const char *r = strstr(text, "\"rfsq\"");
   const char *l = r ? strstr(r, "\"layers\"") : NULL;
   return l ? atoi(strchr(l, ':') + 1) : -1;
@@ -76,12 +68,7 @@ int main(int argc, char **argv) {
            "leases:\n  heartbeat_ms: 250\n  liveness: 8\n  max_attempts: 5\n"
            "bind:\n  coordinator: ipc://%s/co.sock\n  broker: ipc://%s/bs.sock\n  broker_gpu: ipc://%s/bg.sock\n",
            trials, max_steps, replan, out, model, dir, dir, dir);
-  FILE *f = fopen(cfg, "w");
-  CHECK(f != NULL, "write %s", cfg);
-  if (f) {
-    fputs(text, f);
-    fclose(f);
-  }
+  CHECK(scratch_write(cfg, text), "write %s", cfg);
   setenv("RSD_SIM_WORKER", sim, 1);
   setenv("RSD_GPU_WORKER", gpu, 1);
   pid_t co = proc_spawn((char *[]){rsd, "run", cfg, NULL}, log, NULL, NULL);
@@ -102,7 +89,7 @@ int main(int argc, char **argv) {
   int rc = proc_wait(co, 420);
   CHECK(rc == 0, "rsd run exited %d (log %s)", rc, log);
   static char lbuf[1 << 16];
-  s_slurp(log, lbuf, sizeof lbuf);
+  scratch_read(log, lbuf, sizeof lbuf);
   CHECK(strstr(lbuf, "local gpu worker") && strstr(lbuf, "restarting it"),
         "rsd did not report restarting its GPU worker (log %s)", log);
 
@@ -110,7 +97,7 @@ int main(int argc, char **argv) {
   char slog[200];
   static char sbuf[1 << 16];
   snprintf(slog, sizeof slog, "%s/logs/local-sim-1.log", out);
-  CHECK(s_slurp(slog, sbuf, sizeof sbuf) > 0 && !strstr(sbuf, "saying HELLO again"),
+  CHECK(scratch_read(slog, sbuf, sizeof sbuf) > 0 && !strstr(sbuf, "saying HELLO again"),
         "the sim worker lost its session (log %s)", slog);
 
   co_journal_error_t je;
@@ -191,16 +178,10 @@ int main(int argc, char **argv) {
   CHECK(rc == 0, "rsd report exited %d (log %s)", rc, rlog);
   snprintf(report, sizeof report, "%s/report.md", out);
   static char rbuf[1 << 18];
-  CHECK(s_slurp(report, rbuf, sizeof rbuf) > 0, "no %s", report);
+  CHECK(scratch_read(report, rbuf, sizeof rbuf) > 0, "no %s", report);
   CHECK(strstr(rbuf, "spec") && strstr(rbuf, "ar") && strstr(rbuf, "p50"), "report.md lacks the latency figures");
   CHECK(strstr(rbuf, "(hash: sha256:"), "report.md does not name the package's content hash");
 
-  if (!check_failed_) {
-    char cmd[200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-  } else {
-    fprintf(stderr, "kept %s for a look\n", dir);
-  }
+  scratch_done(dir);
   return check_summary("model_campaign_test");
 }

@@ -19,6 +19,7 @@
 
 #include "check.h"
 #include "proc.h"
+#include "scratch.h"
 #include "journal.h"
 
 /* True once worker `name` holds a lease in the journal (polled read-only, as `rsd status` does). */
@@ -56,12 +57,7 @@ int main(int argc, char **argv) {
            "leases:\n  heartbeat_ms: 200\n  liveness: 15\n  max_attempts: 3\n"
            "bind:\n  coordinator: ipc://%s/co.sock\n",
            out, dir);
-  FILE *f = fopen(cfg, "w");
-  CHECK(f != NULL, "write %s", cfg);
-  if (f) {
-    fputs(text, f);
-    fclose(f);
-  }
+  CHECK(scratch_write(cfg, text), "write %s", cfg);
 
   /* A worker without scene data refuses to start (it would fail every episode it took). */
   char nodata_log[160];
@@ -144,12 +140,7 @@ int main(int argc, char **argv) {
            "leases:\n  heartbeat_ms: 200\n  liveness: 15\n  max_attempts: 3\n"
            "bind:\n  coordinator: ipc://%s/co2.sock\n",
            out2, dir);
-  f = fopen(cfg2, "w");
-  CHECK(f != NULL, "write %s", cfg2);
-  if (f) {
-    fputs(text, f);
-    fclose(f);
-  }
+  CHECK(scratch_write(cfg2, text), "write %s", cfg2);
   setenv("RSD_SIM_WORKER", worker, 1);
   pid_t co2 = proc_spawn((char *[]){rsd, "run", cfg2, NULL}, log2, NULL, NULL);
   /* the first local worker, once it holds a lease, is killed */
@@ -165,11 +156,8 @@ int main(int argc, char **argv) {
   CHECK(victim, "local-sim-1 never held a lease, or could not be killed (log %s)", log2);
   rc = proc_wait(co2, 200);
   CHECK(rc == 0, "rsd run with local workers exited %d (log %s)", rc, log2);
-  FILE *lf = fopen(log2, "r");
   static char lbuf[1 << 16];
-  size_t ln = lf ? fread(lbuf, 1, sizeof lbuf - 1, lf) : 0;
-  if (lf) fclose(lf);
-  lbuf[ln] = '\0';
+  scratch_read(log2, lbuf, sizeof lbuf);
   CHECK(strstr(lbuf, "started 2 local sim workers") && strstr(lbuf, "local sim worker local-sim-1 died") &&
             strstr(lbuf, "restarting it"),
         "rsd did not report starting and restarting its workers (log %s)", log2);
@@ -215,12 +203,6 @@ int main(int argc, char **argv) {
   }
   CHECK(videos == 2, "%d videos kept, want max_videos 2", videos);
 
-  if (!check_failed_) {
-    char cmd[200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-  } else {
-    fprintf(stderr, "kept %s for a look\n", dir);
-  }
+  scratch_done(dir);
   return check_summary("sim_campaign_test");
 }
