@@ -17,18 +17,17 @@
  * that device. Every child is killed when the test exits. */
 #include <czmq.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
 #include "msg.h"
 #include "policy.h"
+#include "proc.h"
+#include "scratch.h"
 
 #define NOBS 4
 #define IMG 16
@@ -36,48 +35,6 @@
 #define PROPRIO 8
 #define HA (8 * 7)
 #define LG (8 * 4)
-
-static pid_t s_pids[8];
-static int s_npids;
-
-static void s_kill_all(void) {
-  for (int i = 0; i < s_npids; i++)
-    if (s_pids[i] > 0) {
-      kill(s_pids[i], SIGKILL);
-      waitpid(s_pids[i], NULL, 0);
-      s_pids[i] = 0;
-    }
-}
-
-/* Starts argv[0] with argv; stderr to `err_path` when not NULL. */
-static pid_t s_spawn(char **argv, const char *err_path) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (err_path) {
-      int fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      if (fd >= 0) dup2(fd, 2);
-    }
-    execv(argv[0], argv);
-    _exit(127);
-  }
-  if (pid > 0 && s_npids < 8) s_pids[s_npids++] = pid;
-  return pid;
-}
-
-/* Waits up to timeout_ms for pid to exit; its wait status, or -1 if it is still running. */
-static int s_wait_exit(pid_t pid, int timeout_ms) {
-  for (int t = 0; t <= timeout_ms; t += 20) {
-    int st;
-    if (waitpid(pid, &st, WNOHANG) == pid) {
-      for (int i = 0; i < s_npids; i++)
-        if (s_pids[i] == pid) s_pids[i] = 0;
-      return st;
-    }
-    zclock_sleep(20);
-  }
-  return -1;
-}
 
 /* ---- the broker played by the test --------------------------------------------------------------- */
 
@@ -313,7 +270,7 @@ static void s_main_worker(const char *exe, const char *models, s_broker_t *b) {
   char *argv[] = {(char *)exe, "--broker", (char *)msg_sock_endpoint(b->sock), "--model", dir, "--device", "cpu",
                   "--max-batch", "4", "--max-wait-us", "30000000", "--credit", "8", "--name", "gwtest-1",
                   "--heartbeat-ms", "1000", NULL};
-  pid_t pid = s_spawn(argv, NULL);
+  pid_t pid = proc_spawn(argv, NULL, NULL, NULL);
   CHECK(pid > 0, "spawn %s", exe);
 
   /* HELLO */
@@ -421,8 +378,8 @@ static void s_main_worker(const char *exe, const char *models, s_broker_t *b) {
         "BYE (SIGTERM) after the last answers, got %s", bye ? msg_type_name(bye->msg.type) : "nothing");
   msg_in_destroy(&bye);
   CHECK(b->credit == credit_before, "no READY once stopping (%u -> %u)", credit_before, b->credit);
-  int st = s_wait_exit(pid, 30000);
-  CHECK(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status 0 after SIGTERM (wait status %d)", st);
+  int st = proc_wait(pid, 30);
+  CHECK(st == 0, "exit status 0 after SIGTERM (got %d)", st);
   b->beat = false;
   gw_policy_destroy(&p);
 }
@@ -447,7 +404,7 @@ static void s_nan_worker(const char *exe, const char *models, s_broker_t *b) {
 
   char *argv[] = {(char *)exe, "--broker", (char *)msg_sock_endpoint(b->sock), "--model", dir, "--device", "cpu",
                   "--max-batch", "2", "--max-wait-us", "30000000", "--credit", "2", "--name", "gwtest-2", NULL};
-  pid_t pid = s_spawn(argv, NULL);
+  pid_t pid = proc_spawn(argv, NULL, NULL, NULL);
   msg_in_t *h1 = s_recv(b, 120000, false);
   CHECK(h1 && h1->msg.type == MSG_HELLO, "HELLO from the nan worker");
   if (!h1 || h1->msg.type != MSG_HELLO) {
@@ -485,8 +442,8 @@ static void s_nan_worker(const char *exe, const char *models, s_broker_t *b) {
   msg_in_t *bye = s_recv(b, 30000, false);
   CHECK(bye && bye->msg.type == MSG_BYE && !strcmp(bye->msg.bye.reason, "SIGINT"), "BYE (SIGINT)");
   msg_in_destroy(&bye);
-  int st = s_wait_exit(pid, 30000);
-  CHECK(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status 0 after SIGINT (wait status %d)", st);
+  int st = proc_wait(pid, 30);
+  CHECK(st == 0, "exit status 0 after SIGINT (got %d)", st);
   b->beat = false;
   gw_policy_destroy(&p);
 }
@@ -498,30 +455,26 @@ static void s_cuda_device(const char *exe, const char *models, s_broker_t *b, co
   snprintf(errf, sizeof errf, "%s/cuda.stderr", tmp);
   char *argv[] = {(char *)exe, "--broker", (char *)msg_sock_endpoint(b->sock), "--model", dir, "--device", "cuda:0",
                   NULL};
-  pid_t pid = s_spawn(argv, errf);
+  pid_t pid = proc_spawn(argv, errf, NULL, NULL);
   int st = -1;
   msg_in_t *hello = NULL;
   for (int t = 0; t < 600 && st == -1 && !hello; t++) {
-    st = s_wait_exit(pid, 100);
+    st = proc_wait(pid, 0);
     if (st == -1) hello = s_recv(b, 100, false);
   }
   if (hello) {
     CHECK(hello->msg.type == MSG_HELLO && !strcmp(hello->msg.hello.device, "cuda:0"), "HELLO on cuda:0");
     msg_in_destroy(&hello);
     kill(pid, SIGTERM);
-    st = s_wait_exit(pid, 30000);
-    CHECK(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "cuda:0 worker exits 0 on SIGTERM");
+    st = proc_wait(pid, 30);
+    CHECK(st == 0, "cuda:0 worker exits 0 on SIGTERM (got %d)", st);
     return;
   }
-  char text[4096] = "";
-  FILE *f = fopen(errf, "r");
-  if (f) {
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    text[n] = '\0';
-    fclose(f);
-  }
-  CHECK(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) != 0 && strstr(text, "'cuda:0'"),
-        "--device cuda:0 without CUDA: non-zero exit and a message naming the device (status %d): %s", st, text);
+  char text[4096];
+  scratch_read(errf, text, sizeof text);
+  CHECK(st >= 1 && st < 128 && strstr(text, "'cuda:0'"),
+        "--device cuda:0 without CUDA: an exit status of 1..127 and a message naming the device (got %d): %s", st,
+        text);
 }
 
 int main(int argc, char **argv) {
@@ -529,7 +482,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: gpu_worker_test PATH/TO/rsd-gpu-worker TEST_MODELS_DIR\n");
     return 2;
   }
-  atexit(s_kill_all);
+  atexit(proc_kill_all);
   zsys_handler_set(NULL);
   alarm(280);
   char tmp[] = "/tmp/gpu_worker_test.XXXXXX";

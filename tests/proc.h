@@ -43,19 +43,19 @@ static inline pid_t proc_spawn(char *const argv[], const char *errpath, const ch
   return pid;
 }
 
-/* Waits up to timeout_s seconds for pid; returns its exit status (128 + signal when killed), or -1 when
- * it is still running. */
+/* Waits up to timeout_s seconds for pid (0: only looks); returns its exit status (128 + signal when
+ * killed), or -1 when it is still running. */
 static inline int proc_wait(pid_t pid, int timeout_s) {
   int status;
-  for (int i = 0; i < timeout_s * 100; i++) {
+  for (int i = 0;; i++) {
     if (waitpid(pid, &status, WNOHANG) == pid) {
       for (int k = 0; k < proc_npids_; k++)
         if (proc_pids_[k] == pid) proc_pids_[k] = -1;
       return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     }
+    if (i >= timeout_s * 100) return -1;
     usleep(10000);
   }
-  return -1;
 }
 
 #endif
