@@ -238,6 +238,13 @@ static void s_forget_gpu(co_broker_t *b, s_gpu_t *g, co_event_t kind, const char
   free(g);
 }
 
+/* Forgets GPU worker g after a send to it failed with `me` (ROUTER_MANDATORY: it is gone). */
+static void s_unreachable_gpu(co_broker_t *b, s_gpu_t *g, const msg_error_t *me) {
+  char why[400];
+  snprintf(why, sizeof why, "could not be reached (%.300s)", me->text);
+  s_forget_gpu(b, g, CO_EVENT_DIED, why);
+}
+
 static void s_drain_gpu(co_broker_t *b, s_gpu_t *g) {
   if (g->drained) return;
   g->drained = true;
@@ -277,9 +284,7 @@ static void s_forward(co_broker_t *b, s_req_t *r, s_gpu_t *g) {
   s_list_push(&g->held, r);
   msg_error_t me;
   if (msg_sock_forward(b->gpu, g->route, &in, &me) != MSG_OK) {
-    char why[400];
-    snprintf(why, sizeof why, "could not be reached (%.300s)", me.text);
-    s_forget_gpu(b, g, CO_EVENT_DIED, why);
+    s_unreachable_gpu(b, g, &me);
     return;
   }
   b->st.forwarded++;
@@ -552,9 +557,7 @@ static void s_tick(co_broker_t *b) {
       hb.heartbeat.busy = g->held.n > 1000000 ? 1000000 : (uint32_t)g->held.n;
       msg_error_t me;
       if (msg_sock_send(b->gpu, g->route, &hb, &me) != MSG_OK) {
-        char why[400];
-        snprintf(why, sizeof why, "could not be reached (%.300s)", me.text);
-        s_forget_gpu(b, g, CO_EVENT_DIED, why);
+        s_unreachable_gpu(b, g, &me);
         continue;
       }
       i++;
