@@ -248,10 +248,14 @@ static void s_check_error(const msg_in_t *in, uint32_t code, const char *needle1
 
 /* ---- the scenarios ------------------------------------------------------------------------------- */
 
+/* The device of the main and NaN scenarios: RSD_TEST_DEVICE (cpu by default; ops/gpu/run.sh sets cuda:0 on
+ * the GPU machine, where the worker and the in-process expectations then both run on CUDA). */
+static const char *s_device = "cpu";
+
 static void s_main_worker(const char *exe, const char *models, s_broker_t *b) {
   char dir[1024];
   snprintf(dir, sizeof dir, "%s/mixed", models);
-  gw_policy_opts_t popts = {"cpu", "libero_spatial", 1, 1, 0};
+  gw_policy_opts_t popts = {s_device, "libero_spatial", 1, 1, 0};
   gw_policy_t *p = NULL;
   int rc = gw_policy_open(dir, &popts, &p);
   CHECK(rc == GW_OK, "in-process policy %s: %s", dir, gw_errmsg());
@@ -267,7 +271,8 @@ static void s_main_worker(const char *exe, const char *models, s_broker_t *b) {
   s_expect(p, "libero_spatial", GW_DECODE_SPEC_RELAXED, rel_idx, NOBS, ex_rel, co_rel, NULL);
   s_expect(p, "libero_spatial", GW_DECODE_SPEC, all, 2, ex_two, co_two, NULL);
 
-  char *argv[] = {(char *)exe, "--broker", (char *)msg_sock_endpoint(b->sock), "--model", dir, "--device", "cpu",
+  char *argv[] = {(char *)exe, "--broker", (char *)msg_sock_endpoint(b->sock), "--model", dir,
+                  "--device", (char *)s_device,
                   "--max-batch", "4", "--max-wait-us", "30000000", "--credit", "8", "--name", "gwtest-1",
                   "--heartbeat-ms", "1000", NULL};
   pid_t pid = proc_spawn(argv, NULL, NULL, NULL);
@@ -286,7 +291,7 @@ static void s_main_worker(const char *exe, const char *models, s_broker_t *b) {
   CHECK(h->has_model && !strcmp(h->model, "tiny-mixed") && h->has_model_hash &&
             !strcmp(h->model_hash, man->content_hash),
         "HELLO model '%s' hash '%s'", h->model, h->model_hash);
-  CHECK(h->has_device && !strcmp(h->device, "cpu") && h->has_max_batch && h->max_batch == 4, "HELLO device/max_batch");
+  CHECK(h->has_device && !strcmp(h->device, s_device) && h->has_max_batch && h->max_batch == 4, "HELLO device/max_batch");
   s_welcome(b, hello, 1000, 10);
   msg_in_destroy(&hello);
   b->beat = true;
@@ -387,7 +392,7 @@ static void s_main_worker(const char *exe, const char *models, s_broker_t *b) {
 static void s_nan_worker(const char *exe, const char *models, s_broker_t *b) {
   char dir[1024];
   snprintf(dir, sizeof dir, "%s/nan", models);
-  gw_policy_opts_t popts = {"cpu", "libero_spatial", 1, 1, 0};
+  gw_policy_opts_t popts = {s_device, "libero_spatial", 1, 1, 0};
   gw_policy_t *p = NULL;
   CHECK(gw_policy_open(dir, &popts, &p) == GW_OK, "in-process nan policy: %s", gw_errmsg());
   if (!p) return;
@@ -402,7 +407,8 @@ static void s_nan_worker(const char *exe, const char *models, s_broker_t *b) {
   CHECK(status[0] == GW_OK && status[1] == GW_ENONFINITE, "in-process: NaN for row 1 only (%d, %d)", status[0],
         status[1]);
 
-  char *argv[] = {(char *)exe, "--broker", (char *)msg_sock_endpoint(b->sock), "--model", dir, "--device", "cpu",
+  char *argv[] = {(char *)exe, "--broker", (char *)msg_sock_endpoint(b->sock), "--model", dir,
+                  "--device", (char *)s_device,
                   "--max-batch", "2", "--max-wait-us", "30000000", "--credit", "2", "--name", "gwtest-2", NULL};
   pid_t pid = proc_spawn(argv, NULL, NULL, NULL);
   msg_in_t *h1 = s_recv(b, 120000, false);
@@ -483,6 +489,8 @@ int main(int argc, char **argv) {
     return 2;
   }
   atexit(proc_kill_all);
+  const char *dev = getenv("RSD_TEST_DEVICE");
+  if (dev && *dev) s_device = dev;
   zsys_handler_set(NULL);
   alarm(280);
   char tmp[] = "/tmp/gpu_worker_test.XXXXXX";

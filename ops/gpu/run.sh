@@ -2,8 +2,9 @@
 # ops/gpu/run.sh: on the GPU machine (the device tool; shared notes GPU.md), from the repository root,
 # with .device/ carried (made here by ops/gpu/prepare.sh): unpacks the carried .debs into a private
 # prefix (never into /), installs the mujoco wheel beside the machine's own python3 + torch, builds the GPU
-# worker with -DRSD_CUDA=ON, runs the GPU-worker tests (gw_*, gpu_worker_test: a worker on cuda:0 must say
-# HELLO there) and the policy benchmark on cuda:0. Logs and the benchmark JSON go to $OUT when it is set.
+# worker with -DRSD_CUDA=ON, runs the GPU-worker tests on cuda:0 (gw_*, gpu_worker_test with
+# RSD_TEST_DEVICE=cuda:0: the decoding suites on CUDA, a real worker serving ZeroMQ requests from cuda:0) and
+# the policy benchmark of the reference package on cuda:0 and on the CPU. Logs and JSON go to $OUT when set.
 #
 #   device run: command "bash ops/gpu/run.sh", carry [".device"]
 #
@@ -49,17 +50,23 @@ export CPATH=$P/usr/include:$P/usr/include/$multi LIBRARY_PATH=$P/usr/lib/$multi
 # 4. Build only the GPU worker's targets, with CUDA.
 set -o pipefail
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRSD_CUDA=ON -DRSD_VENV="$venv" \
-  -DCMAKE_EXE_LINKER_FLAGS="-Wl,-rpath-link,$P/usr/lib/$multi -Wl,-rpath-link,$P/lib/$multi" 2>&1 | tee "$out/configure.log"
-ninja -C "$build" rsd-gpu-worker gw_batcher_test gw_policy_test gpu_worker_test policy_bench 2>&1 | tee "$out/build.log"
+  -DCMAKE_EXE_LINKER_FLAGS="-Wl,-rpath-link,$P/usr/lib/$multi -Wl,-rpath-link,$P/lib/$multi" 2>&1 | tee "$out/build.log"
+ninja -C "$build" rsd-gpu-worker gw_batcher_test gw_policy_test gpu_worker_test policy_bench 2>&1 | tee -a "$out/build.log"
 
-# 5. Tests (the libraries of the prefix only for the programs we built, not for cmake or python).
+# 5. Tests, on cuda:0: the policy suites and the worker's scenarios open their packages on RSD_TEST_DEVICE.
 export LD_LIBRARY_PATH=$P/usr/lib/$multi:$P/lib/$multi${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-ctest --test-dir "$build" -R 'gw_|gpu_worker' --output-on-failure 2>&1 | tee "$out/ctest.log"
+RSD_TEST_DEVICE=cuda:0 ctest --test-dir "$build" -R 'gw_|gpu_worker' --output-on-failure 2>&1 | tee "$out/ctest.log" ||
+  echo "run.sh: some GPU-worker tests failed (see ctest.log)"
 
-# 6. The policy benchmark on the GPU and, for comparison, on the CPU.
+# 6. The policy benchmark: the reference package on the GPU and, for comparison, on this machine's CPU;
+#    the tiny test package on the GPU. RSD_GPU_BENCH_ARGS adds options (e.g. --gamma 2).
 secs=${RSD_GPU_SECONDS:-1}
+ref=models/rsd-ref-spatial
+for dev in cuda:0 cpu; do
+  tag=${dev%%:*}
+  "$build/gpu-worker/policy_bench" "$ref" --device "$dev" --seconds "$secs" ${RSD_GPU_BENCH_ARGS:-} \
+    --json "$out/policy_bench_ref_$tag.json" 2>&1 | tee -a "$out/bench.log"
+done
 "$build/gpu-worker/policy_bench" "$build/gpu-worker/test-models/mixed" --device cuda:0 --seconds "$secs" \
-  --json "$out/policy_bench_cuda.json" 2>&1 | tee "$out/bench_cuda.log"
-"$build/gpu-worker/policy_bench" "$build/gpu-worker/test-models/mixed" --device cpu --seconds "$secs" \
-  --json "$out/policy_bench_cpu.json" 2>&1 | tee "$out/bench_cpu.log"
+  --json "$out/policy_bench_mixed_cuda.json" 2>&1 | tee -a "$out/bench.log"
 echo "run.sh: done; logs and JSON in $out"
