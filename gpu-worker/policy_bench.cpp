@@ -5,12 +5,18 @@
 // also writes the numbers. Not a test: timing belongs here, not in ctest.
 //
 //   policy_bench [PACKAGE_DIR] [--json FILE] [--threads N] [--seconds S] [--gamma G] [--radius R]
-//                [--device cpu|cuda:N]
+//                [--device cpu|cuda:N] [--obs DIR]
+//
+// Observations are random images and proprio unless --obs names a recorded set (train/export_bench_obs.py):
+// DIR/images.u8 (N x cameras x H x W x 3 uint8), DIR/proprio.f32 (N x proprio_dim float32) and
+// DIR/instructions.txt (N lines). Acceptance on random images says little about a trained draft; on
+// recorded frames it is what the policy meets on those states.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <random>
 #include <string>
 #include <vector>
@@ -28,6 +34,44 @@ struct Row {
   std::vector<double> accept;  // per layer, -1 where nothing was proposed
 };
 
+// Reads a whole file; false (and a message) if it cannot.
+static bool s_slurp(const std::string &path, std::string &out) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) {
+    std::fprintf(stderr, "policy_bench: cannot read %s\n", path.c_str());
+    return false;
+  }
+  out.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+  return true;
+}
+
+// A recorded observation set (see the top of the file), checked against the package's shapes.
+static bool s_load_obs(const char *dir, const gw_manifest_t *m, std::vector<uint8_t> &images,
+                       std::vector<float> &proprio, std::vector<std::string> &instr) {
+  std::string im, pr, tx;
+  std::string d(dir);
+  if (!s_slurp(d + "/images.u8", im) || !s_slurp(d + "/proprio.f32", pr) || !s_slurp(d + "/instructions.txt", tx))
+    return false;
+  instr.clear();
+  for (size_t a = 0, b; a < tx.size(); a = b + 1) {
+    b = tx.find('\n', a);
+    if (b == std::string::npos) b = tx.size();
+    instr.push_back(tx.substr(a, b - a));
+  }
+  const size_t n = instr.size(), img = (size_t)m->num_cameras * m->image_height * m->image_width * 3;
+  if (n == 0 || im.size() != n * img || pr.size() != n * sizeof(float) * (size_t)m->proprio_dim) {
+    std::fprintf(stderr, "policy_bench: %s: %zu instructions, images.u8 %zu bytes (expected %zu), proprio.f32 %zu "
+                         "bytes (expected %zu) for %d camera(s) of %dx%d and proprio %d\n", dir, n, im.size(),
+                 n * img, pr.size(), n * sizeof(float) * (size_t)m->proprio_dim, m->num_cameras, m->image_height,
+                 m->image_width, m->proprio_dim);
+    return false;
+  }
+  images.assign(im.begin(), im.end());
+  proprio.resize(n * (size_t)m->proprio_dim);
+  std::memcpy(proprio.data(), pr.data(), pr.size());
+  return true;
+}
+
 static double s_pct(std::vector<double> v, double q) {
   std::sort(v.begin(), v.end());
   size_t i = (size_t)(q * (double)(v.size() - 1) + 0.5);
@@ -35,7 +79,7 @@ static double s_pct(std::vector<double> v, double q) {
 }
 
 int main(int argc, char **argv) {
-  const char *dir = GW_DEFAULT_PACKAGE, *json = nullptr, *device = "cpu";
+  const char *dir = GW_DEFAULT_PACKAGE, *json = nullptr, *device = "cpu", *obs_dir = nullptr;
   int threads = 0, gamma = 0, radius = 1;
   double seconds = 1.0;
   for (int i = 1; i < argc; i++) {
@@ -45,10 +89,11 @@ int main(int argc, char **argv) {
     else if (!std::strcmp(argv[i], "--gamma") && i + 1 < argc) gamma = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--radius") && i + 1 < argc) radius = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--device") && i + 1 < argc) device = argv[++i];
+    else if (!std::strcmp(argv[i], "--obs") && i + 1 < argc) obs_dir = argv[++i];
     else if (argv[i][0] != '-') dir = argv[i];
     else {
       std::fprintf(stderr, "usage: policy_bench [PACKAGE_DIR] [--json FILE] [--threads N] [--seconds S] "
-                           "[--gamma G] [--radius R] [--device cpu|cuda:N]\n");
+                           "[--gamma G] [--radius R] [--device cpu|cuda:N] [--obs DIR]\n");
       return 2;
     }
   }
@@ -64,21 +109,35 @@ int main(int argc, char **argv) {
   const int L = m->layers, G = m->groups, HA = m->chunk_horizon * m->action_dim;
   const size_t img = (size_t)m->num_cameras * m->image_height * m->image_width * 3;
   const int maxb = 64;
-  std::mt19937 rng(1);
-  std::vector<uint8_t> images(img * maxb);
-  std::vector<float> proprio((size_t)m->proprio_dim * maxb);
-  for (auto &b : images) b = (uint8_t)(rng() & 255);
-  for (auto &x : proprio) x = (float)((int)(rng() % 2001) - 1000) / 1000.0f;
-  std::vector<gw_obs_t> obs(maxb);
-  for (int i = 0; i < maxb; i++)
+  std::vector<uint8_t> images;
+  std::vector<float> proprio;
+  std::vector<std::string> instr;
+  if (obs_dir) {
+    if (!s_load_obs(obs_dir, m, images, proprio, instr)) return 1;
+  } else {
+    std::mt19937 rng(1);
+    images.resize(img * maxb);
+    proprio.resize((size_t)m->proprio_dim * maxb);
+    for (auto &b : images) b = (uint8_t)(rng() & 255);
+    for (auto &x : proprio) x = (float)((int)(rng() % 2001) - 1000) / 1000.0f;
+    instr.assign(maxb, "pick up the black bowl and place it on the plate");
+  }
+  const int nobs = (int)instr.size();
+  std::vector<gw_obs_t> obs(nobs);
+  for (int i = 0; i < nobs; i++)
     obs[i] = gw_obs_t{images.data() + img * i, m->num_cameras, m->image_height, m->image_width,
-                      proprio.data() + (size_t)m->proprio_dim * i, m->proprio_dim, "pick up the black bowl and place it on the plate"};
+                      proprio.data() + (size_t)m->proprio_dim * i, m->proprio_dim, instr[i].c_str()};
+  // A batch of b takes b consecutive observations, starting where the last one stopped (wrapping), so that
+  // every batch size sees the whole set; with fewer observations than the batch, rows repeat.
+  std::vector<gw_obs_t> batch(maxb);
+  size_t next = 0;
   std::vector<float> chunks((size_t)HA * maxb);
   std::vector<int32_t> codes((size_t)L * G * maxb);
   std::vector<gw_result_t> res(maxb);
 
-  std::printf("policy_bench: %s (%s) on %s, L=%d G=%d K=%d, gamma=%d, relaxed radius=%d, threads=%d\n", dir, m->name, device, L, G,
-              m->levels, gamma ? gamma : m->decoding.gamma, radius, threads);
+  std::printf("policy_bench: %s (%s) on %s, L=%d G=%d K=%d, gamma=%d, relaxed radius=%d, threads=%d, observations: %s\n",
+              dir, m->name, device, L, G, m->levels, gamma ? gamma : m->decoding.gamma, radius, threads,
+              obs_dir ? obs_dir : "random");
   std::printf("%-13s %5s %10s %9s %9s %9s %9s  %s\n", "mode", "batch", "chunks/s", "p50 ms", "p99 ms", "main/ch",
               "draft/ch", "acceptance per layer 1..L-1");
   std::vector<Row> rows;
@@ -99,8 +158,8 @@ int main(int argc, char **argv) {
           res[i].codes = codes.data() + (size_t)L * G * i;
         }
         auto t0 = std::chrono::steady_clock::now();
-        // Rotate through the observations so a small batch does not measure one input only.
-        rc = gw_policy_decode(p, obs.data() + (size_t)(it * b) % (size_t)(maxb - b + 1), b, &prm, res.data());
+        for (int i = 0; i < b; i++) batch[i] = obs[next++ % (size_t)nobs];
+        rc = gw_policy_decode(p, batch.data(), b, &prm, res.data());
         double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
         if (rc != GW_OK || res[0].status != GW_OK) {
           std::fprintf(stderr, "policy_bench: decode failed: %s (%s)\n", gw_strerror(rc), res[0].message);
@@ -138,8 +197,8 @@ int main(int argc, char **argv) {
       std::fprintf(stderr, "policy_bench: cannot write %s\n", json);
       return 1;
     }
-    std::fprintf(f, "{\"package\": \"%s\", \"device\": \"%s\", \"threads\": %d, \"results\": [\n", m->name, device,
-                 threads);
+    std::fprintf(f, "{\"package\": \"%s\", \"device\": \"%s\", \"threads\": %d, \"observations\": \"%s\", "
+                    "\"results\": [\n", m->name, device, threads, obs_dir ? obs_dir : "random");
     for (size_t i = 0; i < rows.size(); i++) {
       const Row &r = rows[i];
       std::fprintf(f, "  {\"mode\": \"%s\", \"batch\": %d, \"chunks_per_s\": %.2f, \"p50_ms\": %.4f, \"p99_ms\": %.4f, "
