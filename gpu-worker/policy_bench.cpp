@@ -10,7 +10,8 @@
 // Observations are random images and proprio unless --obs names a recorded set (train/export_bench_obs.py):
 // DIR/images.u8 (N x cameras x H x W x 3 uint8), DIR/proprio.f32 (N x proprio_dim float32) and
 // DIR/instructions.txt (N lines). Acceptance on random images says little about a trained draft; on
-// recorded frames it is what the policy meets on those states.
+// recorded frames it is what the policy meets on those states. Last, every observation is decoded by ar and
+// by spec (batches of 1 and of 16) and the rows whose codes differ are counted: spec must be lossless.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -191,6 +192,40 @@ int main(int argc, char **argv) {
                   r.main_fwd, r.draft_fwd, acc_s.c_str());
       rows.push_back(r);
     }
+  // Exactness: every observation decoded by ar and by spec in batches of 1 and of 16 (consecutive rows);
+  // a row counts as differing when any of its L x G codes differ (equal codes give equal actions).
+  int differ[2] = {0, 0}, checked = 0;
+  {
+    std::vector<int32_t> ca((size_t)nobs * L * G), cs((size_t)nobs * L * G);
+    const int bs[2] = {1, 16};
+    for (int k = 0; k < 2; k++) {
+      for (int mode : {(int)GW_DECODE_AR, (int)GW_DECODE_SPEC}) {
+        gw_decode_params_t prm = m->decoding;
+        prm.mode = mode;
+        if (gamma) prm.gamma = gamma;
+        std::vector<int32_t> &dst = mode == GW_DECODE_AR ? ca : cs;
+        for (int s = 0; s < nobs; s += bs[k]) {
+          const int b = std::min(bs[k], nobs - s);
+          for (int i = 0; i < b; i++) {
+            std::memset(&res[i], 0, sizeof res[i]);
+            res[i].chunk = chunks.data() + (size_t)HA * i;
+            res[i].codes = dst.data() + (size_t)(s + i) * L * G;
+          }
+          rc = gw_policy_decode(p, obs.data() + s, b, &prm, res.data());
+          for (int i = 0; i < b; i++)
+            if (rc != GW_OK || res[i].status != GW_OK) {
+              std::fprintf(stderr, "policy_bench: exactness decode failed: %s (%s)\n", gw_strerror(rc), res[i].message);
+              return 1;
+            }
+        }
+      }
+      for (int i = 0; i < nobs; i++)
+        differ[k] += std::memcmp(ca.data() + (size_t)i * L * G, cs.data() + (size_t)i * L * G, sizeof(int32_t) * L * G) != 0;
+    }
+    checked = nobs;
+    std::printf("exactness: spec codes differ from ar codes in %d of %d observations at batch 1, %d of %d at batch 16\n",
+                differ[0], checked, differ[1], checked);
+  }
   if (json) {
     FILE *f = std::fopen(json, "w");
     if (!f) {
@@ -198,7 +233,8 @@ int main(int argc, char **argv) {
       return 1;
     }
     std::fprintf(f, "{\"package\": \"%s\", \"device\": \"%s\", \"threads\": %d, \"observations\": \"%s\", "
-                    "\"results\": [\n", m->name, device, threads, obs_dir ? obs_dir : "random");
+                    "\"spec_ne_ar\": {\"observations\": %d, \"batch_1\": %d, \"batch_16\": %d}, \"results\": [\n", m->name, device,
+                 threads, obs_dir ? obs_dir : "random", checked, differ[0], differ[1]);
     for (size_t i = 0; i < rows.size(); i++) {
       const Row &r = rows[i];
       std::fprintf(f, "  {\"mode\": \"%s\", \"batch\": %d, \"chunks_per_s\": %.2f, \"p50_ms\": %.4f, \"p99_ms\": %.4f, "
