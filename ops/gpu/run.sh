@@ -11,6 +11,7 @@
 #   RSD_GPU_PREFIX   where the .debs are unpacked (default /tmp/rsd-prefix)
 #   RSD_GPU_BUILD    build directory (default build-cuda)
 #   RSD_GPU_SECONDS  seconds per benchmark cell (default 1)
+#   RSD_GPU_BUILD_ONLY=1  stop after the build (for a command that runs its own measurements next)
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$top"
@@ -52,6 +53,8 @@ set -o pipefail
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRSD_CUDA=ON -DRSD_VENV="$venv" \
   -DCMAKE_EXE_LINKER_FLAGS="-Wl,-rpath-link,$P/usr/lib/$multi -Wl,-rpath-link,$P/lib/$multi" 2>&1 | tee "$out/build.log"
 ninja -C "$build" rsd-gpu-worker gw_batcher_test gw_policy_test gpu_worker_test policy_bench 2>&1 | tee -a "$out/build.log"
+
+if [ "${RSD_GPU_BUILD_ONLY:-0}" = 1 ]; then echo "run.sh: built in $build"; exit 0; fi
 
 # 5. Tests, on cuda:0: the policy suites and the worker's scenarios open their packages on RSD_TEST_DEVICE.
 export LD_LIBRARY_PATH=$P/usr/lib/$multi:$P/lib/$multi${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
