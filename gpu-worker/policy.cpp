@@ -306,7 +306,7 @@ void s_parse_manifest(const std::string &dir, const char *unnorm_key, bool any_u
   s_copy(m.unnorm_key, sizeof m.unnorm_key, unnorm_key);
 
   Obj dec = top.obj("decoding");
-  dec.only({"mode", "gamma", "radii"});
+  dec.only({"mode", "gamma", "radii", "width"});
   std::string mode = dec.str("mode", 32);
   m.decoding.mode = gw_mode_parse(mode.c_str());
   if (m.decoding.mode < 0) dec.bad("mode", "= '" + mode + "' is not one of ar, spec, spec-relaxed");
@@ -318,6 +318,7 @@ void s_parse_manifest(const std::string &dir, const char *unnorm_key, bool any_u
       dec.bad("radii", "item " + std::to_string(l) + " must be an integer in [0, levels)");
     m.decoding.radii[l] = (int)json_integer_value(r);
   }
+  m.decoding.width = json_object_get(dec.j, "width") ? (int)dec.integer("width", 1, GW_MAX_WIDTH) : 1;
 
   Obj mods = top.obj("modules");
   mods.only({"main", "draft", "tokenizer"});
@@ -438,6 +439,12 @@ void s_probe(gw_policy_t &p) {
   c10::IValue pr = s_probe_call(p.draft, "propose", {pre[2], codes, at::ones({B}, at::dtype(at::kLong).device(dev)), gamma});
   if (!pr.isTensor()) throw Error(GW_ESHAPE, "draft.propose: expected a tensor");
   gw::expect_tensor(pr.toTensor(), {B, gamma, G}, at::kLong, dev, "draft.propose codes");
+  if (p.has_paths) {
+    c10::IValue pp = s_probe_call(p.draft, "propose_paths",
+                                  {pre[2], codes, at::ones({B}, at::dtype(at::kLong).device(dev)), gamma, int64_t(2)});
+    if (!pp.isTensor()) throw Error(GW_ESHAPE, "draft.propose_paths: expected a tensor");
+    gw::expect_tensor(pp.toTensor(), {B, 2, gamma, G}, at::kLong, dev, "draft.propose_paths codes");
+  }
   c10::IValue ck = s_probe_call(p.tokenizer, "decode", {codes});
   if (!ck.isTensor()) throw Error(GW_ESHAPE, "tokenizer.decode: expected a tensor");
   gw::expect_tensor(ck.toTensor(), {B, m.chunk_horizon, m.action_dim}, at::kFloat, dev, "tokenizer.decode chunk");
@@ -511,6 +518,13 @@ extern "C" int gw_policy_open(const char *dir, const gw_policy_opts_t *opts, gw_
     s_need_method(p->main, "main", "step", 3, "step(state, codes, pos)");
     s_need_method(p->main, "main", "verify", 4, "verify(state, codes, pos, n)");
     s_need_method(p->draft, "draft", "propose", 4, "propose(hidden, codes, pos, gamma)");
+    p->has_paths = p->draft.find_method("propose_paths").has_value();
+    if (p->has_paths)
+      s_need_method(p->draft, "draft", "propose_paths", 5, "propose_paths(hidden, codes, pos, gamma, width)");
+    else if (p->m.decoding.width > 1)
+      throw Error(GW_EMODULE, "manifest decoding.width is " + std::to_string(p->m.decoding.width) +
+                                  " but the draft module has no method 'propose_paths' (expected "
+                                  "propose_paths(hidden, codes, pos, gamma, width))");
     s_need_method(p->tokenizer, "tokenizer", "decode", 1, "decode(codes)");
     s_probe(*p);
     *policy_out = p.release();
@@ -544,8 +558,14 @@ extern "C" void gw_policy_destroy(gw_policy_t **self_p) {
 
 extern "C" const gw_manifest_t *gw_policy_manifest(const gw_policy_t *policy) { return policy ? &policy->m : nullptr; }
 
-static void s_check_params(const gw_manifest_t &m, const gw_decode_params_t &prm) {
+static void s_check_params(const gw_policy_t &p, const gw_decode_params_t &prm) {
+  const gw_manifest_t &m = p.m;
   if (prm.mode < 0 || prm.mode > 2) throw Error(GW_EINVAL, "decode mode " + std::to_string(prm.mode) + " is not ar, spec or spec-relaxed");
+  if (prm.width < 0 || prm.width > GW_MAX_WIDTH)
+    throw Error(GW_EINVAL, "width " + std::to_string(prm.width) + " out of range [0, " + std::to_string(GW_MAX_WIDTH) + "]");
+  if (prm.mode != GW_DECODE_AR && prm.width > 1 && !p.has_paths)
+    throw Error(GW_EINVAL, "width " + std::to_string(prm.width) + " needs the draft method propose_paths, which " +
+                               std::string(m.name) + "'s draft does not have");
   if (prm.mode != GW_DECODE_AR && (prm.gamma < 1 || prm.gamma > GW_MAX_GAMMA))
     throw Error(GW_EINVAL, "gamma " + std::to_string(prm.gamma) + " out of range [1, " + std::to_string(GW_MAX_GAMMA) + "]");
   if (prm.mode == GW_DECODE_SPEC_RELAXED)
@@ -559,7 +579,7 @@ extern "C" int gw_policy_decode(gw_policy_t *policy, const gw_obs_t *obs, int n,
     if (!policy || !obs || !results) throw Error(GW_EINVAL, "gw_policy_decode: policy, obs and results are required");
     if (n < 1 || n > GW_MAX_BATCH) throw Error(GW_EINVAL, "batch of " + std::to_string(n) + " requests, allowed 1.." + std::to_string(GW_MAX_BATCH));
     const gw_decode_params_t &prm = params ? *params : policy->m.decoding;
-    s_check_params(policy->m, prm);
+    s_check_params(*policy, prm);
     std::vector<int> rows;
     for (int i = 0; i < n; i++) {
       gw_result_t &r = results[i];

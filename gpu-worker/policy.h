@@ -29,6 +29,7 @@ extern "C" {
 #define GW_MAX_CAMERAS 4      /* cameras a package may declare */
 #define GW_MAX_BATCH 256      /* requests in one gw_policy_decode call */
 #define GW_MAX_GAMMA 16       /* draft layers proposed per round */
+#define GW_MAX_WIDTH 64       /* draft paths verified per request and round */
 #define GW_NAME_MAX 64        /* names, versions, keys (with the NUL) */
 #define GW_ROW_MSG_MAX 256    /* gw_result_t.message (with the NUL) */
 #define GW_MAX_UNNORM_KEYS 32 /* action_stats entries a package may declare */
@@ -78,6 +79,9 @@ typedef struct {
   int mode;                      /* gw_mode_t */
   int gamma;                     /* layers the draft proposes per round, 1..GW_MAX_GAMMA (spec modes) */
   int radii[GW_MAX_LAYERS];      /* spec-relaxed: radius r_l in levels for layer l, >= 0 */
+  int width;                     /* spec modes: draft paths per request and round, 0..GW_MAX_WIDTH (0 and 1: one,
+                                  * draft.propose); > 1 needs draft.propose_paths, and main.verify then runs
+                                  * width rows per request (docs/model-package.md, "Decoding") */
 } gw_decode_params_t;
 
 /* ---- the package --------------------------------------------------------------------------------- */

@@ -5,7 +5,9 @@
 // also writes the numbers. Not a test: timing belongs here, not in ctest.
 //
 //   policy_bench [PACKAGE_DIR] [--json FILE] [--threads N] [--seconds S] [--gamma G] [--radius R]
-//                [--device cpu|cuda:N] [--obs DIR]
+//                [--device cpu|cuda:N] [--obs DIR] [--width W]
+//
+// --width W: W draft paths per request and round in the spec modes (draft.propose_paths; 1 = propose).
 //
 // Observations are random images and proprio unless --obs names a recorded set (train/export_bench_obs.py):
 // DIR/images.u8 (N x cameras x H x W x 3 uint8), DIR/proprio.f32 (N x proprio_dim float32) and
@@ -81,7 +83,7 @@ static double s_pct(std::vector<double> v, double q) {
 
 int main(int argc, char **argv) {
   const char *dir = GW_DEFAULT_PACKAGE, *json = nullptr, *device = "cpu", *obs_dir = nullptr;
-  int threads = 0, gamma = 0, radius = 1;
+  int threads = 0, gamma = 0, radius = 1, width = 0;
   double seconds = 1.0;
   for (int i = 1; i < argc; i++) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
@@ -91,10 +93,11 @@ int main(int argc, char **argv) {
     else if (!std::strcmp(argv[i], "--radius") && i + 1 < argc) radius = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--device") && i + 1 < argc) device = argv[++i];
     else if (!std::strcmp(argv[i], "--obs") && i + 1 < argc) obs_dir = argv[++i];
+    else if (!std::strcmp(argv[i], "--width") && i + 1 < argc) width = std::atoi(argv[++i]);
     else if (argv[i][0] != '-') dir = argv[i];
     else {
       std::fprintf(stderr, "usage: policy_bench [PACKAGE_DIR] [--json FILE] [--threads N] [--seconds S] "
-                           "[--gamma G] [--radius R] [--device cpu|cuda:N] [--obs DIR]\n");
+                           "[--gamma G] [--radius R] [--device cpu|cuda:N] [--obs DIR] [--width W]\n");
       return 2;
     }
   }
@@ -136,9 +139,9 @@ int main(int argc, char **argv) {
   std::vector<int32_t> codes((size_t)L * G * maxb);
   std::vector<gw_result_t> res(maxb);
 
-  std::printf("policy_bench: %s (%s) on %s, L=%d G=%d K=%d, gamma=%d, relaxed radius=%d, threads=%d, observations: %s\n",
-              dir, m->name, device, L, G, m->levels, gamma ? gamma : m->decoding.gamma, radius, threads,
-              obs_dir ? obs_dir : "random");
+  std::printf("policy_bench: %s (%s) on %s, L=%d G=%d K=%d, gamma=%d, width=%d, relaxed radius=%d, threads=%d, "
+              "observations: %s\n", dir, m->name, device, L, G, m->levels, gamma ? gamma : m->decoding.gamma,
+              width ? width : m->decoding.width, radius, threads, obs_dir ? obs_dir : "random");
   std::printf("%-13s %5s %10s %9s %9s %9s %9s  %s\n", "mode", "batch", "chunks/s", "p50 ms", "p99 ms", "main/ch",
               "draft/ch", "acceptance per layer 1..L-1");
   std::vector<Row> rows;
@@ -147,6 +150,7 @@ int main(int argc, char **argv) {
       gw_decode_params_t prm = m->decoding;
       prm.mode = mode;
       if (gamma) prm.gamma = gamma;
+      if (width) prm.width = width;
       for (int l = 0; l < L; l++) prm.radii[l] = radius;
       std::vector<double> lat;
       std::vector<long> prop(L, 0), acc(L, 0);
@@ -203,6 +207,7 @@ int main(int argc, char **argv) {
         gw_decode_params_t prm = m->decoding;
         prm.mode = mode;
         if (gamma) prm.gamma = gamma;
+        if (width) prm.width = width;
         std::vector<int32_t> &dst = mode == GW_DECODE_AR ? ca : cs;
         for (int s = 0; s < nobs; s += bs[k]) {
           const int b = std::min(bs[k], nobs - s);
@@ -232,9 +237,10 @@ int main(int argc, char **argv) {
       std::fprintf(stderr, "policy_bench: cannot write %s\n", json);
       return 1;
     }
-    std::fprintf(f, "{\"package\": \"%s\", \"device\": \"%s\", \"threads\": %d, \"observations\": \"%s\", "
+    std::fprintf(f, "{\"package\": \"%s\", \"device\": \"%s\", \"threads\": %d, \"gamma\": %d, \"width\": %d, "
+                    "\"observations\": \"%s\", "
                     "\"spec_ne_ar\": {\"observations\": %d, \"batch_1\": %d, \"batch_16\": %d}, \"results\": [\n", m->name, device,
-                 threads, obs_dir ? obs_dir : "random", checked, differ[0], differ[1]);
+                 threads, gamma ? gamma : m->decoding.gamma, width ? width : m->decoding.width, obs_dir ? obs_dir : "random", checked, differ[0], differ[1]);
     for (size_t i = 0; i < rows.size(); i++) {
       const Row &r = rows[i];
       std::fprintf(f, "  {\"mode\": \"%s\", \"batch\": %d, \"chunks_per_s\": %.2f, \"p50_ms\": %.4f, \"p99_ms\": %.4f, "

@@ -16,6 +16,7 @@ struct gw_policy_t {
   gw_manifest_t m{};             // validated manifest; m.unnorm_key is the key chosen at load
   torch::Device device{torch::kCPU};
   torch::jit::Module main, draft, tokenizer;  // on `device`, eval mode
+  bool has_paths = false;        // the draft has the optional method propose_paths
   std::vector<float> q01, q99;   // [A] statistics of m.unnorm_key
   std::vector<bool> mask;        // [A] true: unnormalize this dimension; false: pass through
   // Every key's statistics, index-aligned with m.unnorm_keys; q01/q99/mask are a copy of the selected one.

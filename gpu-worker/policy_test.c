@@ -9,6 +9,11 @@
  *             a draft off by one is fully accepted at radius 1 and its codes are kept
  *   batching  a request's codes, chunk and stats do not depend on the rest of its batch (also when a
  *             neighbour fails)
+ *   paths     width > 1 (draft.propose_paths, every path a row of one verify): spec == ar code for code on
+ *             every draft, widths 2..5, gammas 1..5, batches 1..32; forwards replay from acceptance; a poor
+ *             draft whose second path is main's layer advances two layers a round; acceptance never drops
+ *             below width 1's; relaxed radius 1 keeps width 1's result; a draft without propose_paths and a
+ *             width above the maximum are refused
  *   errors    missing method, wrong output shape, NaN output (that request only), unknown unnorm_key,
  *             wrong image size; unnormalization and the gripper convention */
 #include <jansson.h>
@@ -77,7 +82,7 @@ static gw_policy_t *s_open(const char *pkg, const char *key, int *rc_out) {
 }
 
 static gw_decode_params_t s_params(int mode, int gamma, int radius) {
-  gw_decode_params_t prm = {mode, gamma, {0}};
+  gw_decode_params_t prm = {mode, gamma, {0}, 1};
   for (int l = 0; l < MAXL; l++) prm.radii[l] = radius;
   return prm;
 }
@@ -278,6 +283,94 @@ static void s_suite_lossless(void) {
       s_decode(p, &i0, 1, &prm, out);
       CHECK(out[0].r.stats.main_forwards == 8, "poor draft forwards %d", out[0].r.stats.main_forwards);
     }
+    gw_policy_destroy(&p);
+  }
+}
+
+static void s_suite_paths(void) {
+  const char *pkgs[] = {"exact", "poor", "mixed"};
+  const int sizes[] = {1, 3, 8, 16, 32};
+  const int widths[] = {2, 3, 5};
+  const int gammas[] = {1, 3, 5};
+  s_res_t out[32], one[32];
+  for (int k = 0; k < 3; k++) {
+    int rc;
+    gw_policy_t *p = s_open(pkgs[k], "libero_spatial", &rc);
+    CHECK(p != NULL, "open %s: %s", pkgs[k], gw_errmsg());
+    if (!p) continue;
+    s_ar_reference(p);
+    long rows = 0, mismatches = 0, bad_accounting = 0, acc_w = 0, acc_1 = 0, worse = 0;
+    for (int w = 0; w < 3; w++)
+      for (int g = 0; g < 3; g++)
+        for (int s = 0; s < 5; s++) {
+          int idx[32], n = sizes[s];
+          s_pick(idx, n);
+          gw_decode_params_t prm = s_params(GW_DECODE_SPEC, gammas[g], 0);
+          rc = s_decode(p, idx, n, &prm, one);
+          CHECK(rc == GW_OK, "width 1 decode: %d %s", rc, gw_errmsg());
+          prm.width = widths[w];
+          rc = s_decode(p, idx, n, &prm, out);
+          CHECK(rc == GW_OK, "width %d decode: %d %s", widths[w], rc, gw_errmsg());
+          for (int i = 0; i < n; i++) {
+            CHECK(out[i].r.status == GW_OK, "row status %d %s", out[i].r.status, out[i].r.message);
+            mismatches += !s_codes_eq(&out[i], &s_ar[idx[i]], 32);
+            int a, a1;
+            bad_accounting += !s_accounting_ok(&out[i].r.stats, 8, gammas[g], &a);
+            s_accounting_ok(&one[i].r.stats, 8, gammas[g], &a1);
+            acc_w += a;
+            acc_1 += a1;
+            worse += out[i].r.stats.main_forwards > one[i].r.stats.main_forwards;
+            rows++;
+          }
+        }
+    CHECK(mismatches == 0, "%s: %ld of %ld rows with paths differ from ar", pkgs[k], mismatches, rows);
+    CHECK(bad_accounting == 0, "%s: %ld rows whose forwards/proposals do not replay", pkgs[k], bad_accounting);
+    printf("paths %-6s rows %ld accepted layers %ld (width 1: %ld), rows needing more forwards %ld\n", pkgs[k], rows,
+           acc_w, acc_1, worse);
+    if (k == 0) CHECK(acc_w == acc_1, "exact draft: paths change nothing (%ld vs %ld)", acc_w, acc_1);
+    if (k == 1) CHECK(acc_1 == 0 && acc_w > 0, "poor draft: width 1 accepts %ld, paths %ld", acc_1, acc_w);
+    if (k == 2) CHECK(acc_w > acc_1, "mixed draft: paths accept more (%ld vs %ld)", acc_w, acc_1);
+    if (k == 1) {
+      /* Path 1 holds main's first layer, its later layers are off again: one accepted + one main layer a
+       * round, so layers 1..7 take 4 rounds: 1 prefill + 4 verifies. */
+      int i0 = 0;
+      gw_decode_params_t prm = s_params(GW_DECODE_SPEC, 3, 0);
+      prm.width = 2;
+      s_decode(p, &i0, 1, &prm, out);
+      CHECK(out[0].r.stats.main_forwards == 5 && out[0].r.stats.draft_forwards == 4, "poor width 2 forwards %d/%d",
+            out[0].r.stats.main_forwards, out[0].r.stats.draft_forwards);
+      /* Relaxed radius 1 accepts path 0 whole, as with one path, and keeps its codes. */
+      int idx[16];
+      s_pick(idx, 16);
+      gw_decode_params_t r1 = s_params(GW_DECODE_SPEC_RELAXED, 3, 1);
+      s_decode(p, idx, 16, &r1, one);
+      r1.width = 3;
+      s_decode(p, idx, 16, &r1, out);
+      int same = 0;
+      for (int i = 0; i < 16; i++) same += s_codes_eq(&out[i], &one[i], 32) && out[i].r.stats.main_forwards == 3;
+      CHECK(same == 16, "relaxed radius 1: width 3 equals width 1 in %d of 16 rows", same);
+    }
+    gw_policy_destroy(&p);
+  }
+  int rc;
+  gw_policy_t *p = s_open("no_paths", "libero_spatial", &rc);
+  CHECK(p != NULL, "open no_paths: %s", gw_errmsg());
+  if (p) {
+    int i0 = 0;
+    gw_decode_params_t prm = s_params(GW_DECODE_SPEC, 3, 0);
+    CHECK(s_decode(p, &i0, 1, &prm, out) == GW_OK, "no_paths, width 1: %s", gw_errmsg());
+    prm.width = 2;
+    rc = s_decode(p, &i0, 1, &prm, out);
+    CHECK(rc == GW_EINVAL && strstr(gw_errmsg(), "propose_paths"), "no_paths, width 2: %d %s", rc, gw_errmsg());
+    gw_policy_destroy(&p);
+  }
+  p = s_open("mixed", "libero_spatial", &rc);
+  if (p) {
+    int i0 = 0;
+    gw_decode_params_t prm = s_params(GW_DECODE_SPEC, 3, 0);
+    prm.width = GW_MAX_WIDTH + 1;
+    rc = s_decode(p, &i0, 1, &prm, out);
+    CHECK(rc == GW_EINVAL && strstr(gw_errmsg(), "width"), "width %d: %d %s", GW_MAX_WIDTH + 1, rc, gw_errmsg());
     gw_policy_destroy(&p);
   }
 }
@@ -499,7 +592,7 @@ static void s_suite_errors(void) {
 
 int main(int argc, char **argv) {
   if (argc != 3) {
-    fprintf(stderr, "usage: gw_policy_test load|lossless|relaxed|batching|errors MODELDIR\n");
+    fprintf(stderr, "usage: gw_policy_test load|lossless|relaxed|paths|batching|errors MODELDIR\n");
     return 2;
   }
   s_dir = argv[2];
@@ -509,6 +602,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "load") == 0) s_suite_load();
   else if (strcmp(argv[1], "lossless") == 0) s_suite_lossless();
   else if (strcmp(argv[1], "relaxed") == 0) s_suite_relaxed();
+  else if (strcmp(argv[1], "paths") == 0) s_suite_paths();
   else if (strcmp(argv[1], "batching") == 0) s_suite_batching();
   else if (strcmp(argv[1], "errors") == 0) s_suite_errors();
   else {

@@ -4,7 +4,9 @@
 //   ar            one main.step per layer; all rows advance together.
 //   spec          per round: draft.propose(gamma) -> one main.verify over the proposed layers ->
 //                 per row, accept the longest prefix of layers equal to main's argmax, then take main's
-//                 layer at the first mismatch (or the bonus layer after a full accept).
+//                 layer at the first mismatch (or the bonus layer after a full accept). With width W > 1,
+//                 draft.propose_paths gives W paths per row, verified as W rows of the same forward; the
+//                 row keeps the path with the longest accepted prefix (its codes are still main's argmax).
 //   spec-relaxed  as spec, but a layer is accepted when every code is within radii[l] levels of main's
 //                 argmax, and the draft's codes are kept.
 //
@@ -141,6 +143,7 @@ struct Run {
 
   void spec_round(const std::vector<int64_t> &act, const gw_decode_params_t &prm) {
     const bool relaxed = prm.mode == GW_DECODE_SPEC_RELAXED;
+    const int64_t W = std::max(1, prm.width);  // draft paths per row; each is one row of the verify batch
     int64_t n = (int64_t)act.size(), left = 0;
     std::vector<int64_t> pv(n);
     for (int64_t r = 0; r < n; r++) {
@@ -154,35 +157,52 @@ struct Run {
     at::Tensor cd = select(codes, act);
     if (cd.data_ptr() == codes.data_ptr()) cd = cd.clone();
 
-    // Draft: gamma layers per row from main's hidden state at the last decided layer.
-    at::Tensor prop = s_call(p.draft, "propose", {select(hidden, act), cd.to(p.device), psd, gamma}, 1,
-                             "draft.propose")[0];
-    gw::expect_tensor(prop, {n, gamma, G}, at::kLong, p.device, "draft.propose codes");
+    // Draft: gamma layers per row (and path) from main's hidden state at the last decided layer.
+    at::Tensor prop;
+    if (W == 1) {
+      prop = s_call(p.draft, "propose", {select(hidden, act), cd.to(p.device), psd, gamma}, 1, "draft.propose")[0];
+      gw::expect_tensor(prop, {n, gamma, G}, at::kLong, p.device, "draft.propose codes");
+      prop = prop.view({n, 1, gamma, G});
+    } else {
+      prop = s_call(p.draft, "propose_paths", {select(hidden, act), cd.to(p.device), psd, gamma, W}, 1,
+                    "draft.propose_paths")[0];
+      gw::expect_tensor(prop, {n, W, gamma, G}, at::kLong, p.device, "draft.propose_paths codes");
+    }
     prop = prop.to(at::kCPU);
-    auto P = prop.accessor<int64_t, 3>();
-    auto CD = cd.accessor<int64_t, 3>();
+    auto P = prop.accessor<int64_t, 4>();
+    // Verify rows: row r's path w is row r * W + w, its decided layers then that path's proposals.
+    at::Tensor cdw = W == 1 ? cd : cd.repeat_interleave(W, 0);
+    auto CD = cdw.accessor<int64_t, 3>();
     std::vector<int64_t> m(n);
     for (int64_t r = 0; r < n; r++) {
       int64_t i = act[r];
       row(i).stats.draft_forwards++;
       m[r] = std::min<int64_t>(gamma, L - pos[i]);
-      for (int64_t j = 0; j < m[r] && alive[i]; j++)
-        for (int64_t g = 0; g < G; g++) {
-          int64_t c = P[r][j][g];
-          if (c < 0 || c >= K) {
-            fail_row(i, GW_ESHAPE, "draft.propose returned code " + std::to_string(c) + " outside [0, " +
-                                       std::to_string(K) + ") at layer " + std::to_string(pos[i] + j));
-            break;
+      for (int64_t w = 0; w < W && alive[i]; w++)
+        for (int64_t j = 0; j < m[r] && alive[i]; j++)
+          for (int64_t g = 0; g < G; g++) {
+            int64_t c = P[r][w][j][g];
+            if (c < 0 || c >= K) {
+              fail_row(i, GW_ESHAPE, std::string(W == 1 ? "draft.propose" : "draft.propose_paths") +
+                                         " returned code " + std::to_string(c) + " outside [0, " +
+                                         std::to_string(K) + ") at layer " + std::to_string(pos[i] + j));
+              break;
+            }
+            CD[r * W + w][pos[i] + j][g] = c;
           }
-          CD[r][pos[i] + j][g] = c;
-        }
     }
 
-    // One main forward verifies every proposed layer of every row.
-    auto out = s_call(p.main, "verify", {select(state, act), cd.to(p.device), psd, nv}, 2, "main.verify");
-    gw::expect_tensor(out[0], {n, nv + 1, G, K}, at::kFloat, p.device, "main.verify logits");
-    gw::expect_tensor(out[1], {n, nv + 1, D}, at::kFloat, p.device, "main.verify hidden");
-    at::Tensor fin = at::isfinite(out[0]).reshape({n, nv + 1, -1}).all(2)
+    // One main forward verifies every proposed layer of every row and path.
+    at::Tensor st = select(state, act), pw = psd;
+    if (W > 1) {
+      st = st.repeat_interleave(W, 0);
+      pw = psd.repeat_interleave(W, 0);
+    }
+    const int64_t nw = n * W;
+    auto out = s_call(p.main, "verify", {st, cdw.to(p.device), pw, nv}, 2, "main.verify");
+    gw::expect_tensor(out[0], {nw, nv + 1, G, K}, at::kFloat, p.device, "main.verify logits");
+    gw::expect_tensor(out[1], {nw, nv + 1, D}, at::kFloat, p.device, "main.verify hidden");
+    at::Tensor fin = at::isfinite(out[0]).reshape({nw, nv + 1, -1}).all(2)
                          .logical_and(at::isfinite(out[1]).all(2)).to(at::kCPU);
     auto F = fin.accessor<bool, 2>();
     at::Tensor am = out[0].argmax(-1).to(at::kCPU);
@@ -195,39 +215,47 @@ struct Run {
       row(i).stats.main_forwards++;
       const int64_t p0 = pos[i], used = std::min<int64_t>(nv, L - 1 - p0);  // verify positions of this row
       bool finite = true;
-      for (int64_t j = 0; j <= used; j++) finite = finite && F[r][j];
+      for (int64_t w = 0; w < W; w++)
+        for (int64_t j = 0; j <= used; j++) finite = finite && F[r * W + w][j];
       if (!finite) {
         fail_row(i, GW_ENONFINITE, "main.verify returned NaN or Inf for layers " + std::to_string(p0) + ".." +
                                        std::to_string(p0 + used));
         continue;
       }
-      int64_t k = 0;
-      for (; k < m[r]; k++) {
-        const int64_t l = p0 + k;
-        bool ok = true;
-        for (int64_t g = 0; g < G && ok; g++) {
-          int64_t d = P[r][k][g] - A[r][k][g];
-          ok = relaxed ? std::abs(d) <= prm.radii[l] : d == 0;
+      // Each path: the longest prefix of its layers that main accepts, against main's argmax on that path's
+      // own row; the row keeps the path with the longest prefix (the first such path on a tie).
+      int64_t k = -1, best = 0;
+      for (int64_t w = 0; w < W; w++) {
+        const int64_t rw = r * W + w;
+        int64_t kw = 0;
+        for (; kw < m[r]; kw++) {
+          bool ok = true;
+          for (int64_t g = 0; g < G && ok; g++) {
+            int64_t d = P[r][w][kw][g] - A[rw][kw][g];
+            ok = relaxed ? std::abs(d) <= prm.radii[p0 + kw] : d == 0;
+          }
+          if (!ok) break;
         }
-        if (!ok) break;
+        if (kw > k) k = kw, best = w;
       }
+      const int64_t rb = r * W + best;
       gw_stats_t &s = row(i).stats;
       for (int64_t j = 0; j < m[r]; j++) s.layers_proposed[p0 + j]++;
       for (int64_t j = 0; j < k; j++) {
         s.layers_accepted[p0 + j]++;
-        for (int64_t g = 0; g < G; g++) C[i][p0 + j][g] = P[r][j][g];  // spec: equal to main's argmax
+        for (int64_t g = 0; g < G; g++) C[i][p0 + j][g] = P[r][best][j][g];  // spec: equal to main's argmax
       }
       if (p0 + k < L) {  // main's layer at the first mismatch, or the bonus layer after a full accept
-        for (int64_t g = 0; g < G; g++) C[i][p0 + k][g] = A[r][k][g];
+        for (int64_t g = 0; g < G; g++) C[i][p0 + k][g] = A[rb][k][g];
         upd_rows.push_back(i);
-        upd_from.push_back(r * (nv + 1) + k);
+        upd_from.push_back(rb * (nv + 1) + k);
         pos[i] = p0 + k + 1;
       } else {
         pos[i] = L;
       }
     }
     if (!upd_rows.empty()) {
-      at::Tensor src = out[1].reshape({n * (nv + 1), D}).index_select(0, at::tensor(upd_from, at::kLong).to(p.device));
+      at::Tensor src = out[1].reshape({nw * (nv + 1), D}).index_select(0, at::tensor(upd_from, at::kLong).to(p.device));
       hidden.index_copy_(0, at::tensor(upd_rows, at::kLong).to(p.device), src);
     }
   }

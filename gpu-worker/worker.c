@@ -482,7 +482,7 @@ static s_req_t *s_take_infer(s_worker_t *w, msg_in_t **in_p, char *key, size_t k
                       .instruction = q->instruction};
   /* The batch key: what must agree inside one gw_policy_decode call. */
   size_t kl = (size_t)snprintf(key, key_cap, "%s|%s|%s", man->name, q->unnorm_key, gw_mode_name(prm.mode));
-  if (prm.mode != GW_DECODE_AR) kl += (size_t)snprintf(key + kl, key_cap - kl, "|g%d", prm.gamma);
+  if (prm.mode != GW_DECODE_AR) kl += (size_t)snprintf(key + kl, key_cap - kl, "|g%d|w%d", prm.gamma, prm.width);
   if (prm.mode == GW_DECODE_SPEC_RELAXED)
     for (int l = 0; l < man->layers && kl < key_cap; l++)
       kl += (size_t)snprintf(key + kl, key_cap - kl, "%s%d", l ? "," : "|r", prm.radii[l]);

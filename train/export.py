@@ -3,6 +3,8 @@
 Usage:
   python train/export.py --work WORKDIR --out models/rsd-ref-spatial   package from WORKDIR's checkpoints
   python train/export.py --random --out DIR                           an untrained package of the same shape
+  python train/export.py --redraft DIR                                 re-script DIR's draft from its own weights
+                                                                       (after rsd_model.Draft gained a method)
 
 Owns the manifest (name, version, dimensions, action statistics, default decoding) and the content hash;
 scripts each network with torch.jit.script and checks, before writing, that the scripted modules give the
@@ -87,7 +89,54 @@ def _check_scripted(main, draft, tok, sm, sd, st):
     assert torch.allclose(lv[torch.arange(b), pos], ls, atol=1e-5), "verify and step disagree"
     hid = sm.prefill(images, proprio, instr)[2]
     assert torch.equal(draft.propose(hid, codes, pos.clamp(min=1), 4), sd.propose(hid, codes, pos.clamp(min=1), 4))
+    _check_paths(sd, hid, codes, pos.clamp(min=1))
     assert torch.allclose(tok.decode(codes), st.decode(codes), atol=1e-5), "scripted decode differs"
+
+
+def _check_paths(sd, hid, codes, pos):
+    """propose_paths: shape, distinct first layers, and path 0's first layer == propose's."""
+    paths = sd.propose_paths(hid, codes, pos, 4, 5)
+    assert paths.shape == (hid.shape[0], 5, 4, codes.shape[2]), f"propose_paths shape {tuple(paths.shape)}"
+    assert torch.equal(paths[:, 0, 0], sd.propose(hid, codes, pos, 4)[:, 0]), "path 0 is not propose's first layer"
+    for r in range(hid.shape[0]):
+        assert len({tuple(x.tolist()) for x in paths[r, :, 0]}) == 5, "propose_paths repeats a first layer"
+
+
+def redraft(pkg):
+    """Re-scripts pkg's draft.pt from its own weights with the current rsd_model.Draft and rewrites the
+    manifest's content_hash; main.pt and tokenizer.pt are not touched."""
+    with open(os.path.join(pkg, "manifest.json")) as f:
+        manifest = json.load(f)
+    files = manifest["modules"]
+    old = torch.jit.load(os.path.join(pkg, files["draft"]))
+    sd_old = old.state_dict()
+    L, G, K = manifest["rfsq"]["layers"], manifest["rfsq"]["groups"], manifest["rfsq"]["levels"]
+    D = sd_old["mem_kv.weight"].shape[1]
+    draft = rm.Draft(L, G, K, D, (manifest["hidden_dim"] - D) // D, sd_old["init.weight"].shape[0])
+    draft.load_state_dict(sd_old)
+    draft.eval()
+    sm = torch.jit.load(os.path.join(pkg, files["main"]))
+    g = torch.Generator().manual_seed(0)
+    b = 3
+    images = torch.randint(0, 256, (b, len(rm.CAMERAS), rm.IMG, rm.IMG, 3), generator=g, dtype=torch.uint8)
+    hid = sm.prefill(images, torch.randn(b, rm.PROPRIO, generator=g), torch.randint(1, 200, (b, rm.MAX_TOKENS),
+                                                                                      generator=g))[2]
+    codes = torch.randint(0, K, (b, L, G), generator=g)
+    pos = torch.tensor([1, 2, L - 1])
+    with torch.no_grad():
+        sd = torch.jit.script(draft)
+        assert torch.equal(old.propose(hid, codes, pos, 4), sd.propose(hid, codes, pos, 4)), "propose changed"
+        _check_paths(sd, hid, codes, pos)
+    sd.save(os.path.join(pkg, files["draft"]))
+    h = hashlib.sha256()
+    for key in ("main", "draft", "tokenizer"):
+        with open(os.path.join(pkg, files[key]), "rb") as f:
+            h.update(f.read())
+    manifest["content_hash"] = "sha256:" + h.hexdigest()
+    with open(os.path.join(pkg, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
+    return manifest["content_hash"]
 
 
 def random_package(out, L=8, G=6, K=7, D=128, gamma=4):
@@ -102,12 +151,18 @@ def random_package(out, L=8, G=6, K=7, D=128, gamma=4):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out")
+    ap.add_argument("--redraft", metavar="DIR", help="re-script DIR's draft from its own weights")
     ap.add_argument("--work", help="training work directory (checkpoints of train_reference.py)")
     ap.add_argument("--random", action="store_true", help="an untrained package of the reference's shape")
     ap.add_argument("--gamma", type=int, default=0, help="default gamma (0: the one training chose)")
     args = ap.parse_args()
     torch.set_num_threads(2)
+    if args.redraft:
+        print(f"export: {args.redraft}: draft re-scripted, content_hash {redraft(args.redraft)}")
+        return 0
+    if not args.out:
+        ap.error("--out is required")
     if args.random:
         random_package(args.out)
     else:

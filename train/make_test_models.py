@@ -18,7 +18,10 @@ Packages:
               spec-relaxed with radius >= 1)
   mixed       the draft is off by one on a data-dependent third of the layers (rows accept different
               numbers of layers, so a batch holds rows at different positions)
+  (the drafts of exact, poor and mixed also have propose_paths: path 1 puts group 0 back where main has it,
+  so a poor draft's first layer is always among its paths)
   nan         like exact, but main returns NaN for a row whose proprio[0] > 100 (a per-request error)
+  no_paths    like mixed, but its draft has no propose_paths (width > 1 is refused)
   no_verify   main lacks the verify method (load error)
   bad_shape   tokenizer.decode returns H+1 steps (load error)
 """
@@ -137,32 +140,82 @@ class Draft(nn.Module):
         self.register_buffer("w2", main.w2.clone())
         self.kind = kind
 
+    def _layer(self, ctx: Tensor, prev: Tensor, pos: Tensor, j: int) -> Tuple[Tensor, Tensor, Tensor]:
+        """One proposed layer (pos + j) from the codes `prev` of the layer before: the new context, the
+        proposed codes (off by one where the kind says so), and the unshifted code of group 0."""
+        b = ctx.shape[0]
+        l_prev = (pos - 1 + j).clamp(0, self.L - 1)
+        l_next = (pos + j).clamp(0, self.L - 1)
+        idx = (l_prev.view(b, 1) * self.G + torch.arange(self.G, device=ctx.device).view(1, self.G)) * self.K + prev
+        e = self.code_emb.float().index_select(0, idx.reshape(-1)).view(b, self.G, self.D).sum(1)
+        ctx = ctx - self.layer_emb.float()[l_prev] + e + self.layer_emb.float()[l_next]
+        h = torch.relu(torch.floor(ctx.matmul(self.w1.float().t()) / 8.0))
+        a = h.matmul(self.w2.float().t()).view(b, self.G, self.K).argmax(2)
+        a0 = a[:, 0].clone()
+        if self.kind != 0:
+            shifted = torch.where(a[:, 0] == self.K - 1, a[:, 0] - 1, a[:, 0] + 1)
+            if self.kind == 1:
+                a[:, 0] = shifted
+            else:
+                off = torch.remainder(ctx.sum(1), 3.0) == 0.0
+                a[:, 0] = torch.where(off, shifted, a[:, 0])
+        return ctx, a, a0
+
     @torch.jit.export
     def propose(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int) -> Tensor:
         b = hidden.shape[0]
         ctx = hidden
         rows = torch.arange(b, device=hidden.device)
-        prev_l = (pos - 1).clamp(0, self.L - 1)
-        prev = codes[rows, prev_l]                                            # [B, self.G]
+        prev = codes[rows, (pos - 1).clamp(0, self.L - 1)]                  # [B, self.G]
         out = []
         for j in range(gamma):
-            l_prev = (pos - 1 + j).clamp(0, self.L - 1)
-            l_next = (pos + j).clamp(0, self.L - 1)
-            idx = (l_prev.view(b, 1) * self.G + torch.arange(self.G, device=hidden.device).view(1, self.G)) * self.K + prev
-            e = self.code_emb.float().index_select(0, idx.reshape(-1)).view(b, self.G, self.D).sum(1)
-            ctx = ctx - self.layer_emb.float()[l_prev] + e + self.layer_emb.float()[l_next]
-            h = torch.relu(torch.floor(ctx.matmul(self.w1.float().t()) / 8.0))
-            a = h.matmul(self.w2.float().t()).view(b, self.G, self.K).argmax(2)
-            if self.kind != 0:
-                shifted = torch.where(a[:, 0] == self.K - 1, a[:, 0] - 1, a[:, 0] + 1)
-                if self.kind == 1:
-                    a[:, 0] = shifted
-                else:
-                    off = torch.remainder(ctx.sum(1), 3.0) == 0.0
-                    a[:, 0] = torch.where(off, shifted, a[:, 0])
+            ctx, a, _ = self._layer(ctx, prev, pos, j)
             out.append(a)
             prev = a
         return torch.stack(out, 1)
+
+    @torch.jit.export
+    def propose_paths(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int, width: int) -> Tensor:
+        """Path 0: propose's first layer; path 1: the same with group 0 unshifted (main's own code, so a poor
+        draft's first layer is always among its paths); path w >= 2: group 0 moved by w levels (mod K). Each
+        path goes on greedily, off by one where the kind says so."""
+        b = hidden.shape[0]
+        rows = torch.arange(b, device=hidden.device)
+        prev = codes[rows, (pos - 1).clamp(0, self.L - 1)]
+        ctx, a, a0 = self._layer(hidden, prev, pos, 0)
+        firsts = []
+        for w in range(width):
+            f = a.clone()
+            if w == 1:
+                f[:, 0] = a0
+            elif w >= 2:
+                f[:, 0] = torch.remainder(a[:, 0] + w, self.K)
+            firsts.append(f)
+        first = torch.stack(firsts, 1).reshape(b * width, self.G)
+        ctxw = ctx.repeat_interleave(width, 0)
+        posw = pos.repeat_interleave(width, 0)
+        out = [first]
+        prev = first
+        for j in range(1, gamma):
+            ctxw, nxt, _ = self._layer(ctxw, prev, posw, j)
+            out.append(nxt)
+            prev = nxt
+        return torch.stack(out, 1).view(b, width, gamma, self.G)
+
+    def forward(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int) -> Tensor:
+        return self.propose(hidden, codes, pos, gamma)
+
+
+class DraftNoPaths(nn.Module):
+    """A draft with propose only (the optional propose_paths absent)."""
+
+    def __init__(self, main: MainCore, kind: int):
+        super().__init__()
+        self.inner = Draft(main, kind)
+
+    @torch.jit.export
+    def propose(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int) -> Tensor:
+        return self.inner.propose(hidden, codes, pos, gamma)
 
     def forward(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int) -> Tensor:
         return self.propose(hidden, codes, pos, gamma)
@@ -199,11 +252,11 @@ def _stats(seed: int):
 
 
 def write_package(out: str, name: str, draft_kind: int = 0, nan_trigger: bool = False,
-                  verify: bool = True, horizon: int = H) -> None:
+                  verify: bool = True, horizon: int = H, paths: bool = True) -> None:
     d = os.path.join(out, name)
     os.makedirs(d, exist_ok=True)
     main = (Main if verify else MainCore)(seed=1234, nan_trigger=nan_trigger).eval()
-    draft = Draft(main, draft_kind).eval()
+    draft = (Draft if paths else DraftNoPaths)(main, draft_kind).eval()
     tok = Tokenizer(seed=99, horizon=horizon).eval()
     files = {"main": "main.pt", "draft": "draft.pt", "tokenizer": "tokenizer.pt"}
     torch.jit.script(main).save(os.path.join(d, files["main"]))
@@ -244,10 +297,11 @@ def main() -> int:
     write_package(out, "exact", draft_kind=0)
     write_package(out, "poor", draft_kind=1)
     write_package(out, "mixed", draft_kind=2)
+    write_package(out, "no_paths", draft_kind=2, paths=False)
     write_package(out, "nan", nan_trigger=True)
     write_package(out, "no_verify", verify=False)
     write_package(out, "bad_shape", horizon=H + 1)
-    print(f"make_test_models: wrote 6 packages under {out}")
+    print(f"make_test_models: wrote 7 packages under {out}")
     return 0
 
 

@@ -277,6 +277,12 @@ class Draft(nn.Module):
         idx = (layer.view(-1, 1) * self.G + g) * self.K + codes.clamp(0, self.K - 1)
         return self.code_emb(idx).sum(1)
 
+    def _cell(self, h: Tensor, prev: Tensor, l_prev: Tensor, l_next: Tensor, kv: Tensor) -> Tensor:
+        """One GRU step: state h [B, Dd] after reading the codes `prev` [B, G] of layers `l_prev` [B], towards
+        layers `l_next` [B], then one cross-attention to the memory's keys/values kv."""
+        h = self.cell(self._emb(l_prev, prev) + self.layer_emb(l_next), h)
+        return h + self.att(self.norm(h).unsqueeze(1), kv, self.no_mask)[:, 0]
+
     def rollout(self, hidden: Tensor, prev: Tensor, pos: Tensor, forced: Tensor, steps: int) -> Tensor:
         """Logits [B, steps, G, K] for layers pos..pos+steps-1; after step j the input is forced[:, j] when
         forced has steps columns (training: teacher forcing), else the argmax (propose)."""
@@ -288,8 +294,7 @@ class Draft(nn.Module):
         for j in range(steps):
             l_prev = (pos - 1 + j).clamp(0, self.L - 1)
             l_next = (pos + j).clamp(0, self.L - 1)
-            h = self.cell(self._emb(l_prev, prev) + self.layer_emb(l_next), h)
-            h = h + self.att(self.norm(h).unsqueeze(1), kv, self.no_mask)[:, 0]
+            h = self._cell(h, prev, l_prev, l_next, kv)
             lg = self.head(h).view(b, self.G, self.K)
             out.append(lg)
             if forced.shape[1] == steps:
@@ -305,6 +310,43 @@ class Draft(nn.Module):
         prev = codes[rows, (pos - 1).clamp(0, self.L - 1)]
         none = torch.zeros(b, 0, self.G, dtype=torch.int64, device=hidden.device)
         return self.rollout(hidden, prev, pos, none, gamma).argmax(3)
+
+    @torch.jit.export
+    def propose_paths(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int, width: int) -> Tensor:
+        """[B, width, gamma, G]: the draft's `width` most likely code combinations for layer pos (joint
+        log-probability over the G codes, a beam; path 0 is the per-code argmax), each continued greedily for
+        gamma - 1 layers from itself. Where fewer than width combinations exist, path 0 fills the rest."""
+        b = hidden.shape[0]
+        rows = torch.arange(b, device=hidden.device)
+        prev = codes[rows, (pos - 1).clamp(0, self.L - 1)]
+        mem = hidden[:, self.D:].reshape(b, self.S, self.D)
+        kv = self.mem_kv(mem)
+        h = torch.tanh(self.init(hidden[:, :self.D]))
+        h = self._cell(h, prev, (pos - 1).clamp(0, self.L - 1), pos.clamp(0, self.L - 1), kv)
+        lp = torch.log_softmax(self.head(h).view(b, self.G, self.K), 2)
+        score = torch.zeros(b, 1, device=hidden.device)
+        cand = torch.zeros(b, 1, 0, dtype=torch.int64, device=hidden.device)
+        for g in range(self.G):
+            s = (score.unsqueeze(2) + lp[:, g].unsqueeze(1)).reshape(b, -1)
+            top = s.topk(min(width, s.shape[1]), dim=1)
+            beam = torch.div(top.indices, self.K, rounding_mode="floor")
+            cand = torch.cat([cand.gather(1, beam.unsqueeze(2).expand(-1, -1, cand.shape[2])),
+                              torch.remainder(top.indices, self.K).unsqueeze(2)], 2)
+            score = top.values
+        if cand.shape[1] < width:
+            cand = torch.cat([cand, cand[:, :1].expand(-1, width - cand.shape[1], -1)], 1)
+        w = width
+        first = cand.reshape(b * w, self.G)
+        out: List[Tensor] = [first]
+        hw = h.repeat_interleave(w, 0)
+        kvw = kv.repeat_interleave(w, 0)
+        posw = pos.repeat_interleave(w, 0)
+        prev = first
+        for j in range(1, gamma):
+            hw = self._cell(hw, prev, (posw - 1 + j).clamp(0, self.L - 1), (posw + j).clamp(0, self.L - 1), kvw)
+            prev = self.head(hw).view(b * w, self.G, self.K).argmax(2)
+            out.append(prev)
+        return torch.stack(out, 1).view(b, w, gamma, self.G)
 
     def forward(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int) -> Tensor:
         return self.propose(hidden, codes, pos, gamma)
