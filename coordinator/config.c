@@ -96,7 +96,7 @@ static bool s_check_image_size(const void *field, char *why, size_t cap);
 static bool s_check_device(const void *field, char *why, size_t cap);
 static bool s_check_endpoint(const void *field, char *why, size_t cap);
 
-enum { V_NAME, V_POLICY, V_MODE, V_DRAFT_LEN, V_RADII, V_BASELINE, V_COUNT_ };
+enum { V_NAME, V_POLICY, V_MODE, V_DRAFT_LEN, V_DRAFT_WIDTH, V_RADII, V_BASELINE, V_COUNT_ };
 static const s_key_t s_variant_keys[V_COUNT_] = {
     [V_NAME] = {"name", K_STR, F_REQUIRED, .off = offsetof(co_variant_t, name), .lo = 1,
                 .hi = S_STRMAX(co_variant_t, name), .check = s_check_name},
@@ -106,6 +106,8 @@ static const s_key_t s_variant_keys[V_COUNT_] = {
                 .has_off = offsetof(co_variant_t, has_mode), .names = msg_mode_names},
     [V_DRAFT_LEN] = {"draft_len", K_U32, F_NULLABLE, .off = offsetof(co_variant_t, draft_len),
                      .has_off = offsetof(co_variant_t, has_draft_len), .lo = 1, .hi = MSG_MAX_LAYERS},
+    [V_DRAFT_WIDTH] = {"draft_width", K_U32, F_NULLABLE, .off = offsetof(co_variant_t, draft_width),
+                       .has_off = offsetof(co_variant_t, has_draft_width), .lo = 1, .hi = MSG_MAX_DRAFT_WIDTH},
     [V_RADII] = {"radii", K_U32S, F_NULLABLE, .off = offsetof(co_variant_t, radii),
                  .has_off = offsetof(co_variant_t, has_radii), .count_off = offsetof(co_variant_t, radii_count),
                  .lo = 1, .hi = MSG_MAX_LAYERS, .elo = 0, .ehi = 64},
@@ -769,14 +771,18 @@ static co_config_err_t s_check_variant(s_ctx_t *x, uint32_t i) {
       return s_fail(x, CO_CONFIG_ERR_CONFLICT, seen[V_DRAFT_LEN].key,
                     "variants[%" PRIu32 "].draft_len: only for mode spec or spec-relaxed (this variant's mode is ar)",
                     i);
+    if (v->mode == MSG_MODE_AR && v->has_draft_width)
+      return s_fail(x, CO_CONFIG_ERR_CONFLICT, seen[V_DRAFT_WIDTH].key,
+                    "variants[%" PRIu32 "].draft_width: only for mode spec or spec-relaxed (this variant's mode is ar)",
+                    i);
     if (v->mode != MSG_MODE_SPEC_RELAXED && v->has_radii)
       return s_fail(x, CO_CONFIG_ERR_CONFLICT, seen[V_RADII].key,
                     "variants[%" PRIu32 "].radii: only for mode spec-relaxed (this variant's mode is %s)", i,
                     s_mode_name(v));
   } else {
-    static const int keys[] = {V_MODE, V_DRAFT_LEN, V_RADII};
-    const bool has[] = {v->has_mode, v->has_draft_len, v->has_radii};
-    for (size_t j = 0; j < 3; j++)
+    static const int keys[] = {V_MODE, V_DRAFT_LEN, V_DRAFT_WIDTH, V_RADII};
+    const bool has[] = {v->has_mode, v->has_draft_len, v->has_draft_width, v->has_radii};
+    for (size_t j = 0; j < 4; j++)
       if (has[j])
         return s_fail(x, CO_CONFIG_ERR_CONFLICT, seen[keys[j]].key,
                       "variants[%" PRIu32 "].%s: not allowed with policy expert (the scripted expert does not decode)",
@@ -1216,6 +1222,7 @@ void co_config_lease(const co_config_t *c, const co_config_episode_t *e, uint32_
   out->has_mode = true;
   out->mode = v->mode;
   if (v->has_draft_len) out->has_draft_len = true, out->draft_len = v->draft_len;
+  if (v->has_draft_width) out->has_draft_width = true, out->draft_width = v->draft_width;
   if (v->has_radii) {
     out->has_radii = true;
     out->radii_count = v->radii_count;

@@ -82,8 +82,9 @@ typedef enum { CO_VIDEOS_FAILURES, CO_VIDEOS_ALL, CO_VIDEOS_NONE, CO_VIDEOS_COUN
 extern const char *const co_videos_names[]; /* "failures", "all", "none", NULL */
 
 /* One decoding variant. Invariants after a successful load: policy MODEL has a mode; policy EXPERT
- * has none of mode, draft_len, radii; draft_len only with spec modes; radii only with spec-relaxed.
- * An absent draft_len or radii means "the model package's default" (its manifest). */
+ * has none of mode, draft_len, draft_width, radii; draft_len and draft_width only with spec modes; radii
+ * only with spec-relaxed. An absent draft_len, draft_width or radii means "the model package's default"
+ * (its manifest). */
 typedef struct {
   char name[MSG_NAME_MAX + 1]; /* unique in the campaign, [A-Za-z0-9_.-]+ */
   msg_policy_t policy;
@@ -91,6 +92,8 @@ typedef struct {
   msg_mode_t mode;
   bool has_draft_len;
   uint32_t draft_len; /* 1..MSG_MAX_LAYERS */
+  bool has_draft_width;
+  uint32_t draft_width; /* 1..MSG_MAX_DRAFT_WIDTH: draft paths verified per request and round */
   bool has_radii;
   uint32_t radii[MSG_MAX_LAYERS]; /* each 0..64, per RFSQ layer */
   uint32_t radii_count;

@@ -210,6 +210,16 @@ static void test_full(void) {
   CHECK(c.variants_count == 5, "variants %u", c.variants_count);
   const co_variant_t *v = c.variants;
   CHECK(v[0].has_draft_len && v[0].draft_len == 3 && v[0].mode == MSG_MODE_SPEC, "spec variant");
+  CHECK(v[0].has_draft_width && v[0].draft_width == 16 && !v[2].has_draft_width, "draft_width");
+  co_config_episode_t e;
+  msg_lease_body_t lease;
+  co_config_episode(&c, 0, &e); /* variant 0: spec, draft_width 16 */
+  co_config_lease(&c, &e, 1, &lease);
+  CHECK(lease.has_draft_width && lease.draft_width == 16 && lease.has_draft_len && lease.draft_len == 3,
+        "the LEASE carries draft_width");
+  co_config_episode(&c, 2, &e); /* variant 2: spec-relaxed, model defaults */
+  co_config_lease(&c, &e, 1, &lease);
+  CHECK(!lease.has_draft_width, "no draft_width in the config, none in the LEASE");
   CHECK(v[1].policy == MSG_POLICY_MODEL && v[1].mode == MSG_MODE_AR && !v[1].baseline, "ar variant");
   CHECK(v[2].has_radii && v[2].radii_count == 4 && v[2].radii[3] == 3 && !v[2].has_draft_len, "relaxed variant");
   CHECK(c.baseline == 2 && v[2].baseline, "explicit baseline wins over the first ar (%d)", c.baseline);
@@ -335,7 +345,7 @@ static void test_json(void) {
   const char *order[] = {"\"name\": \"libero_spatial_sweep\"", "\"suite\": \"libero_spatial\"",
                          "\"tasks\": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]", "\"trials\": 50", "\"max_steps\": 220",
                          "\"seed\": 0", "\"model\": \"models/rsd-ref-spatial\"",
-                         ("{\"name\": \"ar\", \"policy\": \"model\", \"mode\": \"ar\", \"draft_len\": null, "
+                         ("{\"name\": \"ar\", \"policy\": \"model\", \"mode\": \"ar\", \"draft_len\": null, \"draft_width\": null, "
                           "\"radii\": null, \"baseline\": true}"),
                          "\"radii\": [0, 1, 1, 2]", "\"output\": \"runs/libero_spatial_sweep\"",
                          "\"videos\": \"failures\"",
@@ -455,17 +465,17 @@ static void test_diff(void) {
                "leases.max_attempts: 3 -> 4\n") == 0,
         "lines:\n%s", out);
 
-  /* An added variant: every key of it, from (absent). */
+  /* An added variant: every key of it (7), from (absent). */
   b = a;
   b.variants_count = 4;
   b.variants[3] = a.variants[0];
   snprintf(b.variants[3].name, sizeof b.variants[3].name, "ar2");
   b.variants[3].baseline = false;
-  CHECK(co_config_diff(&a, &b, out, sizeof out) == 6, "added variant:\n%s", out);
+  CHECK(co_config_diff(&a, &b, out, sizeof out) == 7, "added variant:\n%s", out);
   CHECK(strstr(out, "variants[3].name: (absent) -> \"ar2\"\n") &&
             strstr(out, "variants[3].baseline: (absent) -> false\n"),
         "added variant lines:\n%s", out);
-  CHECK(co_config_diff(&b, &a, out, sizeof out) == 6 && strstr(out, "variants[3].mode: \"ar\" -> (absent)\n"),
+  CHECK(co_config_diff(&b, &a, out, sizeof out) == 7 && strstr(out, "variants[3].mode: \"ar\" -> (absent)\n"),
         "removed variant:\n%s", out);
 
   /* Tasks and trials through YAML: fewer tasks forbid. */
@@ -547,7 +557,8 @@ static void test_episodes(void) {
         "lease decoding fields");
   co_config_episode(&c, 0, &e);
   co_config_lease(&c, &e, 1, &lease);
-  CHECK(lease.has_mode && lease.mode == MSG_MODE_AR && !lease.has_draft_len && !lease.has_radii, "ar lease");
+  CHECK(lease.has_mode && lease.mode == MSG_MODE_AR && !lease.has_draft_len && !lease.has_draft_width &&
+            !lease.has_radii, "ar lease");
   if (s_load(s_configs, "libero_spatial_expert.yaml", &c)) {
     co_config_episode(&c, 0, &e);
     co_config_lease(&c, &e, 1, &lease);

@@ -652,7 +652,8 @@ static const char *s_mode_name(const s_rep_t *r, const s_var_t *v) {
   return v->cfg >= 0 && r->cfg.variants[v->cfg].has_mode ? msg_mode_names[r->cfg.variants[v->cfg].mode] : NULL;
 }
 
-/* "ar", "spec (draft_len 4)", "expert", or "" when the config does not say. */
+/* "ar", "spec, draft_len 4", "spec, draft_len 4, draft_width 16", "expert", or "" when the config does not
+ * say. */
 static void s_describe(const s_rep_t *r, const s_var_t *v, char *out, size_t cap) {
   out[0] = '\0';
   if (v->cfg < 0) return;
@@ -660,6 +661,8 @@ static void s_describe(const s_rep_t *r, const s_var_t *v, char *out, size_t cap
   int n = snprintf(out, cap, "%s", cv->has_mode ? msg_mode_names[cv->mode] : msg_policy_names[cv->policy]);
   if (cv->has_draft_len && n > 0 && (size_t)n < cap)
     n += snprintf(out + n, cap - (size_t)n, ", draft_len %" PRIu32, cv->draft_len);
+  if (cv->has_draft_width && n > 0 && (size_t)n < cap)
+    n += snprintf(out + n, cap - (size_t)n, ", draft_width %" PRIu32, cv->draft_width);
   if (cv->has_radii && n > 0 && (size_t)n < cap) {
     n += snprintf(out + n, cap - (size_t)n, ", radii");
     for (uint32_t k = 0; k < cv->radii_count && n > 0 && (size_t)n < cap; k++)

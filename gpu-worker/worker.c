@@ -444,6 +444,7 @@ static s_req_t *s_take_infer(s_worker_t *w, msg_in_t **in_p, char *key, size_t k
   gw_decode_params_t prm = man->decoding;
   prm.mode = q->mode == MSG_MODE_AR ? GW_DECODE_AR : q->mode == MSG_MODE_SPEC ? GW_DECODE_SPEC : GW_DECODE_SPEC_RELAXED;
   if (q->has_draft_len) prm.gamma = (int)q->draft_len;
+  if (q->has_draft_width) prm.width = (int)q->draft_width;
   if (q->has_radii) {
     if (q->radii_count != (uint32_t)man->layers) {
       s_send_error(w, m, MSG_ERR_BAD_REQUEST, "INFER.radii: %u values, model '%s' has %d layers", q->radii_count,

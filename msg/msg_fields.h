@@ -49,6 +49,7 @@
 #define MSG_LABEL_MAX 128 /* campaign, model, hashes, unnorm_key */
 #define MSG_TEXT_MAX 1024 /* instructions, reasons, error texts */
 #define MSG_MAX_LAYERS 16 /* per-layer arrays: radii, proposed, accepted */
+#define MSG_MAX_DRAFT_WIDTH 64 /* draft paths per request and round (draft_width) */
 #define MSG_MAX_LEASES 256
 
 /* HELLO (worker -> coordinator or broker): who I am and how much I can hold. id: a nonce.
@@ -94,6 +95,7 @@
   F(ENUM, policy, "policy", REQ, 0, 0, msg_policy)                  \
   F(ENUM, mode, "mode", OPT, 0, 0, msg_mode)                        \
   F(U32, draft_len, "draft_len", OPT, 1, MSG_MAX_LAYERS, 0)         \
+  F(U32, draft_width, "draft_width", OPT, 1, MSG_MAX_DRAFT_WIDTH, 0) \
   F(U32S, radii, "radii", OPT, 1, MSG_MAX_LAYERS, 0)                \
   F(STR, model, "model", OPT, 1, MSG_LABEL_MAX, 0)                  \
   F(STR, unnorm_key, "unnorm_key", OPT, 1, MSG_LABEL_MAX, 0)        \
@@ -144,6 +146,7 @@
   F(STR, unnorm_key, "unnorm_key", REQ, 1, MSG_LABEL_MAX, 0)        \
   F(ENUM, mode, "mode", REQ, 0, 0, msg_mode)                        \
   F(U32, draft_len, "draft_len", OPT, 1, MSG_MAX_LAYERS, 0)         \
+  F(U32, draft_width, "draft_width", OPT, 1, MSG_MAX_DRAFT_WIDTH, 0) \
   F(U32S, radii, "radii", OPT, 1, MSG_MAX_LAYERS, 0)                \
   F(U32, deadline_ms, "deadline_ms", OPT, 1, 3600000, 0)
 

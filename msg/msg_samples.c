@@ -76,6 +76,7 @@ void msg_sample(msg_type_t type, msg_t *m) {
       m->lease.policy = MSG_POLICY_MODEL;
       S_SET(m, lease, mode, MSG_MODE_SPEC_RELAXED);
       S_SET(m, lease, draft_len, 4);
+      S_SET(m, lease, draft_width, 16);
       m->lease.radii[0] = 0;
       m->lease.radii[1] = 1;
       m->lease.radii[2] = 2;
@@ -137,6 +138,7 @@ void msg_sample(msg_type_t type, msg_t *m) {
       S_STR(m->infer.unnorm_key, "libero_spatial");
       m->infer.mode = MSG_MODE_SPEC;
       S_SET(m, infer, draft_len, 3);
+      S_SET(m, infer, draft_width, 8);
       m->infer.radii[0] = 1;
       m->infer.radii_count = 1;
       m->infer.has_radii = true;

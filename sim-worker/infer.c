@@ -45,6 +45,10 @@ int sw_infer_build(msg_t *m, uint64_t id, const msg_lease_body_t *lease, const c
   snprintf(q->model, sizeof q->model, "%s", lease->model);
   snprintf(q->unnorm_key, sizeof q->unnorm_key, "%s", lease->unnorm_key);
   q->mode = lease->mode;
+  if (lease->has_draft_width) {
+    q->has_draft_width = true;
+    q->draft_width = lease->draft_width;
+  }
   if (lease->has_draft_len) {
     q->has_draft_len = true;
     q->draft_len = lease->draft_len;

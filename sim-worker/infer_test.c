@@ -34,11 +34,12 @@ static msg_lease_body_t s_lease(void) {
   l.task = 3;
   l.trial = 7;
   l.policy = MSG_POLICY_MODEL;
-  l.has_model = l.has_unnorm_key = l.has_mode = l.has_draft_len = true;
+  l.has_model = l.has_unnorm_key = l.has_mode = l.has_draft_len = l.has_draft_width = true;
   snprintf(l.model, sizeof l.model, "rsd-ref-spatial");
   snprintf(l.unnorm_key, sizeof l.unnorm_key, "libero_spatial");
   l.mode = MSG_MODE_SPEC;
   l.draft_len = 4;
+  l.draft_width = 16;
   l.replan_every = 4;
   return l;
 }
@@ -89,7 +90,8 @@ static void test_build(void) {
   CHECK(d.infer.step == 8 && d.infer.task == 3 && d.infer.trial == 7, "step %u task %u trial %u", d.infer.step,
         d.infer.task, d.infer.trial);
   CHECK(strcmp(d.infer.model, "rsd-ref-spatial") == 0 && strcmp(d.infer.unnorm_key, "libero_spatial") == 0 &&
-            d.infer.mode == MSG_MODE_SPEC && d.infer.has_draft_len && d.infer.draft_len == 4 && !d.infer.has_radii,
+            d.infer.mode == MSG_MODE_SPEC && d.infer.has_draft_len && d.infer.draft_len == 4 &&
+            d.infer.has_draft_width && d.infer.draft_width == 16 && !d.infer.has_radii,
         "model %s key %s mode %d", d.infer.model, d.infer.unnorm_key, d.infer.mode);
   CHECK(d.infer.has_deadline_ms && d.infer.deadline_ms == 30000, "deadline %u", d.infer.deadline_ms);
   CHECK(strcmp(d.infer.instruction, "pick up the bowl") == 0, "instruction %s", d.infer.instruction);

@@ -128,6 +128,7 @@ typedef struct {
   int image_size;     /* 0: IMG */
   int proprio_len;    /* 0: PROPRIO */
   float proprio0;     /* NAN: keep */
+  uint32_t draft_width; /* 0: absent */
 } s_infer_opts_t;
 
 static void s_send_infer(s_broker_t *b, uint64_t id, int obs, s_infer_opts_t o) {
@@ -142,6 +143,7 @@ static void s_send_infer(s_broker_t *b, uint64_t id, int obs, s_infer_opts_t o) 
   snprintf(q->model, sizeof q->model, "%s", o.model ? o.model : "tiny-mixed");
   snprintf(q->unnorm_key, sizeof q->unnorm_key, "%s", o.unnorm_key);
   q->mode = !strcmp(o.mode, "ar") ? MSG_MODE_AR : !strcmp(o.mode, "spec") ? MSG_MODE_SPEC : MSG_MODE_SPEC_RELAXED;
+  if (o.draft_width) q->has_draft_width = true, q->draft_width = o.draft_width;
   static uint8_t big[64 * 64 * 3];
   static float prop[PROPRIO];
   memcpy(prop, s_proprio[obs], sizeof prop);
@@ -161,8 +163,9 @@ static void s_send_infer(s_broker_t *b, uint64_t id, int obs, s_infer_opts_t o) 
 
 /* In-process expectations: gw_policy_decode on observations idx[0..n) with the package defaults for
  * `mode`, unnormalized with `key`. */
+/* width 0: the package's default; stats (NULL: not wanted) receives each row's decode statistics. */
 static void s_expect(gw_policy_t *p, const char *key, int mode, const int *idx, int n, float (*chunk)[HA],
-                     int32_t (*codes)[LG], int *status) {
+                     int32_t (*codes)[LG], int *status, int width, gw_stats_t *stats) {
   gw_obs_t obs[NOBS];
   gw_result_t res[NOBS];
   static uint8_t stacked[NOBS][NCAM * IMG * IMG * 3];
@@ -176,9 +179,11 @@ static void s_expect(gw_policy_t *p, const char *key, int mode, const int *idx, 
   CHECK(gw_policy_set_unnorm_key(p, key) == GW_OK, "set_unnorm_key %s: %s", key, gw_errmsg());
   gw_decode_params_t prm = gw_policy_manifest(p)->decoding;
   prm.mode = mode;
+  if (width) prm.width = width;
   int rc = gw_policy_decode(p, obs, n, &prm, res);
   CHECK(rc == GW_OK, "in-process decode: %s", gw_errmsg());
   for (int i = 0; i < n; i++) {
+    if (stats) stats[i] = res[i].stats;
     if (status) status[i] = res[i].status;
     else CHECK(res[i].status == GW_OK, "in-process row %d: %s", i, res[i].message);
   }
@@ -266,10 +271,20 @@ static void s_main_worker(const char *exe, const char *models, s_broker_t *b) {
   static float ex_spec[NOBS][HA], ex_ar[NOBS][HA], ex_rel[NOBS][HA], ex_two[2][HA];
   static int32_t co_spec[NOBS][LG], co_ar[NOBS][LG], co_rel[NOBS][LG], co_two[2][LG];
   int all[NOBS] = {0, 1, 2, 3}, rel_idx[NOBS] = {3, 2, 1, 0};
-  s_expect(p, "libero_spatial", GW_DECODE_SPEC, all, NOBS, ex_spec, co_spec, NULL);
-  s_expect(p, "bridge_orig", GW_DECODE_AR, all, NOBS, ex_ar, co_ar, NULL);
-  s_expect(p, "libero_spatial", GW_DECODE_SPEC_RELAXED, rel_idx, NOBS, ex_rel, co_rel, NULL);
-  s_expect(p, "libero_spatial", GW_DECODE_SPEC, all, 2, ex_two, co_two, NULL);
+  s_expect(p, "libero_spatial", GW_DECODE_SPEC, all, NOBS, ex_spec, co_spec, NULL, 0, NULL);
+  s_expect(p, "bridge_orig", GW_DECODE_AR, all, NOBS, ex_ar, co_ar, NULL, 0, NULL);
+  s_expect(p, "libero_spatial", GW_DECODE_SPEC_RELAXED, rel_idx, NOBS, ex_rel, co_rel, NULL, 0, NULL);
+  s_expect(p, "libero_spatial", GW_DECODE_SPEC, all, 2, ex_two, co_two, NULL, 0, NULL);
+  static float ex_w3[NOBS][HA];
+  static int32_t co_w3[NOBS][LG];
+  gw_stats_t st_w1[NOBS], st_w3[NOBS];
+  s_expect(p, "libero_spatial", GW_DECODE_SPEC, all, NOBS, ex_spec, co_spec, NULL, 0, st_w1);
+  s_expect(p, "libero_spatial", GW_DECODE_SPEC, all, NOBS, ex_w3, co_w3, NULL, 3, st_w3);
+  int paths_differ = 0;
+  for (int i = 0; i < NOBS; i++)
+    paths_differ += memcmp(st_w1[i].layers_accepted, st_w3[i].layers_accepted, sizeof st_w1[i].layers_accepted) != 0;
+  CHECK(paths_differ > 0, "in-process: 3 draft paths accept other layers than 1 on some row (the check below means "
+                          "something)");
 
   char *argv[] = {(char *)exe, "--broker", (char *)msg_sock_endpoint(b->sock), "--model", dir,
                   "--device", (char *)s_device,
@@ -337,6 +352,22 @@ static void s_main_worker(const char *exe, const char *models, s_broker_t *b) {
   CHECK(differ > 0, "bridge_orig and libero_spatial statistics give different actions");
   s_free_replies(r, NOBS);
 
+  /* B2: draft_width 3: one batch of 4 decoded with three draft paths per row, as in-process with width 3. */
+  for (int i = 0; i < NOBS; i++, sent++)
+    s_send_infer(b, 51 + i, i, INFER_OPTS(.mode = "spec", .unnorm_key = "libero_spatial", .draft_width = 3));
+  s_collect(b, 51, NOBS, r);
+  for (int i = 0; i < NOBS; i++) {
+    s_check_action(r[i], 4, ex_w3[i], co_w3[i], "spec draft_width 3");
+    CHECK(memcmp(co_w3[i], co_ar[i], sizeof co_w3[i]) == 0, "draft_width 3: codes == ar codes, row %d", i);
+    if (r[i] && r[i]->msg.type == MSG_ACTION) {
+      const msg_action_body_t *a = &r[i]->msg.action;
+      int same = a->main_forwards == (uint32_t)st_w3[i].main_forwards && a->has_accepted;
+      for (int l = 0; l < 8 && same; l++) same = a->accepted[l] == (uint32_t)st_w3[i].layers_accepted[l];
+      CHECK(same, "draft_width 3: row %d's forwards and accepted layers are the in-process width-3 ones", i);
+    }
+  }
+  s_free_replies(r, NOBS);
+
   /* C: misfits answered with ERROR 31 at once; the spec-relaxed batch around them is served. */
   s_send_infer(b, 21, 0, INFER_OPTS(.mode = "spec", .unnorm_key = "libero_spatial", .image_size = 32));
   s_send_infer(b, 22, 1, INFER_OPTS(.mode = "spec", .unnorm_key = "libero_goal"));
@@ -402,7 +433,7 @@ static void s_nan_worker(const char *exe, const char *models, s_broker_t *b) {
   /* row 1 with proprio[0] > 100 makes the package return NaN for that row */
   float keep = s_proprio[1][0];
   s_proprio[1][0] = 1000.0f;
-  s_expect(p, "libero_spatial", GW_DECODE_SPEC, idx, 2, ex, co, status);
+  s_expect(p, "libero_spatial", GW_DECODE_SPEC, idx, 2, ex, co, status, 0, NULL);
   s_proprio[1][0] = keep;
   CHECK(status[0] == GW_OK && status[1] == GW_ENONFINITE, "in-process: NaN for row 1 only (%d, %d)", status[0],
         status[1]);
