@@ -102,19 +102,26 @@ def _check_paths(sd, hid, codes, pos):
         assert len({tuple(x.tolist()) for x in paths[r, :, 0]}) == 5, "propose_paths repeats a first layer"
 
 
-def redraft(pkg):
-    """Re-scripts pkg's draft.pt from its own weights with the current rsd_model.Draft and rewrites the
-    manifest's content_hash; main.pt and tokenizer.pt are not touched."""
+def load_draft(pkg):
+    """The package's draft as an rsd_model.Draft with its weights (the architecture of the reference draft)."""
     with open(os.path.join(pkg, "manifest.json")) as f:
         manifest = json.load(f)
-    files = manifest["modules"]
-    old = torch.jit.load(os.path.join(pkg, files["draft"]))
-    sd_old = old.state_dict()
+    sd_old = torch.jit.load(os.path.join(pkg, manifest["modules"]["draft"])).state_dict()
     L, G, K = manifest["rfsq"]["layers"], manifest["rfsq"]["groups"], manifest["rfsq"]["levels"]
     D = sd_old["mem_kv.weight"].shape[1]
     draft = rm.Draft(L, G, K, D, (manifest["hidden_dim"] - D) // D, sd_old["init.weight"].shape[0])
     draft.load_state_dict(sd_old)
-    draft.eval()
+    return draft.eval()
+
+
+def write_draft(pkg, draft, same_as_old=False):
+    """Scripts `draft` (an rsd_model.Draft) into pkg's draft file and rewrites the manifest's content_hash;
+    main.pt and tokenizer.pt are not touched. Checks the scripted draft against the Python one (and, with
+    same_as_old, that propose is unchanged from the file it replaces). Returns the new content_hash."""
+    with open(os.path.join(pkg, "manifest.json")) as f:
+        manifest = json.load(f)
+    files = manifest["modules"]
+    L, G, K = manifest["rfsq"]["layers"], manifest["rfsq"]["groups"], manifest["rfsq"]["levels"]
     sm = torch.jit.load(os.path.join(pkg, files["main"]))
     g = torch.Generator().manual_seed(0)
     b = 3
@@ -123,9 +130,13 @@ def redraft(pkg):
                                                                                       generator=g))[2]
     codes = torch.randint(0, K, (b, L, G), generator=g)
     pos = torch.tensor([1, 2, L - 1])
+    draft = draft.eval()
     with torch.no_grad():
         sd = torch.jit.script(draft)
-        assert torch.equal(old.propose(hid, codes, pos, 4), sd.propose(hid, codes, pos, 4)), "propose changed"
+        assert torch.equal(draft.propose(hid, codes, pos, 4), sd.propose(hid, codes, pos, 4)), "scripted propose differs"
+        if same_as_old:
+            old = torch.jit.load(os.path.join(pkg, files["draft"]))
+            assert torch.equal(old.propose(hid, codes, pos, 4), sd.propose(hid, codes, pos, 4)), "propose changed"
         _check_paths(sd, hid, codes, pos)
     sd.save(os.path.join(pkg, files["draft"]))
     h = hashlib.sha256()
@@ -137,6 +148,12 @@ def redraft(pkg):
         json.dump(manifest, f, indent=2)
         f.write("\n")
     return manifest["content_hash"]
+
+
+def redraft(pkg):
+    """Re-scripts pkg's draft from its own weights with the current rsd_model.Draft (after it gained a
+    method); propose must stay what it was."""
+    return write_draft(pkg, load_draft(pkg), same_as_old=True)
 
 
 def random_package(out, L=8, G=6, K=7, D=128, gamma=4):

@@ -1,0 +1,126 @@
+"""retrain_draft.py: distils a package's draft further from its own main model, and writes the package again.
+
+The main model, the tokenizer and the action statistics stay as they are (main.pt and tokenizer.pt are copied
+byte for byte); only draft.pt and the manifest's content_hash change. The draft starts from the package's
+weights (or fresh, --fresh) and trains on main's greedy codes of the training observations, clean and in
+--copies randomly shifted copies (train_draft.py), for --minutes on --device (a GPU turns minutes of CPU into
+many more steps). Held-out trials are never trained on; the draft's teacher-forced accuracy on them is
+printed before and after.
+
+Usage:
+  python train/retrain_draft.py --package models/rsd-ref-spatial --demos DEMOS_DIR --out DIR [--minutes 5]
+      [--copies 3] [--device cpu|cuda] [--fresh]
+  python train/retrain_draft.py --demos DEMOS_DIR --save-data FILE.npz   compact samples for a machine without
+                                                                         the HDF5 demonstrations (64 px, uint8)
+  python train/retrain_draft.py --package ... --data FILE.npz --out DIR ...
+Not here: the main model's training (train_reference.py), the offline decoding metrics (evaluate.py).
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import export  # noqa: E402
+import rsd_data  # noqa: E402
+import rsd_model as rm  # noqa: E402
+import train_draft  # noqa: E402
+
+HELD_OUT = [19, 29, 39, 49]
+KEYS = ("proprio", "instr", "trial")
+
+
+def load_data(args):
+    if args.data:
+        z = np.load(args.data)
+        data = {k: z[k] for k in KEYS}
+        data["images"] = z["images4"].astype(np.uint16) * 4   # the 2x2 sums, to within rounding
+        return data
+    data, _ = rsd_data.load(rsd_data.find(args.demos))
+    return data
+
+
+def main():
+    ap = argparse.ArgumentParser(description="distil a package's draft further")
+    ap.add_argument("--package")
+    ap.add_argument("--out")
+    ap.add_argument("--demos")
+    ap.add_argument("--data")
+    ap.add_argument("--save-data")
+    ap.add_argument("--minutes", type=float, default=5.0)
+    ap.add_argument("--copies", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--bs", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--heldout", default=",".join(map(str, HELD_OUT)))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if not args.demos and not args.data:
+        ap.error("--demos or --data is required")
+    data = load_data(args)
+    if args.save_data:
+        np.savez_compressed(args.save_data, images4=np.round(data["images"] / 4.0).astype(np.uint8),
+                            **{k: data[k] for k in KEYS})
+        print(f"retrain_draft: {len(data['trial'])} samples -> {args.save_data}")
+        return 0
+    if not args.package or not args.out:
+        ap.error("--package and --out are required")
+    held = [int(t) for t in args.heldout.split(",")]
+    va = np.isin(data["trial"], held)
+    tr_idx, va_idx = np.nonzero(~va)[0], np.nonzero(va)[0]
+    with open(os.path.join(args.package, "manifest.json")) as f:
+        man = json.load(f)
+    L, G, K = man["rfsq"]["layers"], man["rfsq"]["groups"], man["rfsq"]["levels"]
+    msd = torch.jit.load(os.path.join(args.package, man["modules"]["main"])).state_dict()
+    D = msd["layer_emb"].shape[1]
+    main_m = rm.Main(L, G, K, D, torch.zeros(rm.PROPRIO), torch.ones(rm.PROPRIO))
+    main_m.load_state_dict(msd)
+    dev = torch.device(args.device)
+    main_m = main_m.to(dev).eval()
+    draft = export.load_draft(args.package)
+    if args.fresh:
+        draft = rm.Draft(L, G, K, D, main_m.S, draft.Dd)
+    draft = draft.to(dev)
+    t0 = time.time()
+    parts = [train_draft.main_greedy(main_m, data, tr_idx, device=dev)]
+    for c in range(args.copies):
+        parts.append(train_draft.main_greedy(main_m, data, tr_idx, augment=True, seed=1 + c, device=dev))
+    cv, hv, mv = train_draft.main_greedy(main_m, data, va_idx, device=dev)
+    codes, hid, mem = (torch.cat([p[i] for p in parts]).to(dev) for i in range(3))
+    print(f"retrain_draft: main's greedy codes on {len(codes)} observations ({len(tr_idx)} x {1 + args.copies}) "
+          f"in {time.time() - t0:.0f}s on {dev}", flush=True)
+    cv, hv, mv = cv.to(dev), hv.to(dev), mv.to(dev)
+
+    def heldout_acc():
+        draft.eval()
+        with torch.no_grad():
+            return train_draft.draft_loss(draft, cv, hv, mv)[1]
+    before = heldout_acc()
+    res = train_draft.train(draft, codes, hid, mem, args.minutes, bs=args.bs, lr=args.lr, device=dev,
+                            log=lambda m: print(m, flush=True))
+    after = heldout_acc()
+    print(f"retrain_draft: {res['steps']} steps in {res['seconds']:.0f}s; held-out layers fully right "
+          f"(teacher-forced): {before:.4f} -> {after:.4f}", flush=True)
+    if os.path.abspath(args.out) != os.path.abspath(args.package):
+        shutil.copytree(args.package, args.out, dirs_exist_ok=True)
+    h = export.write_draft(args.out, draft.cpu())
+    summary = {"steps": res["steps"], "seconds": round(res["seconds"], 1), "train_observations": int(len(codes)),
+               "heldout_layer_acc_before": round(before, 4), "heldout_layer_acc_after": round(after, 4),
+               "device": str(dev), "minutes": args.minutes, "copies": args.copies, "bs": args.bs, "lr": args.lr,
+               "fresh": args.fresh, "content_hash": h}
+    with open(os.path.join(args.out, "retrain_draft.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    print("retrain_draft: " + json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
