@@ -220,6 +220,15 @@ static void s_ar_reference(gw_policy_t *p) {
 }
 
 /* A random batch of n observations (repeats allowed). */
+/* Opens a test package with libero_spatial statistics and fills s_ar with its ar codes; NULL (and a failed
+ * CHECK) if it does not open. */
+static gw_policy_t *s_open_with_ar(const char *pkg) {
+  gw_policy_t *p = s_open(pkg, "libero_spatial", NULL);
+  CHECK(p != NULL, "open %s: %s", pkg, gw_errmsg());
+  if (p) s_ar_reference(p);
+  return p;
+}
+
 static void s_pick(int *idx, int n) {
   for (int i = 0; i < n; i++) idx[i] = (int)(s_rand() % NOBS);
 }
@@ -231,10 +240,8 @@ static void s_suite_lossless(void) {
   s_res_t out[32];
   for (int k = 0; k < 3; k++) {
     int rc;
-    gw_policy_t *p = s_open(pkgs[k], "libero_spatial", &rc);
-    CHECK(p != NULL, "open %s: %s", pkgs[k], gw_errmsg());
+    gw_policy_t *p = s_open_with_ar(pkgs[k]);
     if (!p) continue;
-    s_ar_reference(p);
     long proposed = 0, accepted = 0, rows = 0, mismatches = 0, bad_accounting = 0, mixed_batches = 0;
     for (int g = 0; g < 4; g++)
       for (int s = 0; s < 8; s++)
@@ -295,10 +302,8 @@ static void s_suite_paths(void) {
   s_res_t out[32], one[32];
   for (int k = 0; k < 3; k++) {
     int rc;
-    gw_policy_t *p = s_open(pkgs[k], "libero_spatial", &rc);
-    CHECK(p != NULL, "open %s: %s", pkgs[k], gw_errmsg());
+    gw_policy_t *p = s_open_with_ar(pkgs[k]);
     if (!p) continue;
-    s_ar_reference(p);
     long rows = 0, mismatches = 0, bad_accounting = 0, acc_w = 0, acc_1 = 0, worse = 0;
     for (int w = 0; w < 3; w++)
       for (int g = 0; g < 3; g++)
