@@ -430,8 +430,11 @@ static int s_run_cli(int argc, char **argv) {
       goto done;
     }
     if (co_config_diff(&stored, &cfg, diff, sizeof diff) > 0) {
-      fprintf(stderr, "rsd: %s holds campaign '%s' with another config; refusing to resume. Differences:\n%s",
-              cfg.output, info.name, diff);
+      fprintf(stderr,
+              "rsd: %s holds campaign '%s' with another config; refusing to resume. Differences:\n%s"
+              "rsd: to start a new campaign, give another --out (or remove %s); to resume, restore the old config "
+              "and model\n",
+              cfg.output, info.name, diff, cfg.output);
       status = 2;
       goto done;
     }

@@ -162,7 +162,8 @@ int main(int argc, char **argv) {
   rc = proc_wait(proc_spawn((char *[]){rsd, "run", cfg, NULL}, log, NULL, NULL), 30);
   CHECK(rc == 0 && s_file_has(log, "resuming campaign"), "rerun exited %d", rc);
   rc = proc_wait(proc_spawn((char *[]){rsd, "run", cfg2, NULL}, log, NULL, NULL), 30);
-  CHECK(rc == 2 && s_file_has(log, "refusing to resume") && s_file_has(log, "trials"), "changed config: exit %d", rc);
+  CHECK(rc == 2 && s_file_has(log, "refusing to resume") && s_file_has(log, "trials") &&
+            s_file_has(log, "another --out"), "changed config: exit %d", rc);
 
   zmq_close(rogue);
   zmq_ctx_term(ctx);
