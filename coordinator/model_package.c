@@ -74,6 +74,25 @@ int co_package_read(const char *dir, co_package_t *out, char *err, size_t errlen
         snprintf(out->unnorm_keys[out->unnorm_count++], sizeof out->unnorm_keys[0], "%s", key);
       }
     }
+    json_t *dec = json_object_get(root, "decoding"), *radii = json_object_get(dec, "radii");
+    out->width = 1;
+    if (rc == 0 && (!json_is_object(dec) || s_uint(path, root, "decoding", "gamma", &out->gamma, err, errlen) ||
+                    (json_object_get(dec, "width") &&
+                     s_uint(path, root, "decoding", "width", &out->width, err, errlen)))) {
+      rc = json_is_object(dec) ? -1 : s_fail(err, errlen, "%s: 'decoding' must be an object", path);
+    } else if (rc == 0 && (out->layers > MSG_MAX_LAYERS || !json_is_array(radii) ||
+                           json_array_size(radii) != out->layers)) {
+      rc = s_fail(err, errlen, "%s: 'decoding.radii' must be an array of %u integers (one per RFSQ layer)", path,
+                  out->layers);
+    } else if (rc == 0) {
+      for (size_t l = 0; l < out->layers && rc == 0; l++) {
+        json_t *r = json_array_get(radii, l);
+        if (!json_is_integer(r) || json_integer_value(r) < 0 || json_integer_value(r) >= (json_int_t)out->levels)
+          rc = s_fail(err, errlen, "%s: 'decoding.radii[%zu]' must be an integer in [0, %u)", path, l, out->levels);
+        else
+          out->radii[l] = (uint32_t)json_integer_value(r);
+      }
+    }
   }
   json_decref(root);
   return rc;
@@ -116,4 +135,18 @@ int co_package_check(const co_config_t *cfg, co_package_t *out, char *err, size_
                   "or it changed since the campaign started (%s)",
                   cfg->model_hash, cfg->model, out->content_hash, path);
   return 0;
+}
+
+void co_package_pin_decoding(const co_package_t *pkg, co_config_t *cfg) {
+  for (uint32_t i = 0; i < cfg->variants_count; i++) {
+    co_variant_t *v = &cfg->variants[i];
+    if (v->policy != MSG_POLICY_MODEL || !v->has_mode || v->mode == MSG_MODE_AR) continue;
+    if (!v->has_draft_len) v->has_draft_len = true, v->draft_len = pkg->gamma;
+    if (!v->has_draft_width) v->has_draft_width = true, v->draft_width = pkg->width;
+    if (v->mode == MSG_MODE_SPEC_RELAXED && !v->has_radii) {
+      v->has_radii = true;
+      v->radii_count = pkg->layers;
+      memcpy(v->radii, pkg->radii, sizeof v->radii[0] * pkg->layers);
+    }
+  }
 }

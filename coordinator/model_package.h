@@ -25,6 +25,10 @@ typedef struct {
   uint32_t chunk_horizon;               /* actions per chunk H */
   char unnorm_keys[CO_PACKAGE_MAX_KEYS][MSG_LABEL_MAX + 1]; /* the keys of "action_stats", in file order */
   uint32_t unnorm_count;
+  /* the package's default decoding ("decoding"): draft layers per round, draft paths (1 when absent), and a
+   * relaxed radius per layer */
+  uint32_t gamma, width;
+  uint32_t radii[MSG_MAX_LAYERS];
 } co_package_t;
 
 /* Reads <dir>/manifest.json into *out. Returns 0, or -1 with a message naming the file, the key and the
@@ -37,5 +41,11 @@ int co_package_read(const char *dir, co_package_t *out, char *err, size_t errlen
  * and cfg->model_hash (when set) equal to the package's content_hash.
  * Returns 0 with *out filled, or -1 with the first problem in err. Call only when cfg->has_model. */
 int co_package_check(const co_config_t *cfg, co_package_t *out, char *err, size_t errlen);
+
+/* Pins the package's default decoding into every policy-model variant that leaves it to the model:
+ * draft_len and draft_width for spec and spec-relaxed, radii for spec-relaxed. rsd run calls it before the
+ * config is stored or compared, so the journal and the report name the parameters the campaign decoded
+ * with, and a package whose defaults changed is refused on resume like any other config change. */
+void co_package_pin_decoding(const co_package_t *pkg, co_config_t *cfg);
 
 #endif

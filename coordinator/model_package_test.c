@@ -37,8 +37,9 @@ static void s_manifest(const char *pkg, int image, int layers, const char *stats
            " \"image\": {\"height\": %d, \"width\": %d, \"channels\": 3, \"dtype\": \"uint8\"},\n"
            " \"chunk\": {\"horizon\": 8, \"action_dim\": 7, \"gripper_index\": 6},\n"
            " \"rfsq\": {\"layers\": %d, \"groups\": 4, \"levels\": 9},\n"
+           " \"decoding\": {\"mode\": \"spec\", \"gamma\": 5, \"radii\": [%s]},\n"
            " \"action_stats\": {%s}}\n",
-           pkg, 7, image, image, layers, stats);
+           pkg, 7, image, image, layers, layers == 8 ? "0, 1, 1, 1, 1, 1, 2, 2" : "0, 1", stats);
   s_write(pkg, text);
 }
 
@@ -85,6 +86,22 @@ int main(void) {
     CHECK(p.unnorm_count == 2 && !strcmp(p.unnorm_keys[0], "libero_spatial") && !strcmp(p.unnorm_keys[1], "bridge_orig"),
           "unnorm_keys (%u)", p.unnorm_count);
   }
+  /* The decoding defaults pinned into the variants that leave them to the model (and only those). */
+  if (s_config(&c, "good", "",
+               "  - {name: ar, mode: ar}\n  - {name: s, mode: spec}\n  - {name: s4, mode: spec, draft_len: 4, "
+               "draft_width: 3}\n  - {name: r, mode: spec-relaxed}\n  - {name: e, policy: expert}\n") &&
+      co_package_check(&c, &p, err, sizeof err) == 0) {
+    CHECK(p.gamma == 5 && p.width == 1 && p.radii[6] == 2, "decoding defaults: gamma %u width %u", p.gamma, p.width);
+    co_package_pin_decoding(&p, &c);
+    const co_variant_t *v = c.variants;
+    CHECK(!v[0].has_draft_len && !v[0].has_draft_width && !v[0].has_radii, "ar: nothing pinned");
+    CHECK(v[1].has_draft_len && v[1].draft_len == 5 && v[1].has_draft_width && v[1].draft_width == 1 &&
+              !v[1].has_radii, "spec: gamma and width pinned");
+    CHECK(v[2].draft_len == 4 && v[2].draft_width == 3, "spec with its own draft_len / draft_width: kept");
+    CHECK(v[3].has_radii && v[3].radii_count == 8 && v[3].radii[0] == 0 && v[3].radii[7] == 2 && v[3].draft_len == 5,
+          "spec-relaxed: radii pinned");
+    CHECK(!v[4].has_draft_len && !v[4].has_radii, "expert: nothing pinned");
+  }
   /* radii one per layer, each below the levels, are accepted */
   if (s_config(&c, "good", "", "  - {name: rel, mode: spec-relaxed, radii: [0, 1, 1, 1, 1, 1, 1, 8]}\n"))
     CHECK(co_package_check(&c, &p, err, sizeof err) == 0, "radii of 8 layers below 9 levels refused: %s", err);
@@ -112,6 +129,8 @@ int main(void) {
   snprintf(other, sizeof other, "model_hash: sha256:%063d1\n", 0);
   s_refused("good", other, s_ar, "model_hash sha256:0000000000000000000000000000000000000000000000000000000000000001 ",
             "changed since the campaign started");
+  s_manifest("radii3", 128, 3, two); /* 3 layers, 2 radii */
+  s_refused("radii3", "", s_ar, "radii3/manifest.json", "'decoding.radii' must be an array of 3 integers");
   s_manifest("nostats", 128, 8, "");
   s_refused("nostats", "", s_ar, "nostats/manifest.json", "action_stats");
 

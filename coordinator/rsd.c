@@ -401,6 +401,7 @@ static int s_run_cli(int argc, char **argv) {
       cfg.has_model_hash = true;
       snprintf(cfg.model_hash, sizeof cfg.model_hash, "%s", pkg.content_hash);
     }
+    if (inference) co_package_pin_decoding(&pkg, &cfg); /* the decoding defaults, stored like the hash */
   }
   if (s_mkdirs(cfg.output) != 0) {
     fprintf(stderr, "rsd: cannot create the output directory %s: %s\n", cfg.output, strerror(errno));
