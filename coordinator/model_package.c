@@ -36,6 +36,31 @@ static int s_uint(const char *path, json_t *root, const char *a, const char *b, 
   return 0;
 }
 
+/* The manifest's default decoding: gamma (1..MSG_MAX_LAYERS), width (optional, 1..MSG_MAX_DRAFT_WIDTH, else
+ * 1) and one radius per layer below the levels; the ranges are the ones a LEASE can carry. */
+static int s_decoding(const char *path, json_t *root, co_package_t *out, char *err, size_t errlen) {
+  json_t *dec = json_object_get(root, "decoding");
+  if (!json_is_object(dec)) return s_fail(err, errlen, "%s: 'decoding' must be an object", path);
+  out->width = 1;
+  if (s_uint(path, root, "decoding", "gamma", &out->gamma, err, errlen) ||
+      (json_object_get(dec, "width") && s_uint(path, root, "decoding", "width", &out->width, err, errlen)))
+    return -1;
+  if (out->gamma > MSG_MAX_LAYERS || out->width > MSG_MAX_DRAFT_WIDTH)
+    return s_fail(err, errlen, "%s: 'decoding.gamma' %u (at most %d) or 'decoding.width' %u (at most %d) out of range",
+                  path, out->gamma, MSG_MAX_LAYERS, out->width, MSG_MAX_DRAFT_WIDTH);
+  json_t *radii = json_object_get(dec, "radii");
+  if (out->layers > MSG_MAX_LAYERS || !json_is_array(radii) || json_array_size(radii) != out->layers)
+    return s_fail(err, errlen, "%s: 'decoding.radii' must be an array of %u integers (one per RFSQ layer)", path,
+                  out->layers);
+  for (size_t l = 0; l < out->layers; l++) {
+    json_t *r = json_array_get(radii, l);
+    if (!json_is_integer(r) || json_integer_value(r) < 0 || json_integer_value(r) >= (json_int_t)out->levels)
+      return s_fail(err, errlen, "%s: 'decoding.radii[%zu]' must be an integer in [0, %u)", path, l, out->levels);
+    out->radii[l] = (uint32_t)json_integer_value(r);
+  }
+  return 0;
+}
+
 int co_package_read(const char *dir, co_package_t *out, char *err, size_t errlen) {
   memset(out, 0, sizeof *out);
   char path[CO_PATH_MAX + 32];
@@ -74,25 +99,7 @@ int co_package_read(const char *dir, co_package_t *out, char *err, size_t errlen
         snprintf(out->unnorm_keys[out->unnorm_count++], sizeof out->unnorm_keys[0], "%s", key);
       }
     }
-    json_t *dec = json_object_get(root, "decoding"), *radii = json_object_get(dec, "radii");
-    out->width = 1;
-    if (rc == 0 && (!json_is_object(dec) || s_uint(path, root, "decoding", "gamma", &out->gamma, err, errlen) ||
-                    (json_object_get(dec, "width") &&
-                     s_uint(path, root, "decoding", "width", &out->width, err, errlen)))) {
-      rc = json_is_object(dec) ? -1 : s_fail(err, errlen, "%s: 'decoding' must be an object", path);
-    } else if (rc == 0 && (out->layers > MSG_MAX_LAYERS || !json_is_array(radii) ||
-                           json_array_size(radii) != out->layers)) {
-      rc = s_fail(err, errlen, "%s: 'decoding.radii' must be an array of %u integers (one per RFSQ layer)", path,
-                  out->layers);
-    } else if (rc == 0) {
-      for (size_t l = 0; l < out->layers && rc == 0; l++) {
-        json_t *r = json_array_get(radii, l);
-        if (!json_is_integer(r) || json_integer_value(r) < 0 || json_integer_value(r) >= (json_int_t)out->levels)
-          rc = s_fail(err, errlen, "%s: 'decoding.radii[%zu]' must be an integer in [0, %u)", path, l, out->levels);
-        else
-          out->radii[l] = (uint32_t)json_integer_value(r);
-      }
-    }
+    if (rc == 0) rc = s_decoding(path, root, out, err, errlen);
   }
   json_decref(root);
   return rc;

@@ -28,8 +28,8 @@ static void s_write(const char *pkg, const char *text) {
   }
 }
 
-/* A manifest with the keys the coordinator reads; image size, layers and stats as given. */
-static void s_manifest(const char *pkg, int image, int layers, const char *stats) {
+/* A manifest with the keys the coordinator reads; image size, layers, stats and decoding gamma as given. */
+static void s_manifest_g(const char *pkg, int image, int layers, const char *stats, int gamma) {
   char text[2048];
   snprintf(text, sizeof text,
            "{\"format\": \"rsd-policy\", \"format_version\": 1, \"name\": \"ref-%s\", \"version\": \"1.2.3\",\n"
@@ -37,10 +37,14 @@ static void s_manifest(const char *pkg, int image, int layers, const char *stats
            " \"image\": {\"height\": %d, \"width\": %d, \"channels\": 3, \"dtype\": \"uint8\"},\n"
            " \"chunk\": {\"horizon\": 8, \"action_dim\": 7, \"gripper_index\": 6},\n"
            " \"rfsq\": {\"layers\": %d, \"groups\": 4, \"levels\": 9},\n"
-           " \"decoding\": {\"mode\": \"spec\", \"gamma\": 5, \"radii\": [%s]},\n"
+           " \"decoding\": {\"mode\": \"spec\", \"gamma\": %d, \"radii\": [%s]},\n"
            " \"action_stats\": {%s}}\n",
-           pkg, 7, image, image, layers, layers == 8 ? "0, 1, 1, 1, 1, 1, 2, 2" : "0, 1", stats);
+           pkg, 7, image, image, layers, gamma, layers == 8 ? "0, 1, 1, 1, 1, 1, 2, 2" : "0, 1", stats);
   s_write(pkg, text);
+}
+
+static void s_manifest(const char *pkg, int image, int layers, const char *stats) {
+  s_manifest_g(pkg, image, layers, stats, 5);
 }
 
 /* Parses a campaign on package `pkg` with `extra` YAML lines and the given variants. */
@@ -131,6 +135,8 @@ int main(void) {
             "changed since the campaign started");
   s_manifest("radii3", 128, 3, two); /* 3 layers, 2 radii */
   s_refused("radii3", "", s_ar, "radii3/manifest.json", "'decoding.radii' must be an array of 3 integers");
+  s_manifest_g("gamma17", 128, 8, two, 17); /* more than a LEASE's draft_len can carry */
+  s_refused("gamma17", "", s_ar, "gamma17/manifest.json", "'decoding.gamma' 17 (at most 16)");
   s_manifest("nostats", 128, 8, "");
   s_refused("nostats", "", s_ar, "nostats/manifest.json", "action_stats");
 

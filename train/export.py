@@ -26,6 +26,15 @@ VERSION = "1.0"
 UNNORM_KEY = "libero_spatial"
 
 
+def content_hash(pkg, files):
+    """docs/model-package.md: SHA-256 of the main, draft and tokenizer files, concatenated in that order."""
+    h = hashlib.sha256()
+    for key in ("main", "draft", "tokenizer"):
+        with open(os.path.join(pkg, files[key]), "rb") as f:
+            h.update(f.read())
+    return "sha256:" + h.hexdigest()
+
+
 def write_package(out, main, draft, tok, stats, gamma, version=VERSION):
     """Scripts the modules into out/ and writes manifest.json. stats: q01, q99 (and mean, std) lists of A."""
     os.makedirs(out, exist_ok=True)
@@ -37,10 +46,6 @@ def write_package(out, main, draft, tok, stats, gamma, version=VERSION):
     sm.save(os.path.join(out, files["main"]))
     sd.save(os.path.join(out, files["draft"]))
     st.save(os.path.join(out, files["tokenizer"]))
-    h = hashlib.sha256()
-    for key in ("main", "draft", "tokenizer"):
-        with open(os.path.join(out, files[key]), "rb") as f:
-            h.update(f.read())
     mask = [True] * rm.A
     mask[rm.GRIPPER] = False
     entry = {"q01": [round(float(v), 6) for v in stats["q01"]], "q99": [round(float(v), 6) for v in stats["q99"]],
@@ -53,7 +58,7 @@ def write_package(out, main, draft, tok, stats, gamma, version=VERSION):
         "format_version": 1,
         "name": NAME,
         "version": version,
-        "content_hash": "sha256:" + h.hexdigest(),
+        "content_hash": content_hash(out, files),
         "cameras": rm.CAMERAS,
         "image": {"height": rm.IMG, "width": rm.IMG, "channels": 3, "dtype": "uint8"},
         "instruction": {"tokenizer": "bytes", "vocab": None, "max_tokens": rm.MAX_TOKENS},
@@ -139,11 +144,7 @@ def write_draft(pkg, draft, same_as_old=False):
             assert torch.equal(old.propose(hid, codes, pos, 4), sd.propose(hid, codes, pos, 4)), "propose changed"
         _check_paths(sd, hid, codes, pos)
     sd.save(os.path.join(pkg, files["draft"]))
-    h = hashlib.sha256()
-    for key in ("main", "draft", "tokenizer"):
-        with open(os.path.join(pkg, files[key]), "rb") as f:
-            h.update(f.read())
-    manifest["content_hash"] = "sha256:" + h.hexdigest()
+    manifest["content_hash"] = content_hash(pkg, files)
     with open(os.path.join(pkg, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2)
         f.write("\n")
