@@ -2,7 +2,7 @@
  * section 8.2).
  *
  *   rsd-gpu-worker --broker tcp://HOST:PORT --model DIR --device cpu|cuda:N [--max-batch N]
- *                  [--max-wait-us N] [--credit N] [--name NAME] [--heartbeat-ms N]
+ *                  [--max-wait-us N] [--credit N] [--name NAME] [--heartbeat-ms N] [--record-obs DIR]
  *
  * It owns the conversation with the broker: a DEALER that says HELLO (role gpu, model name and content
  * hash, device, max_batch, capacity = credit), heartbeats, answers every INFER exactly once with ACTION
@@ -14,6 +14,7 @@
  * answers a misfit at once with ERROR 31. The inference thread owns the policy (policy.h) and runs one
  * batch at a time; it wakes the main thread through a pipe when the batch is done. So heartbeats and
  * arrivals keep flowing while a batch decodes, and requests that arrive meanwhile form the next batch.
+ * With --record-obs it appends every observation it answers with an ACTION to a recording (obs_record.h).
  * It does not own decoding (policy.cpp, spec_decode.cpp) nor batching policy (batcher.c). */
 #include <czmq.h>
 #include <errno.h>
@@ -31,6 +32,7 @@
 
 #include "batcher.h"
 #include "msg.h"
+#include "obs_record.h"
 #include "policy.h"
 
 #ifndef RSD_VERSION
@@ -51,6 +53,7 @@ typedef struct {
   int credit;           /* requests held at most: HELLO.capacity, 1..4096 */
   char name[MSG_NAME_MAX + 1];
   int heartbeat_ms;     /* until a WELCOME says otherwise */
+  const char *record_obs; /* nullable: the directory of an observation recording */
 } s_opts_t;
 
 static void s_usage(FILE *f) {
@@ -66,7 +69,9 @@ static void s_usage(FILE *f) {
           "  --credit        requests held at once, queued or decoding (1..4096, default 2 x max-batch)\n"
           "  --name          worker name in logs and reports (default gpu-HOST:PID)\n"
           "  --heartbeat-ms  heartbeat and HELLO-resend period until the broker's WELCOME sets it\n"
-          "                  (10..600000, default 1000)\n",
+          "                  (10..600000, default 1000)\n"
+          "  --record-obs    record every observation answered with an ACTION into this new directory\n"
+          "                  (policy_bench --obs and train/retrain_draft.py --obs read it)\n",
           GW_MAX_BATCH);
 }
 
@@ -113,6 +118,8 @@ static int s_parse(int argc, char **argv, s_opts_t *o) {
     } else if (!strcmp(a, "--heartbeat-ms")) {
       if (!s_int_arg(a, v, 10, 600000, &n)) return -1;
       o->heartbeat_ms = (int)n;
+    } else if (!strcmp(a, "--record-obs")) {
+      o->record_obs = v;
     } else if (!strcmp(a, "--name")) {
       if (!*v || strlen(v) > MSG_NAME_MAX) {
         fprintf(stderr, "rsd-gpu-worker: --name '%s' must be 1..%d bytes\n", v, MSG_NAME_MAX);
@@ -282,6 +289,7 @@ typedef struct {
   bool stopping;           /* a signal or DRAIN: take no new work, finish the rest, BYE */
   const char *stop_reason;
   bool refused;            /* the broker refused us (ERROR to HELLO, version): exit 1 */
+  gw_obs_record_t *record; /* owned, nullable: --record-obs */
   uint64_t answered, errors;
 } s_worker_t;
 
@@ -496,6 +504,13 @@ out:
   return r;
 }
 
+static void s_stop(s_worker_t *w, const char *reason) {
+  if (w->stopping) return;
+  w->stopping = true;
+  w->stop_reason = reason;
+  s_log("%s: taking no new requests; finishing %d held", reason, w->held);
+}
+
 /* Maps a policy error to the protocol's code. */
 static msg_err_t s_code(int gw) {
   switch (gw) {
@@ -557,6 +572,15 @@ static void s_answer(s_worker_t *w, s_req_t *r) {
   }
   s_send(w, &m);
   w->answered++;
+  if (w->record) {
+    const msg_infer_body_t *q = &in->infer;
+    gw_obs_origin_t o = {q->variant, q->task, q->trial, q->step, gw_mode_name(r->params.mode), st->main_forwards};
+    char rerr[512];
+    if (gw_obs_record_add(w->record, &r->obs, &o, rerr, sizeof rerr) != 0) {
+      s_log("%s", rerr);
+      s_stop(w, "cannot record observations");
+    }
+  }
 }
 
 /* The inference thread finished: answer its requests (if their session still exists), grant credit. */
@@ -617,13 +641,6 @@ static void s_dispatch(s_worker_t *w) {
     pthread_cond_signal(&t->cv);
     pthread_mutex_unlock(&t->mu);
   }
-}
-
-static void s_stop(s_worker_t *w, const char *reason) {
-  if (w->stopping) return;
-  w->stopping = true;
-  w->stop_reason = reason;
-  s_log("%s: taking no new requests; finishing %d held", reason, w->held);
 }
 
 /* One received message. */
@@ -813,6 +830,14 @@ int main(int argc, char **argv) {
     return 1;
   }
   w.m = gw_policy_manifest(policy);
+  if (w.o.record_obs) {
+    char rerr[512];
+    if (!(w.record = gw_obs_record_new(w.o.record_obs, w.m, rerr, sizeof rerr))) {
+      s_log("%s", rerr);
+      gw_policy_destroy(&policy);
+      return 1;
+    }
+  }
   s_log("serving %s %s (%s) on %s, max_batch %d, max_wait %lld us, credit %d", w.m->name, w.m->version,
         w.m->content_hash, w.o.device, w.o.max_batch, (long long)w.o.max_wait_us, w.o.credit);
   w.batcher = gw_batcher_new(w.o.max_batch, w.o.max_wait_us);
@@ -863,6 +888,8 @@ int main(int argc, char **argv) {
   close(pfd[1]);
   pthread_cond_destroy(&t->cv);
   pthread_mutex_destroy(&t->mu);
+  if (w.record) s_log("recorded %ld observations in %s", gw_obs_record_rows(w.record), w.o.record_obs);
+  gw_obs_record_destroy(&w.record);
   gw_policy_destroy(&policy);
   return status;
 }

@@ -12,7 +12,9 @@
  * one credit per answered INFER; a HEARTBEAT reports the requests held; SIGTERM with two requests queued
  * answers both (a batch of 2), then BYE and exit status 0. A second worker (package "nan") re-HELLOs
  * on a new connection when the broker falls silent, answers a batch in which one row produces NaN with
- * ERROR 30 for that row and an ACTION for the other, and leaves on SIGINT. Last, --device cuda:0 either
+ * ERROR 30 for that row and an ACTION for the other, and leaves on SIGINT; its --record-obs recording holds
+ * exactly the row answered with an ACTION (images, proprio, instruction and origin as sent), and a worker
+ * given that directory again refuses to start, naming it. Last, --device cuda:0 either
  * fails with a message naming the device (no CUDA in the build or on the machine) or says HELLO with
  * that device. Every child is killed when the test exits. */
 #include <czmq.h>
@@ -419,7 +421,46 @@ static void s_main_worker(const char *exe, const char *models, s_broker_t *b) {
   gw_policy_destroy(&p);
 }
 
-static void s_nan_worker(const char *exe, const char *models, s_broker_t *b) {
+/* The --record-obs recording in rec after the nan worker: the one row answered with an ACTION (obs 0). */
+static void s_check_recording(const char *exe, const char *dir, const char *rec, s_broker_t *b) {
+  char path[1200], text[4096];
+  snprintf(path, sizeof path, "%s/rows.tsv", rec);
+  scratch_read(path, text, sizeof text);
+  const char *head = "variant\ttask\ttrial\tstep\tmode\tmain_forwards\nspec\t1\t0\t0\tspec\t";
+  const char *tail = strchr(text + strlen(head), '\n');
+  CHECK(!strncmp(text, head, strlen(head)) && atoi(text + strlen(head)) >= 2 && tail && !tail[1],
+        "rows.tsv: a header and the one row answered with an ACTION (variant spec, task 1, trial 0): %s", text);
+  snprintf(path, sizeof path, "%s/instructions.txt", rec);
+  scratch_read(path, text, sizeof text);
+  char want[256];
+  snprintf(want, sizeof want, "%s\n", s_instr[0]);
+  CHECK(!strcmp(text, want), "instructions.txt is the row's instruction: '%s'", text);
+  static uint8_t img[NCAM][IMG * IMG * 3 + 1];
+  float prop[PROPRIO + 1];
+  snprintf(path, sizeof path, "%s/images.u8", rec);
+  FILE *f = fopen(path, "rb");
+  size_t n = f ? fread(img, 1, sizeof img, f) : 0;
+  if (f) fclose(f);
+  CHECK(n == sizeof s_images[0] && !memcmp(img, s_images[0], n), "images.u8: the row's two camera frames (%zu bytes)", n);
+  snprintf(path, sizeof path, "%s/proprio.f32", rec);
+  f = fopen(path, "rb");
+  n = f ? fread(prop, 1, sizeof prop, f) : 0;
+  if (f) fclose(f);
+  CHECK(n == sizeof s_proprio[0] && !memcmp(prop, s_proprio[0], n), "proprio.f32: the row's proprio (%zu bytes)", n);
+  /* the same directory again: refused before serving */
+  char errf[1200];
+  snprintf(errf, sizeof errf, "%s.stderr", rec);
+  char *argv[] = {(char *)exe, "--broker", (char *)msg_sock_endpoint(b->sock), "--model", (char *)dir, "--device",
+                  (char *)s_device, "--record-obs", (char *)rec, NULL};
+  pid_t pid = proc_spawn(argv, errf, NULL, NULL);
+  int st = proc_wait(pid, 120);
+  scratch_read(errf, text, sizeof text);
+  CHECK(st == 1 && strstr(text, rec) && strstr(text, "already holds a recording"),
+        "--record-obs on a directory holding a recording: exit 1 naming it (got %d): %s", st, text);
+  unlink(errf);
+}
+
+static void s_nan_worker(const char *exe, const char *models, s_broker_t *b, const char *rec) {
   char dir[1024];
   snprintf(dir, sizeof dir, "%s/nan", models);
   gw_policy_opts_t popts = {s_device, "libero_spatial", 1, 1, 0};
@@ -439,7 +480,8 @@ static void s_nan_worker(const char *exe, const char *models, s_broker_t *b) {
 
   char *argv[] = {(char *)exe, "--broker", (char *)msg_sock_endpoint(b->sock), "--model", dir,
                   "--device", (char *)s_device,
-                  "--max-batch", "2", "--max-wait-us", "30000000", "--credit", "2", "--name", "gwtest-2", NULL};
+                  "--max-batch", "2", "--max-wait-us", "30000000", "--credit", "2", "--name", "gwtest-2",
+                  "--record-obs", (char *)rec, NULL};
   pid_t pid = proc_spawn(argv, NULL, NULL, NULL);
   msg_in_t *h1 = s_recv(b, 120000, false);
   CHECK(h1 && h1->msg.type == MSG_HELLO, "HELLO from the nan worker");
@@ -482,6 +524,7 @@ static void s_nan_worker(const char *exe, const char *models, s_broker_t *b) {
   CHECK(st == 0, "exit status 0 after SIGINT (got %d)", st);
   b->beat = false;
   gw_policy_destroy(&p);
+  s_check_recording(exe, dir, rec, b);
 }
 
 /* --device cuda:0: a clear failure naming the device, or (CUDA build on a GPU machine) a HELLO with it. */
@@ -533,14 +576,13 @@ int main(int argc, char **argv) {
   if (!b.sock) return check_summary("gpu_worker_test");
 
   s_main_worker(argv[1], argv[2], &b);
-  s_nan_worker(argv[1], argv[2], &b);
+  char rec[64];
+  snprintf(rec, sizeof rec, "%s/rec", tmp);
+  s_nan_worker(argv[1], argv[2], &b, rec);
   s_cuda_device(argv[1], argv[2], &b, tmp);
 
   zframe_destroy(&b.route);
   msg_sock_destroy(&b.sock);
-  char path[128];
-  snprintf(path, sizeof path, "%s/cuda.stderr", tmp);
-  unlink(path);
-  rmdir(tmp);
+  scratch_done(tmp);
   return check_summary("gpu_worker_test");
 }

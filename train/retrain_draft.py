@@ -7,12 +7,18 @@ weights (or fresh, --fresh) and trains on main's greedy codes of the training ob
 many more steps). Held-out trials are never trained on; the draft's teacher-forced accuracy on them is
 printed before and after.
 
+--obs DIR (repeatable) adds on-policy observations: recordings of `rsd-gpu-worker --record-obs` (the states the
+policy itself visits in closed loop, where a draft fitted to demonstrations alone meets states it never saw). Their
+rows of trials --obs-heldout (default 0,1, the trials the model card's closed-loop figures use) are held out and
+reported separately; the others are trained on, clean and in --copies shifted copies, like the demonstrations.
+
 Usage:
   python train/retrain_draft.py --package models/rsd-ref-spatial --demos DEMOS_DIR --out DIR [--minutes 5]
       [--copies 3] [--device cpu|cuda] [--fresh]
   python train/retrain_draft.py --demos DEMOS_DIR --save-data FILE.npz   compact samples for a machine without
                                                                          the HDF5 demonstrations (64 px, uint8)
   python train/retrain_draft.py --package ... --data FILE.npz --out DIR ...
+  python train/retrain_draft.py --package ... --data FILE.npz --obs runs/record/obs --out DIR ...
 Not here: the main model's training (train_reference.py), the offline decoding metrics (evaluate.py).
 """
 import argparse
@@ -45,6 +51,12 @@ def load_data(args):
     return data
 
 
+def recorded(dirs):
+    """The rows of every recording in dirs, one after another."""
+    recs = [rsd_data.load_recorded(d) for d in dirs]
+    return {k: np.concatenate([r[k] for r in recs]) for k in recs[0]}
+
+
 def main():
     ap = argparse.ArgumentParser(description="distil a package's draft further")
     ap.add_argument("--package")
@@ -60,6 +72,8 @@ def main():
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--heldout", default=",".join(map(str, HELD_OUT)))
+    ap.add_argument("--obs", action="append", default=[], help="a recording of rsd-gpu-worker --record-obs")
+    ap.add_argument("--obs-heldout", default="0,1", help="trials of the --obs recordings never trained on")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -93,27 +107,41 @@ def main():
     parts = [train_draft.main_greedy(main_m, data, tr_idx, device=dev)]
     for c in range(args.copies):
         parts.append(train_draft.main_greedy(main_m, data, tr_idx, augment=True, seed=1 + c, device=dev))
-    cv, hv, mv = train_draft.main_greedy(main_m, data, va_idx, device=dev)
+    held_sets = {"demo": train_draft.main_greedy(main_m, data, va_idx, device=dev)}
+    n_obs = 0
+    if args.obs:
+        rec = recorded(args.obs)
+        ho = np.isin(rec["trial"], [int(t) for t in args.obs_heldout.split(",")])
+        otr, ova = np.nonzero(~ho)[0], np.nonzero(ho)[0]
+        if len(otr) == 0 or len(ova) == 0:
+            raise SystemExit(f"--obs: {len(otr)} rows to train on and {len(ova)} held out (trials "
+                             f"{args.obs_heldout}); both must be non-empty")
+        parts.append(train_draft.main_greedy(main_m, rec, otr, device=dev))
+        for c in range(args.copies):
+            parts.append(train_draft.main_greedy(main_m, rec, otr, augment=True, seed=101 + c, device=dev))
+        held_sets["on-policy"] = train_draft.main_greedy(main_m, rec, ova, device=dev)
+        n_obs = len(otr)
     codes, hid, mem = (torch.cat([p[i] for p in parts]).to(dev) for i in range(3))
-    print(f"retrain_draft: main's greedy codes on {len(codes)} observations ({len(tr_idx)} x {1 + args.copies}) "
-          f"in {time.time() - t0:.0f}s on {dev}", flush=True)
-    cv, hv, mv = cv.to(dev), hv.to(dev), mv.to(dev)
+    print(f"retrain_draft: main's greedy codes on {len(codes)} observations ({len(tr_idx)} demonstration + {n_obs} "
+          f"on-policy rows, x {1 + args.copies}) in {time.time() - t0:.0f}s on {dev}", flush=True)
+    held_sets = {k: tuple(t.to(dev) for t in v) for k, v in held_sets.items()}
 
     def heldout_acc():
         draft.eval()
         with torch.no_grad():
-            return train_draft.draft_loss(draft, cv, hv, mv)[1]
+            return {k: round(train_draft.draft_loss(draft, *v)[1], 4) for k, v in held_sets.items()}
     before = heldout_acc()
     res = train_draft.train(draft, codes, hid, mem, args.minutes, bs=args.bs, lr=args.lr, device=dev,
                             log=lambda m: print(m, flush=True))
     after = heldout_acc()
     print(f"retrain_draft: {res['steps']} steps in {res['seconds']:.0f}s; held-out layers fully right "
-          f"(teacher-forced): {before:.4f} -> {after:.4f}", flush=True)
+          f"(teacher-forced): {before} -> {after}", flush=True)
     if os.path.abspath(args.out) != os.path.abspath(args.package):
         shutil.copytree(args.package, args.out, dirs_exist_ok=True)
     h = export.write_draft(args.out, draft.cpu())
     summary = {"steps": res["steps"], "seconds": round(res["seconds"], 1), "train_observations": int(len(codes)),
-               "heldout_layer_acc_before": round(before, 4), "heldout_layer_acc_after": round(after, 4),
+               "on_policy_rows": n_obs, "obs": args.obs, "obs_heldout": args.obs_heldout,
+               "heldout_layer_acc_before": before, "heldout_layer_acc_after": after,
                "device": str(dev), "minutes": args.minutes, "copies": args.copies, "bs": args.bs, "lr": args.lr,
                "fresh": args.fresh, "content_hash": h}
     with open(os.path.join(args.out, "retrain_draft.json"), "w") as f:

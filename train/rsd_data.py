@@ -11,6 +11,10 @@ or the rows marked in `data/demo_N/rendered` when the file was collected with --
                                   end of the episode)
 plus the task and trial of its demonstration; `actions` holds every action of every demonstration (for the
 statistics). Not here: normalization of actions (train_reference.py).
+
+A recorded observation set (`rsd-gpu-worker --record-obs DIR`, format in gpu-worker/obs_record.h) loads with
+`load_recorded`: the same images / proprio / instr per row, with the row's task, trial and step from rows.tsv, and
+no chunk (a recording holds what the policy saw, not what an expert did).
 """
 import glob
 import os
@@ -71,6 +75,39 @@ def load(paths):
     return {"images": cat(imgs), "proprio": cat(props), "instr": cat(instrs), "chunk": cat(chunks),
             "task": cat(tasks), "trial": cat(trials), "demo": cat(demo_ids), "step": cat(steps),
             "actions": cat(acts), "actions_trial": cat([np.full(len(a), d["trial"]) for a, d in zip(acts, demos)])}, demos
+
+
+def load_recorded(rec_dir: str, cameras: int = 2, size: int = 128, proprio: int = rm.PROPRIO) -> dict:
+    """A recorded observation set -> {images, proprio, instr, task, trial, step}; every file must hold the same
+    number of rows (rows.tsv less its header), or this stops with the file and the counts."""
+    def path(name):
+        p = os.path.join(rec_dir, name)
+        if not os.path.exists(p):
+            raise SystemExit(f"{rec_dir}: no {name} (not a recording of rsd-gpu-worker --record-obs?)")
+        return p
+    with open(path("rows.tsv")) as f:
+        header, *lines = f.read().splitlines()
+    cols = header.split("\t")
+    rows = [dict(zip(cols, ln.split("\t"))) for ln in lines]
+    with open(path("instructions.txt"), encoding="utf-8") as f:
+        texts = f.read().splitlines()
+    img = np.fromfile(path("images.u8"), dtype=np.uint8)
+    prop = np.fromfile(path("proprio.f32"), dtype="<f4")
+    per_img = cameras * size * size * 3
+    n = len(rows)
+    if len(texts) != n or img.size != n * per_img or prop.size != n * proprio:
+        raise SystemExit(f"{rec_dir}: rows.tsv has {n} rows, instructions.txt {len(texts)}, images.u8 "
+                         f"{img.size} bytes ({n} rows need {n * per_img}), proprio.f32 {prop.size} floats "
+                         f"({n * proprio} needed)")
+    frames = img.reshape(n * cameras, size, size, 3)
+    pooled = np.concatenate([_pool(frames[s:s + 1024]) for s in range(0, len(frames), 1024)]) if n else \
+        np.zeros((0, size // 2, size // 2, 3), np.uint16)
+    return {"images": pooled.reshape(n, cameras, size // 2, size // 2, 3),
+            "proprio": prop.reshape(n, proprio).astype(np.float32),
+            "instr": np.stack([tokenize(t) for t in texts]) if n else np.zeros((0, rm.MAX_TOKENS), np.int64),
+            "task": np.array([int(r["task"]) for r in rows], dtype=np.int64),
+            "trial": np.array([int(r["trial"]) for r in rows], dtype=np.int64),
+            "step": np.array([int(r["step"]) for r in rows], dtype=np.int64)}
 
 
 def find(demo_dir):
