@@ -13,7 +13,8 @@
 // DIR/images.u8 (N x cameras x H x W x 3 uint8), DIR/proprio.f32 (N x proprio_dim float32) and
 // DIR/instructions.txt (N lines). Acceptance on random images says little about a trained draft; on
 // recorded frames it is what the policy meets on those states. Last, every observation is decoded by ar and
-// by spec (batches of 1 and of 16) and the rows whose codes differ are counted: spec must be lossless.
+// by spec (batches of 1 and of 16) and the rows whose codes differ are counted: spec must be lossless; that
+// pass also gives spec's main forwards per chunk over the whole set (the timed rows cover what fits in --seconds).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -199,6 +200,7 @@ int main(int argc, char **argv) {
   // Exactness: every observation decoded by ar and by spec in batches of 1 and of 16 (consecutive rows);
   // a row counts as differing when any of its L x G codes differ (equal codes give equal actions).
   int differ[2] = {0, 0}, checked = 0;
+  long spec_main[2] = {0, 0};
   {
     std::vector<int32_t> ca((size_t)nobs * L * G), cs((size_t)nobs * L * G);
     const int bs[2] = {1, 16};
@@ -217,11 +219,13 @@ int main(int argc, char **argv) {
             res[i].codes = dst.data() + (size_t)(s + i) * L * G;
           }
           rc = gw_policy_decode(p, obs.data() + s, b, &prm, res.data());
-          for (int i = 0; i < b; i++)
+          for (int i = 0; i < b; i++) {
             if (rc != GW_OK || res[i].status != GW_OK) {
               std::fprintf(stderr, "policy_bench: exactness decode failed: %s (%s)\n", gw_strerror(rc), res[i].message);
               return 1;
             }
+            if (mode == GW_DECODE_SPEC) spec_main[k] += res[i].stats.main_forwards;
+          }
         }
       }
       for (int i = 0; i < nobs; i++)
@@ -230,6 +234,8 @@ int main(int argc, char **argv) {
     checked = nobs;
     std::printf("exactness: spec codes differ from ar codes in %d of %d observations at batch 1, %d of %d at batch 16\n",
                 differ[0], checked, differ[1], checked);
+    std::printf("spec main forwards per chunk over all %d observations: %.3f at batch 1, %.3f at batch 16 (ar: %d)\n",
+                nobs, (double)spec_main[0] / nobs, (double)spec_main[1] / nobs, L);
   }
   if (json) {
     FILE *f = std::fopen(json, "w");
@@ -239,8 +245,11 @@ int main(int argc, char **argv) {
     }
     std::fprintf(f, "{\"package\": \"%s\", \"device\": \"%s\", \"threads\": %d, \"gamma\": %d, \"width\": %d, "
                     "\"observations\": \"%s\", "
-                    "\"spec_ne_ar\": {\"observations\": %d, \"batch_1\": %d, \"batch_16\": %d}, \"results\": [\n", m->name, device,
-                 threads, gamma ? gamma : m->decoding.gamma, width ? width : m->decoding.width, obs_dir ? obs_dir : "random", checked, differ[0], differ[1]);
+                    "\"spec_ne_ar\": {\"observations\": %d, \"batch_1\": %d, \"batch_16\": %d}, "
+                    "\"spec_main_forwards_per_chunk_all\": {\"batch_1\": %.4f, \"batch_16\": %.4f}, \"results\": [\n",
+                 m->name, device, threads, gamma ? gamma : m->decoding.gamma, width ? width : m->decoding.width,
+                 obs_dir ? obs_dir : "random", checked, differ[0], differ[1], (double)spec_main[0] / nobs,
+                 (double)spec_main[1] / nobs);
     for (size_t i = 0; i < rows.size(); i++) {
       const Row &r = rows[i];
       std::fprintf(f, "  {\"mode\": \"%s\", \"batch\": %d, \"chunks_per_s\": %.2f, \"p50_ms\": %.4f, \"p99_ms\": %.4f, "

@@ -1,7 +1,7 @@
 /* gpu_worker_test.c: the real rsd-gpu-worker process against a broker that this test plays (a ROUTER on
  * tcp://127.0.0.1:*), on the tiny packages that train/make_test_models.py builds (ctest fixture gw_models).
  *
- *   gpu_worker_test PATH/TO/rsd-gpu-worker TEST_MODELS_DIR
+ *   gpu_worker_test PATH/TO/rsd-gpu-worker TEST_MODELS_DIR PYTHON TRAIN_DIR
  *
  * It checks, in order: the HELLO (role, model name and content hash, device, max_batch, capacity);
  * four INFERs of one key come back as one batch of 4 whose actions and codes equal what the policy C API
@@ -13,8 +13,9 @@
  * answers both (a batch of 2), then BYE and exit status 0. A second worker (package "nan") re-HELLOs
  * on a new connection when the broker falls silent, answers a batch in which one row produces NaN with
  * ERROR 30 for that row and an ACTION for the other, and leaves on SIGINT; its --record-obs recording holds
- * exactly the row answered with an ACTION (images, proprio, instruction and origin as sent), and a worker
- * given that directory again refuses to start, naming it. Last, --device cuda:0 either
+ * exactly the row answered with an ACTION (images, proprio, instruction and origin as sent), train/'s reader
+ * (rsd_data.load_recorded) and export_bench_obs.py --recording read it back, and a worker given that directory
+ * again refuses to start, naming it. Last, --device cuda:0 either
  * fails with a message naming the device (no CUDA in the build or on the machine) or says HELLO with
  * that device. Every child is killed when the test exits. */
 #include <czmq.h>
@@ -421,6 +422,56 @@ static void s_main_worker(const char *exe, const char *models, s_broker_t *b) {
   gw_policy_destroy(&p);
 }
 
+/* Runs argv (a python) to its end: exit status, and its stdout then stderr in text. */
+static int s_run_py(char *const argv[], const char *tmp_prefix, char *text, size_t cap) {
+  char o[1200], e[1200];
+  snprintf(o, sizeof o, "%s.py.out", tmp_prefix);
+  snprintf(e, sizeof e, "%s.py.err", tmp_prefix);
+  unlink(e);
+  int st = proc_wait(proc_spawn(argv, e, o, NULL), 120);
+  size_t n = scratch_read(o, text, cap);
+  scratch_read(e, text + n, cap - n);
+  unlink(o);
+  unlink(e);
+  return st;
+}
+
+/* train/'s side of the recording format: rsd_data.load_recorded reads the row back (trial 0, proprio as sent), and
+ * export_bench_obs.py --recording keeps it for trial 0 and refuses trial 5 (no rows). */
+static void s_check_recording_python(const char *python, const char *train, const char *rec) {
+  char code[2048], sub[1200], text[4096], prop[512] = "";
+  for (int k = 0; k < PROPRIO; k++) snprintf(prop + strlen(prop), sizeof prop - strlen(prop), "%s%.9g", k ? ", " : "",
+                                             s_proprio[0][k]);
+  snprintf(code, sizeof code,
+           "import sys; sys.path.insert(0, '%s'); import numpy as np, rsd_data\n"
+           "r = rsd_data.load_recorded('%s', cameras=%d, size=%d, proprio=%d)\n"
+           "assert r['images'].shape == (1, %d, %d, %d, 3), r['images'].shape\n"
+           "assert list(r['trial']) == [0] and list(r['task']) == [1], (r['trial'], r['task'])\n"
+           "assert np.array_equal(r['proprio'][0], np.array([%s], np.float32)), r['proprio'][0]\n"
+           "print('load_recorded ok')\n",
+           train, rec, NCAM, IMG, PROPRIO, NCAM, IMG / 2, IMG / 2, prop);
+  char *argv1[] = {(char *)python, "-c", code, NULL};
+  int st = s_run_py(argv1, rec, text, sizeof text);
+  CHECK(st == 0 && strstr(text, "load_recorded ok"), "rsd_data.load_recorded reads the recording (exit %d): %s", st, text);
+  char script[1200];
+  snprintf(script, sizeof script, "%s/export_bench_obs.py", train);
+  snprintf(sub, sizeof sub, "%s-trial0", rec);
+  char *argv2[] = {(char *)python, script, "--recording", (char *)rec, "--trials", "0", "--out", sub, NULL};
+  st = s_run_py(argv2, rec, text, sizeof text);
+  char path[1300], a[4096], b2[4096];
+  snprintf(path, sizeof path, "%s/rows.tsv", rec);
+  scratch_read(path, a, sizeof a);
+  snprintf(path, sizeof path, "%s/rows.tsv", sub);
+  scratch_read(path, b2, sizeof b2);
+  CHECK(st == 0 && strstr(text, "1 of 1 recorded rows") && !strcmp(a, b2),
+        "export_bench_obs.py --recording --trials 0 keeps the one row (exit %d): %s", st, text);
+  snprintf(sub, sizeof sub, "%s-trial5", rec);
+  char *argv3[] = {(char *)python, script, "--recording", (char *)rec, "--trials", "5", "--out", sub, NULL};
+  st = s_run_py(argv3, rec, text, sizeof text);
+  CHECK(st != 0 && strstr(text, "no rows of trials [5]"), "export_bench_obs.py --trials 5: no rows, refused (exit %d): %s",
+        st, text);
+}
+
 /* The --record-obs recording in rec after the nan worker: the one row answered with an ACTION (obs 0). */
 static void s_check_recording(const char *exe, const char *dir, const char *rec, s_broker_t *b) {
   char path[1200], text[4096];
@@ -460,7 +511,8 @@ static void s_check_recording(const char *exe, const char *dir, const char *rec,
   unlink(errf);
 }
 
-static void s_nan_worker(const char *exe, const char *models, s_broker_t *b, const char *rec) {
+static void s_nan_worker(const char *exe, const char *models, s_broker_t *b, const char *rec, const char *python,
+                         const char *train) {
   char dir[1024];
   snprintf(dir, sizeof dir, "%s/nan", models);
   gw_policy_opts_t popts = {s_device, "libero_spatial", 1, 1, 0};
@@ -525,6 +577,7 @@ static void s_nan_worker(const char *exe, const char *models, s_broker_t *b, con
   b->beat = false;
   gw_policy_destroy(&p);
   s_check_recording(exe, dir, rec, b);
+  s_check_recording_python(python, train, rec);
 }
 
 /* --device cuda:0: a clear failure naming the device, or (CUDA build on a GPU machine) a HELLO with it. */
@@ -557,8 +610,8 @@ static void s_cuda_device(const char *exe, const char *models, s_broker_t *b, co
 }
 
 int main(int argc, char **argv) {
-  if (argc != 3) {
-    fprintf(stderr, "usage: gpu_worker_test PATH/TO/rsd-gpu-worker TEST_MODELS_DIR\n");
+  if (argc != 5) {
+    fprintf(stderr, "usage: gpu_worker_test PATH/TO/rsd-gpu-worker TEST_MODELS_DIR PYTHON TRAIN_DIR\n");
     return 2;
   }
   atexit(proc_kill_all);
@@ -578,7 +631,7 @@ int main(int argc, char **argv) {
   s_main_worker(argv[1], argv[2], &b);
   char rec[64];
   snprintf(rec, sizeof rec, "%s/rec", tmp);
-  s_nan_worker(argv[1], argv[2], &b, rec);
+  s_nan_worker(argv[1], argv[2], &b, rec, argv[3], argv[4]);
   s_cuda_device(argv[1], argv[2], &b, tmp);
 
   zframe_destroy(&b.route);

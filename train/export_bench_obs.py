@@ -1,13 +1,17 @@
-"""export_bench_obs.py: a recorded observation set for policy_bench --obs, from collected demonstrations.
+"""export_bench_obs.py: a recorded observation set for policy_bench --obs, from collected demonstrations or from
+a part of a recording of `rsd-gpu-worker --record-obs` (the same three files, plus rows.tsv).
 
 Owns the set's format (read by gpu-worker/policy_bench.cpp):
   OUT/images.u8          uint8 [N, 2, 128, 128, 3]  agentview, eye_in_hand, upright, as the sim worker sends them
   OUT/proprio.f32        float32 [N, 8]              ee_pos, ee_ori (axis-angle), gripper_states
   OUT/instructions.txt   N lines                     the task's instruction
 Rows are rendered rows of the demonstrations of the given trials (by default 19 and 29, the reference policy's
-held-out trials), `--per-demo` of them per demonstration, evenly spaced over the episode.
+held-out trials), `--per-demo` of them per demonstration, evenly spaced over the episode. From a recording
+(--recording), every row of the given trials is kept, so a draft distilled on the other trials of that recording
+(retrain_draft.py --obs) is benched on closed-loop states it never saw.
 
 Usage: python train/export_bench_obs.py DEMO_FILE... --out DIR [--trials 19,29] [--per-demo 6]
+       python train/export_bench_obs.py --recording runs/record/obs --trials 0,1 --out DIR
 Not here: the training samples (rsd_data.py), the offline decoding metrics (evaluate.py).
 """
 import argparse
@@ -18,14 +22,46 @@ import h5py
 import numpy as np
 
 
+def from_recording(rec, trials, out):
+    """The rows of `trials` of a recording -> out (the four files, rows.tsv included)."""
+    with open(os.path.join(rec, "rows.tsv")) as f:
+        header, *lines = f.read().splitlines()
+    with open(os.path.join(rec, "instructions.txt"), encoding="utf-8") as f:
+        texts = f.read().splitlines()
+    trial_col = header.split("\t").index("trial")
+    keep = [i for i, ln in enumerate(lines) if int(ln.split("\t")[trial_col]) in trials]
+    n = len(lines)
+    images = np.fromfile(os.path.join(rec, "images.u8"), dtype=np.uint8)
+    proprio = np.fromfile(os.path.join(rec, "proprio.f32"), dtype="<f4")
+    if len(texts) != n or images.size % max(n, 1) or proprio.size % max(n, 1):
+        raise SystemExit(f"{rec}: rows.tsv has {n} rows, instructions.txt {len(texts)}, images.u8 {images.size} "
+                         f"bytes, proprio.f32 {proprio.size} floats: not a whole recording")
+    if not keep:
+        raise SystemExit(f"{rec}: no rows of trials {sorted(trials)}")
+    os.makedirs(out, exist_ok=True)
+    images.reshape(n, -1)[keep].tofile(os.path.join(out, "images.u8"))
+    proprio.reshape(n, -1)[keep].tofile(os.path.join(out, "proprio.f32"))
+    with open(os.path.join(out, "instructions.txt"), "w", encoding="utf-8") as f:
+        f.write("".join(texts[i] + "\n" for i in keep))
+    with open(os.path.join(out, "rows.tsv"), "w") as f:
+        f.write(header + "\n" + "".join(lines[i] + "\n" for i in keep))
+    print(f"export_bench_obs: {len(keep)} of {n} recorded rows (trials {sorted(trials)}) -> {out}")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description="observation set for policy_bench --obs")
-    ap.add_argument("demos", nargs="+")
+    ap.add_argument("demos", nargs="*")
+    ap.add_argument("--recording", help="a directory of rsd-gpu-worker --record-obs")
     ap.add_argument("--out", required=True)
     ap.add_argument("--trials", default="19,29")
     ap.add_argument("--per-demo", type=int, default=6)
     args = ap.parse_args()
     trials = {int(t) for t in args.trials.split(",")}
+    if bool(args.recording) == bool(args.demos):
+        ap.error("give demonstration files or --recording DIR, not both")
+    if args.recording:
+        return from_recording(args.recording, trials, args.out)
     imgs, props, instrs = [], [], []
     for path in sorted(args.demos):
         with h5py.File(path, "r") as f:
