@@ -288,7 +288,7 @@ typedef struct {
   int held;                /* INFERs of this session taken and not yet answered (queued or decoding) */
   bool stopping;           /* a signal or DRAIN: take no new work, finish the rest, BYE */
   const char *stop_reason;
-  bool refused;            /* the broker refused us (ERROR to HELLO, version): exit 1 */
+  bool refused;            /* the broker refused us (ERROR to HELLO, version), or the recording failed: exit 1 */
   gw_obs_record_t *record; /* owned, nullable: --record-obs */
   uint64_t answered, errors;
 } s_worker_t;
@@ -578,6 +578,7 @@ static void s_answer(s_worker_t *w, s_req_t *r) {
     char rerr[512];
     if (gw_obs_record_add(w->record, &r->obs, &o, rerr, sizeof rerr) != 0) {
       s_log("%s", rerr);
+      w->refused = true;
       s_stop(w, "cannot record observations");
     }
   }

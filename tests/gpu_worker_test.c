@@ -15,7 +15,8 @@
  * ERROR 30 for that row and an ACTION for the other, and leaves on SIGINT; its --record-obs recording holds
  * exactly the row answered with an ACTION (images, proprio, instruction and origin as sent), train/'s reader
  * (rsd_data.load_recorded) and export_bench_obs.py --recording read it back, and a worker given that directory
- * again refuses to start, naming it. Last, --device cuda:0 either
+ * again refuses to start, naming it. A worker whose recording cannot be written (images.u8 is /dev/full) still
+ * answers the request, then says BYE and exits 1 with a message naming the directory. Last, --device cuda:0 either
  * fails with a message naming the device (no CUDA in the build or on the machine) or says HELLO with
  * that device. Every child is killed when the test exits. */
 #include <czmq.h>
@@ -24,6 +25,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -580,6 +582,41 @@ static void s_nan_worker(const char *exe, const char *models, s_broker_t *b, con
   s_check_recording_python(python, train, rec);
 }
 
+/* A recording that cannot be written: the ACTION still goes out, then BYE ("cannot record observations") and exit 1. */
+static void s_record_full_worker(const char *exe, const char *models, s_broker_t *b, const char *tmp) {
+  char dir[1024], rec[1100], link[1200], errf[1100], text[4096];
+  snprintf(dir, sizeof dir, "%s/mixed", models);
+  snprintf(rec, sizeof rec, "%s/rec-full", tmp);
+  snprintf(link, sizeof link, "%s/images.u8", rec);
+  snprintf(errf, sizeof errf, "%s/rec-full.stderr", tmp);
+  CHECK(mkdir(rec, 0777) == 0 && symlink("/dev/full", link) == 0, "a recording directory whose images.u8 is /dev/full");
+  char *argv[] = {(char *)exe, "--broker", (char *)msg_sock_endpoint(b->sock), "--model", dir, "--device",
+                  (char *)s_device, "--max-batch", "1", "--name", "gwtest-3", "--record-obs", rec, NULL};
+  pid_t pid = proc_spawn(argv, errf, NULL, NULL);
+  msg_in_t *h = s_recv(b, 120000, false);
+  CHECK(h && h->msg.type == MSG_HELLO, "HELLO from the worker recording to /dev/full");
+  if (!h || h->msg.type != MSG_HELLO) {
+    msg_in_destroy(&h);
+    return;
+  }
+  s_welcome(b, h, 1000, 10);
+  msg_in_destroy(&h);
+  b->beat = true;
+  s_send_infer(b, 51, 0, INFER_OPTS(.mode = "ar", .unnorm_key = "libero_spatial"));
+  msg_in_t *r = s_recv(b, 60000, false);
+  CHECK(r && r->msg.type == MSG_ACTION && r->msg.id == 51, "the request is answered before the recording fails");
+  msg_in_destroy(&r);
+  msg_in_t *bye = s_recv(b, 30000, false);
+  CHECK(bye && bye->msg.type == MSG_BYE && !strcmp(bye->msg.bye.reason, "cannot record observations"),
+        "BYE (cannot record observations), got %s", bye ? msg_type_name(bye->msg.type) : "nothing");
+  msg_in_destroy(&bye);
+  b->beat = false;
+  int st = proc_wait(pid, 30);
+  scratch_read(errf, text, sizeof text);
+  CHECK(st == 1 && strstr(text, rec) && strstr(text, "writing row 0"),
+        "exit 1 and a message naming the recording and the row (got %d): %s", st, text);
+}
+
 /* --device cuda:0: a clear failure naming the device, or (CUDA build on a GPU machine) a HELLO with it. */
 static void s_cuda_device(const char *exe, const char *models, s_broker_t *b, const char *tmp) {
   char dir[1024], errf[1100];
@@ -632,6 +669,7 @@ int main(int argc, char **argv) {
   char rec[64];
   snprintf(rec, sizeof rec, "%s/rec", tmp);
   s_nan_worker(argv[1], argv[2], &b, rec, argv[3], argv[4]);
+  s_record_full_worker(argv[1], argv[2], &b, tmp);
   s_cuda_device(argv[1], argv[2], &b, tmp);
 
   zframe_destroy(&b.route);

@@ -70,6 +70,8 @@ def main():
     ap.add_argument("--bs", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--arch", choices=["gru", "parallel"], default="gru",
+                    help="with --fresh: rsd_model.Draft (gru) or rsd_model.ParallelDraft (one call per round)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--heldout", default=",".join(map(str, HELD_OUT)))
     ap.add_argument("--obs", action="append", default=[], help="a recording of rsd-gpu-worker --record-obs")
@@ -101,7 +103,7 @@ def main():
     main_m = main_m.to(dev).eval()
     draft = export.load_draft(args.package)
     if args.fresh:
-        draft = rm.Draft(L, G, K, D, main_m.S, draft.Dd)
+        draft = (rm.ParallelDraft if args.arch == "parallel" else rm.Draft)(L, G, K, D, main_m.S, draft.Dd)
     draft = draft.to(dev)
     t0 = time.time()
     parts = [train_draft.main_greedy(main_m, data, tr_idx, device=dev)]
@@ -143,7 +145,7 @@ def main():
                "on_policy_rows": n_obs, "obs": args.obs, "obs_heldout": args.obs_heldout,
                "heldout_layer_acc_before": before, "heldout_layer_acc_after": after,
                "device": str(dev), "minutes": args.minutes, "copies": args.copies, "bs": args.bs, "lr": args.lr,
-               "fresh": args.fresh, "content_hash": h}
+               "fresh": args.fresh, "arch": type(draft).__name__, "content_hash": h}
     with open(os.path.join(args.out, "retrain_draft.json"), "w") as f:
         json.dump(summary, f, indent=1)
     print("retrain_draft: " + json.dumps(summary), flush=True)

@@ -253,6 +253,25 @@ class Main(nn.Module):
         return self.prefill(images, proprio, instr)
 
 
+def top_combinations(lp: Tensor, width: int) -> Tensor:
+    """Log-probabilities lp [B, G, K] of G independent codes -> the `width` most likely code combinations
+    [B, width, G] by joint log-probability (a beam over the codes; combination 0 is the per-code argmax). Where
+    fewer than width combinations exist, combination 0 fills the rest."""
+    b, n_codes, k = lp.shape[0], lp.shape[1], lp.shape[2]
+    score = torch.zeros(b, 1, device=lp.device)
+    cand = torch.zeros(b, 1, 0, dtype=torch.int64, device=lp.device)
+    for g in range(n_codes):
+        s = (score.unsqueeze(2) + lp[:, g].unsqueeze(1)).reshape(b, -1)
+        top = s.topk(min(width, s.shape[1]), dim=1)
+        beam = torch.div(top.indices, k, rounding_mode="floor")
+        cand = torch.cat([cand.gather(1, beam.unsqueeze(2).expand(-1, -1, cand.shape[2])),
+                          torch.remainder(top.indices, k).unsqueeze(2)], 2)
+        score = top.values
+    if cand.shape[1] < width:
+        cand = torch.cat([cand, cand[:, :1].expand(-1, width - cand.shape[1], -1)], 1)
+    return cand
+
+
 class Draft(nn.Module):
     """hidden [B, D + S * D] (main's hidden that predicted layer pos-1: its decoder output, then the memory) +
     the codes of layer pos-1 -> gamma proposed layers. A GRU over layer positions whose state also reads the
@@ -323,18 +342,7 @@ class Draft(nn.Module):
         kv = self.mem_kv(mem)
         h = torch.tanh(self.init(hidden[:, :self.D]))
         h = self._cell(h, prev, (pos - 1).clamp(0, self.L - 1), pos.clamp(0, self.L - 1), kv)
-        lp = torch.log_softmax(self.head(h).view(b, self.G, self.K), 2)
-        score = torch.zeros(b, 1, device=hidden.device)
-        cand = torch.zeros(b, 1, 0, dtype=torch.int64, device=hidden.device)
-        for g in range(self.G):
-            s = (score.unsqueeze(2) + lp[:, g].unsqueeze(1)).reshape(b, -1)
-            top = s.topk(min(width, s.shape[1]), dim=1)
-            beam = torch.div(top.indices, self.K, rounding_mode="floor")
-            cand = torch.cat([cand.gather(1, beam.unsqueeze(2).expand(-1, -1, cand.shape[2])),
-                              torch.remainder(top.indices, self.K).unsqueeze(2)], 2)
-            score = top.values
-        if cand.shape[1] < width:
-            cand = torch.cat([cand, cand[:, :1].expand(-1, width - cand.shape[1], -1)], 1)
+        cand = top_combinations(torch.log_softmax(self.head(h).view(b, self.G, self.K), 2), width)
         w = width
         first = cand.reshape(b * w, self.G)
         out: List[Tensor] = [first]
@@ -347,6 +355,68 @@ class Draft(nn.Module):
             prev = self.head(hw).view(b * w, self.G, self.K).argmax(2)
             out.append(prev)
         return torch.stack(out, 1).view(b, w, gamma, self.G)
+
+    def forward(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int) -> Tensor:
+        return self.propose(hidden, codes, pos, gamma)
+
+
+class ParallelDraft(nn.Module):
+    """The draft in one call per round: the same inputs as Draft (main's hidden state and the codes of layer
+    pos-1), but the gamma proposed layers come out of one pass, as gamma queries (one per target layer, each
+    knowing its distance from pos) that read the memory through one cross-attention, instead of gamma
+    sequential GRU steps that each read the previous step's argmax. Fewer, larger operations per round, for a
+    device where a draft round's cost is the number of calls it makes (docs/benchmarks.md, the GPU targets).
+    Later proposed layers do not see the earlier ones' codes, so acceptance is lower per layer than Draft's."""
+
+    def __init__(self, L: int, G: int, K: int, D: int, S: int, Dd: int = 128, heads: int = 4):
+        super().__init__()
+        self.L, self.G, self.K, self.D, self.S, self.Dd = L, G, K, D, S, Dd
+        self.init = nn.Linear(D, Dd)
+        self.mem_kv = nn.Linear(D, 2 * Dd)
+        self.code_emb = nn.Embedding(L * G * K, Dd)
+        self.layer_query = nn.Embedding(L, Dd)
+        self.dist_emb = nn.Embedding(L, Dd)
+        self.norm = nn.LayerNorm(Dd)
+        self.att = Attention(Dd, heads)
+        self.mlp = nn.Sequential(nn.LayerNorm(Dd), nn.Linear(Dd, 2 * Dd), nn.GELU(), nn.Linear(2 * Dd, Dd))
+        self.head = nn.Sequential(nn.LayerNorm(Dd), nn.Linear(Dd, 2 * Dd), nn.GELU(), nn.Linear(2 * Dd, G * K))
+        self.register_buffer("no_mask", torch.zeros(1, 1, 1, 1))
+
+    def rollout(self, hidden: Tensor, prev: Tensor, pos: Tensor, forced: Tensor, steps: int) -> Tensor:
+        """Logits [B, steps, G, K] for layers pos..pos+steps-1 in one pass (forced is not used: no step reads
+        another's codes; the argument keeps Draft's signature for training)."""
+        b = hidden.shape[0]
+        kv = self.mem_kv(hidden[:, self.D:].reshape(b, self.S, self.D))
+        g = torch.arange(self.G, device=prev.device).view(1, self.G)
+        l_prev = (pos - 1).clamp(0, self.L - 1)
+        h = torch.tanh(self.init(hidden[:, :self.D])) + \
+            self.code_emb((l_prev.view(-1, 1) * self.G + g) * self.K + prev.clamp(0, self.K - 1)).sum(1)
+        j = torch.arange(steps, device=pos.device).view(1, steps)
+        q = h.unsqueeze(1) + self.layer_query((pos.view(b, 1) + j).clamp(0, self.L - 1)) + \
+            self.dist_emb(j.clamp(0, self.L - 1)).expand(b, steps, self.Dd)
+        q = q + self.att(self.norm(q), kv, self.no_mask)
+        q = q + self.mlp(q)
+        return self.head(q).view(b, steps, self.G, self.K)
+
+    @torch.jit.export
+    def propose(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int) -> Tensor:
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        prev = codes[rows, (pos - 1).clamp(0, self.L - 1)]
+        none = torch.zeros(hidden.shape[0], 0, self.G, dtype=torch.int64, device=hidden.device)
+        return self.rollout(hidden, prev, pos, none, gamma).argmax(3)
+
+    @torch.jit.export
+    def propose_paths(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int, width: int) -> Tensor:
+        """[B, width, gamma, G]: the `width` most likely combinations for layer pos (top_combinations), each
+        followed by the same gamma - 1 proposed layers (they do not depend on layer pos's codes here)."""
+        b = hidden.shape[0]
+        rows = torch.arange(b, device=hidden.device)
+        prev = codes[rows, (pos - 1).clamp(0, self.L - 1)]
+        none = torch.zeros(b, 0, self.G, dtype=torch.int64, device=hidden.device)
+        logits = self.rollout(hidden, prev, pos, none, gamma)
+        first = top_combinations(torch.log_softmax(logits[:, 0], 2), width)          # [B, width, G]
+        rest = logits[:, 1:].argmax(3).unsqueeze(1).expand(b, width, gamma - 1, self.G)
+        return torch.cat([first.unsqueeze(2), rest], 2)
 
     def forward(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int) -> Tensor:
         return self.propose(hidden, codes, pos, gamma)

@@ -61,14 +61,15 @@ export LD_LIBRARY_PATH=$P/usr/lib/$multi:$P/lib/$multi${LD_LIBRARY_PATH:+:$LD_LI
 RSD_TEST_DEVICE=cuda:0 ctest --test-dir "$build" -R 'gw_|gpu_worker' --output-on-failure 2>&1 | tee "$out/ctest.log" ||
   echo "run.sh: some GPU-worker tests failed (see ctest.log)"
 
-# 6. The policy benchmark: the reference package on the GPU and, for comparison, on this machine's CPU;
+# 6. The policy benchmark: the reference packages on the GPU and, for comparison, on this machine's CPU;
 #    the tiny test package on the GPU. RSD_GPU_BENCH_ARGS adds options (e.g. --gamma 2).
 secs=${RSD_GPU_SECONDS:-1}
-ref=models/rsd-ref-spatial
-for dev in cuda:0 cpu; do
-  tag=${dev%%:*}
-  "$build/gpu-worker/policy_bench" "$ref" --device "$dev" --seconds "$secs" ${RSD_GPU_BENCH_ARGS:-} \
-    --json "$out/policy_bench_ref_$tag.json" 2>&1 | tee -a "$out/bench.log"
+for pkg in rsd-ref-spatial rsd-ref-spatial-pdraft; do   # the shipped package; the one-call draft experiment
+  for dev in cuda:0 cpu; do
+    tag=${dev%%:*}
+    "$build/gpu-worker/policy_bench" "models/$pkg" --device "$dev" --seconds "$secs" ${RSD_GPU_BENCH_ARGS:-} \
+      --json "$out/policy_bench_${pkg#rsd-}_$tag.json" 2>&1 | tee -a "$out/bench.log"
+  done
 done
 "$build/gpu-worker/policy_bench" "$build/gpu-worker/test-models/mixed" --device cuda:0 --seconds "$secs" \
   --json "$out/policy_bench_mixed_cuda.json" 2>&1 | tee -a "$out/bench.log"
