@@ -21,31 +21,25 @@ import sys
 import h5py
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rsd_data  # noqa: E402
+
 
 def from_recording(rec, trials, out):
     """The rows of `trials` of a recording -> out (the four files, rows.tsv included)."""
-    with open(os.path.join(rec, "rows.tsv")) as f:
-        header, *lines = f.read().splitlines()
-    with open(os.path.join(rec, "instructions.txt"), encoding="utf-8") as f:
-        texts = f.read().splitlines()
-    trial_col = header.split("\t").index("trial")
-    keep = [i for i, ln in enumerate(lines) if int(ln.split("\t")[trial_col]) in trials]
-    n = len(lines)
-    images = np.fromfile(os.path.join(rec, "images.u8"), dtype=np.uint8)
-    proprio = np.fromfile(os.path.join(rec, "proprio.f32"), dtype="<f4")
-    if len(texts) != n or images.size % max(n, 1) or proprio.size % max(n, 1):
-        raise SystemExit(f"{rec}: rows.tsv has {n} rows, instructions.txt {len(texts)}, images.u8 {images.size} "
-                         f"bytes, proprio.f32 {proprio.size} floats: not a whole recording")
+    r = rsd_data.read_recording(rec)
+    trial_col = r["header"].split("\t").index("trial")
+    keep = [i for i, ln in enumerate(r["rows"]) if int(ln.split("\t")[trial_col]) in trials]
     if not keep:
         raise SystemExit(f"{rec}: no rows of trials {sorted(trials)}")
     os.makedirs(out, exist_ok=True)
-    images.reshape(n, -1)[keep].tofile(os.path.join(out, "images.u8"))
-    proprio.reshape(n, -1)[keep].tofile(os.path.join(out, "proprio.f32"))
+    r["images"][keep].tofile(os.path.join(out, "images.u8"))
+    r["proprio"][keep].tofile(os.path.join(out, "proprio.f32"))
     with open(os.path.join(out, "instructions.txt"), "w", encoding="utf-8") as f:
-        f.write("".join(texts[i] + "\n" for i in keep))
+        f.write("".join(r["texts"][i] + "\n" for i in keep))
     with open(os.path.join(out, "rows.tsv"), "w") as f:
-        f.write(header + "\n" + "".join(lines[i] + "\n" for i in keep))
-    print(f"export_bench_obs: {len(keep)} of {n} recorded rows (trials {sorted(trials)}) -> {out}")
+        f.write(r["header"] + "\n" + "".join(r["rows"][i] + "\n" for i in keep))
+    print(f"export_bench_obs: {len(keep)} of {len(r['rows'])} recorded rows (trials {sorted(trials)}) -> {out}")
     return 0
 
 

@@ -70,8 +70,9 @@ def main():
     ap.add_argument("--bs", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--fresh", action="store_true")
-    ap.add_argument("--arch", choices=["gru", "parallel"], default="gru",
-                    help="with --fresh: rsd_model.Draft (gru) or rsd_model.ParallelDraft (one call per round)")
+    ap.add_argument("--arch", choices=["gru", "parallel"],
+                    help="with --fresh: rsd_model.Draft (gru, the default) or rsd_model.ParallelDraft (one call "
+                         "per round); without --fresh the package's own architecture is kept")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--heldout", default=",".join(map(str, HELD_OUT)))
     ap.add_argument("--obs", action="append", default=[], help="a recording of rsd-gpu-worker --record-obs")
@@ -81,6 +82,8 @@ def main():
     torch.manual_seed(0)
     if not args.demos and not args.data:
         ap.error("--demos or --data is required")
+    if args.arch and not args.fresh:
+        ap.error("--arch needs --fresh (otherwise the package's draft, and its architecture, is trained further)")
     data = load_data(args)
     if args.save_data:
         np.savez_compressed(args.save_data, images4=np.round(data["images"] / 4.0).astype(np.uint8),

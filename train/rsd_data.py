@@ -77,37 +77,48 @@ def load(paths):
             "actions": cat(acts), "actions_trial": cat([np.full(len(a), d["trial"]) for a, d in zip(acts, demos)])}, demos
 
 
-def load_recorded(rec_dir: str, cameras: int = 2, size: int = 128, proprio: int = rm.PROPRIO) -> dict:
-    """A recorded observation set -> {images, proprio, instr, task, trial, step}; every file must hold the same
-    number of rows (rows.tsv less its header), or this stops with the file and the counts."""
+def read_recording(rec_dir: str) -> dict:
+    """A recording's four files as they are: {header, rows (rows.tsv lines), texts, images uint8 [N, bytes per
+    row], proprio float32 [N, floats per row]}; every file must hold the same number of rows (rows.tsv less its
+    header), or this stops naming the files and the counts."""
     def path(name):
         p = os.path.join(rec_dir, name)
         if not os.path.exists(p):
             raise SystemExit(f"{rec_dir}: no {name} (not a recording of rsd-gpu-worker --record-obs?)")
         return p
     with open(path("rows.tsv")) as f:
-        header, *lines = f.read().splitlines()
-    cols = header.split("\t")
-    rows = [dict(zip(cols, ln.split("\t"))) for ln in lines]
+        header, *rows = f.read().splitlines()
     with open(path("instructions.txt"), encoding="utf-8") as f:
         texts = f.read().splitlines()
     img = np.fromfile(path("images.u8"), dtype=np.uint8)
     prop = np.fromfile(path("proprio.f32"), dtype="<f4")
-    per_img = cameras * size * size * 3
     n = len(rows)
-    if len(texts) != n or img.size != n * per_img or prop.size != n * proprio:
-        raise SystemExit(f"{rec_dir}: rows.tsv has {n} rows, instructions.txt {len(texts)}, images.u8 "
-                         f"{img.size} bytes ({n} rows need {n * per_img}), proprio.f32 {prop.size} floats "
-                         f"({n * proprio} needed)")
-    frames = img.reshape(n * cameras, size, size, 3)
+    if len(texts) != n or img.size % max(n, 1) or prop.size % max(n, 1) or (n == 0) != (img.size == 0):
+        raise SystemExit(f"{rec_dir}: rows.tsv has {n} rows, instructions.txt {len(texts)}, images.u8 {img.size} "
+                         f"bytes, proprio.f32 {prop.size} floats: not {n} whole rows")
+    return {"header": header, "rows": rows, "texts": texts, "images": img.reshape(n, -1),
+            "proprio": prop.reshape(n, -1)}
+
+
+def load_recorded(rec_dir: str, cameras: int = 2, size: int = 128, proprio: int = rm.PROPRIO) -> dict:
+    """A recorded observation set -> {images, proprio, instr, task, trial, step}, for observations of `cameras`
+    cameras of size x size and `proprio` floats (or this stops, naming the sizes found)."""
+    r = read_recording(rec_dir)
+    n, per_img = len(r["rows"]), cameras * size * size * 3
+    if n and (r["images"].shape[1] != per_img or r["proprio"].shape[1] != proprio):
+        raise SystemExit(f"{rec_dir}: rows of {r['images'].shape[1]} image bytes and {r['proprio'].shape[1]} proprio "
+                         f"floats; expected {per_img} ({cameras} x {size} x {size} x 3) and {proprio}")
+    cols = r["header"].split("\t")
+    rows = [dict(zip(cols, ln.split("\t"))) for ln in r["rows"]]
+    frames = r["images"].reshape(n * cameras, size, size, 3)
     pooled = np.concatenate([_pool(frames[s:s + 1024]) for s in range(0, len(frames), 1024)]) if n else \
         np.zeros((0, size // 2, size // 2, 3), np.uint16)
     return {"images": pooled.reshape(n, cameras, size // 2, size // 2, 3),
-            "proprio": prop.reshape(n, proprio).astype(np.float32),
-            "instr": np.stack([tokenize(t) for t in texts]) if n else np.zeros((0, rm.MAX_TOKENS), np.int64),
-            "task": np.array([int(r["task"]) for r in rows], dtype=np.int64),
-            "trial": np.array([int(r["trial"]) for r in rows], dtype=np.int64),
-            "step": np.array([int(r["step"]) for r in rows], dtype=np.int64)}
+            "proprio": r["proprio"].reshape(n, proprio).astype(np.float32),
+            "instr": np.stack([tokenize(t) for t in r["texts"]]) if n else np.zeros((0, rm.MAX_TOKENS), np.int64),
+            "task": np.array([int(x["task"]) for x in rows], dtype=np.int64),
+            "trial": np.array([int(x["trial"]) for x in rows], dtype=np.int64),
+            "step": np.array([int(x["step"]) for x in rows], dtype=np.int64)}
 
 
 def find(demo_dir):
