@@ -10,3 +10,7 @@ set_source_files_properties(${CMAKE_CURRENT_SOURCE_DIR}/local_workers.c PROPERTI
 # The manifest reading and the config checks against a package, on manifests the test writes.
 rsd_add_test(model_package_test SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/model_package_test.c LIBS rsd_server TIMEOUT 30)
 target_include_directories(model_package_test PRIVATE ${PROJECT_SOURCE_DIR}/tests)
+
+# The supervision of rsd run's local workers (restarts in a row, the healthy time), with a stand-in script.
+rsd_add_test(local_workers_test SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/local_workers_test.c LIBS rsd_server TIMEOUT 60)
+target_include_directories(local_workers_test PRIVATE ${PROJECT_SOURCE_DIR}/tests)

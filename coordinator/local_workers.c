@@ -20,8 +20,9 @@
 #endif
 
 typedef struct {
-  pid_t pid;      /* 0: not running */
-  int restarts;
+  pid_t pid;          /* 0: not running */
+  int restarts;       /* in a row: since the last run that lasted healthy_ms */
+  int64_t started_ms; /* monotonic clock at the last start */
   char name[32];
 } s_slot_t;
 
@@ -34,11 +35,18 @@ struct co_local {
   char args[S_MAX_ARGS][1024];    /* arguments before "--name NAME" */
   int nargs;
   uint32_t n;
+  int64_t healthy_ms; /* a run at least this long resets the slot's restart count */
   bool said_all_gone; /* the "no local worker left" line was printed */
   s_slot_t *slots; /* owned, n entries */
 };
 
 static bool s_executable(const char *path) { return access(path, X_OK) == 0; }
+
+static int64_t s_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* $ENV, else NAME beside this executable, else ../DIR/NAME from it (the build tree). */
 static int s_find(const char *env_name, const char *name, const char *dir, const char *hint, char *out, size_t cap,
@@ -126,6 +134,7 @@ static int s_spawn(co_local_t *l, uint32_t i, char *err, size_t errlen) {
     _exit(127);
   }
   s->pid = pid;
+  s->started_ms = s_now_ms();
   return 0;
 }
 
@@ -145,6 +154,7 @@ static co_local_t *s_start(const char *what, const char *prefix, const char *exe
   snprintf(l->log_dir, sizeof l->log_dir, "%s", log_dir);
   for (int a = 0; a < nargs && a < S_MAX_ARGS; a++) snprintf(l->args[l->nargs++], sizeof l->args[0], "%s", args[a]);
   l->n = n;
+  l->healthy_ms = (int64_t)CO_LOCAL_HEALTHY_S * 1000;
   if (mkdir(log_dir, 0755) != 0 && errno != EEXIST) {
     snprintf(err, errlen, "cannot make the worker log directory %s: %s", log_dir, strerror(errno));
     co_local_stop(&l, 0);
@@ -199,9 +209,10 @@ void co_local_poll(co_local_t *l) {
     char how[64];
     if (WIFSIGNALED(status)) snprintf(how, sizeof how, "killed by signal %d", WTERMSIG(status));
     else snprintf(how, sizeof how, "exit status %d", WEXITSTATUS(status));
+    if (s_now_ms() - s->started_ms >= l->healthy_ms) s->restarts = 0; /* it had been running well */
     if (s->restarts >= CO_LOCAL_RESTARTS) {
-      fprintf(stderr, "\n[rsd] local %s %s died (%s); not restarted again (%d restarts; log %s/%s.log)\n", l->what,
-              s->name, how, s->restarts, l->log_dir, s->name);
+      fprintf(stderr, "\n[rsd] local %s %s died (%s); not restarted again (%d restarts in a row; log %s/%s.log)\n",
+              l->what, s->name, how, s->restarts, l->log_dir, s->name);
       continue;
     }
     s->restarts++;
@@ -216,6 +227,10 @@ void co_local_poll(co_local_t *l) {
                     "(Ctrl-C stops it; rsd run continues it later)\n",
             l->what, l->log_dir, l->what, l->endpoint);
   }
+}
+
+void co_local_set_healthy_ms(co_local_t *l, int64_t ms) {
+  if (l) l->healthy_ms = ms;
 }
 
 uint32_t co_local_running(const co_local_t *l) {

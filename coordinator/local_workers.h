@@ -4,7 +4,9 @@
  * A sim worker is `rsd-sim-worker --coordinator ENDPOINT --capacity N --name local-sim-K`, a GPU worker
  * `rsd-gpu-worker --broker ENDPOINT --model DIR --device DEV --max-batch N --max-wait-us N --name
  * local-gpu-K`; each child's stderr and stdout go to <output>/logs/<name>.log. A worker that dies while the
- * campaign runs (a crash, the OOM killer) is started again, at most CO_LOCAL_RESTARTS times per slot; a
+ * campaign runs (a crash, the OOM killer) is started again, at most CO_LOCAL_RESTARTS times in a row per
+ * slot: a worker that ran CO_LOCAL_HEALTHY_S seconds before it died was healthy, and its count starts
+ * again (so a long sweep survives rare crashes, while a worker that dies at start is given up on); a
  * sim worker's leases come back through the coordinator's liveness check, a GPU worker's requests through
  * the broker's (ERROR 20). One that exits with status 0 (it was told BYE or DRAIN) is not restarted. The
  * children get SIGTERM when rsd itself dies (PR_SET_PDEATHSIG), so a killed coordinator leaves no orphans;
@@ -18,6 +20,7 @@
 #include <stdint.h>
 
 #define CO_LOCAL_RESTARTS 3
+#define CO_LOCAL_HEALTHY_S 600
 
 typedef struct co_local co_local_t;
 
@@ -56,6 +59,10 @@ void co_local_gpu_device(const char *config_device, char *out, size_t cap);
 /* Reaps workers that exited and restarts those that died, within the restart budget. Call now and then
  * (each progress tick). */
 void co_local_poll(co_local_t *self);
+
+/* Sets how long a worker must have run before it died for its restart count to start again (default
+ * CO_LOCAL_HEALTHY_S seconds); for tests, which cannot wait ten minutes. */
+void co_local_set_healthy_ms(co_local_t *self, int64_t ms);
 
 /* How many of the workers are running now. */
 uint32_t co_local_running(const co_local_t *self);
