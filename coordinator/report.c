@@ -33,6 +33,8 @@
 #define S_CODE_VERSION "rsd " RSD_VERSION
 #define S_DASH "\xe2\x80\x94" /* "—": no data */
 #define S_LAT_COLS 4         /* queue, encode, decode, total (journal.h) */
+#define S_ACTION_DIM 7       /* an action on the wire: 6 arm deltas, then the gripper (docs/simulation.md) */
+#define S_GRIPPER 6
 
 static const char *const s_lat_names[S_LAT_COLS] = {"queue", "encode", "decode", "total"};
 static const char *const s_video_exts[] = {"png", "webm", "mp4"};
@@ -128,6 +130,8 @@ typedef struct {
   co_episode_state_t state;
   char *last_error; /* owned; NULL when none */
   char *digest;     /* owned; NULL when none: RESULT.actions_digest */
+  float *first;     /* owned; NULL when none: RESULT.first_actions decoded, first_n x S_ACTION_DIM */
+  uint32_t first_n;
 } s_ep_t;
 
 /* A failed or abandoned episode, for the lists. */
@@ -196,6 +200,7 @@ typedef struct {
   int64_t last_received_us;
   double wall_s; /* NAN when unknown */
   const char *wall_source;
+  uint64_t first_bad; /* results whose first_actions is not whole actions of hex f32 (left out, noted) */
 } s_rep_t;
 
 static char *s_dup(const char *s) { return s ? strdup(s) : NULL; }
@@ -218,6 +223,7 @@ static void s_rep_free(s_rep_t *r) {
   for (size_t i = 0; i < r->neps; i++) {
     free(r->eps[i].last_error);
     free(r->eps[i].digest);
+    free(r->eps[i].first);
   }
   free(r->eps);
   free(r->vars);
@@ -382,6 +388,41 @@ static bool s_lat_add(s_var_t *v, const float *row) {
 }
 
 /* Pass 2: the results. */
+/* 0..15 for a lowercase hex digit, else -1. */
+static int s_hexval(char ch) {
+  return ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+/* RESULT.first_actions (protocol §4.6): actions of S_ACTION_DIM little-endian f32 as lowercase hex. Returns
+ * how many actions it holds with *out the floats (malloc'ed), 0 when the text is not that (nothing kept), or
+ * -1 out of memory. */
+static int s_first_actions(const char *hex, float **out) {
+  size_t len = strlen(hex), per = 8 * S_ACTION_DIM;
+  *out = NULL;
+  if (len == 0 || len % per) return 0;
+  size_t nf = len / 8;
+  float *v = malloc(nf * sizeof *v);
+  if (!v) return -1;
+  for (size_t i = 0; i < nf; i++) {
+    unsigned char b[4];
+    for (int k = 0; k < 4; k++) {
+      int hi = s_hexval(hex[8 * i + 2 * k]), lo = s_hexval(hex[8 * i + 2 * k + 1]);
+      if (hi < 0 || lo < 0) {
+        free(v);
+        return 0;
+      }
+      b[k] = (unsigned char)(hi << 4 | lo);
+    }
+    memcpy(&v[i], b, sizeof v[i]); /* little-endian host (the journal's latency blobs assume it too) */
+    if (!isfinite(v[i])) {
+      free(v);
+      return 0;
+    }
+  }
+  *out = v;
+  return (int)(nf / S_ACTION_DIM);
+}
+
 static co_report_err_t s_read_results(s_rep_t *r, co_journal_t *j, co_report_error_t *err) {
   co_journal_error_t je;
   co_journal_iter_t *it = co_journal_results(j, NULL, &je);
@@ -398,6 +439,12 @@ static co_report_err_t s_read_results(s_rep_t *r, co_journal_t *j, co_report_err
     s_var_t *v = &r->vars[vi];
     if (res->has_actions_digest && !ep->digest && !(ep->digest = strdup(res->actions_digest)))
       rc = CO_REPORT_ERR_NOMEM;
+    if (res->has_first_actions && !ep->first && rc == CO_REPORT_OK) {
+      int n = s_first_actions(res->first_actions, &ep->first);
+      if (n < 0) rc = CO_REPORT_ERR_NOMEM;
+      else if (n == 0) r->first_bad++;
+      else ep->first_n = (uint32_t)n;
+    }
     if (res->has_batch_hist) {
       for (uint32_t k = 0; k < res->batch_hist_count && k < MSG_MAX_LAYERS; k++) v->batch_hist[k] += res->batch_hist[k];
       if (res->batch_hist_count > v->batch_buckets) v->batch_buckets = res->batch_hist_count;
@@ -609,6 +656,11 @@ typedef struct {
   double latency_speedup;   /* baseline p50 total us / variant's */
   double main_fw_ratio;     /* variant main forwards per chunk / baseline's */
   uint64_t compared, identical; /* episodes with an actions digest on both sides, and of those equal ones */
+  /* The first actions (RESULT.first_actions) against the baseline's, over pairs that both carry them: the
+   * same observation, so this is the action-space deviation of a lossy mode. Arm: dimensions other than the
+   * gripper; gripper: actions whose gripper command has another sign. */
+  uint64_t first_pairs, first_actions, grip_differ;
+  double arm_abs_sum, arm_abs_max; /* over first_actions x (S_ACTION_DIM - 1) values */
 } s_cmp_t;
 
 static s_cmp_t s_compare(const s_rep_t *r, size_t i) {
@@ -633,7 +685,32 @@ static s_cmp_t s_compare(const s_rep_t *r, size_t i) {
     c.compared++;
     c.identical += strcmp(ep->digest, be->digest) == 0;
   }
+  for (size_t e = 0; e < r->neps; e++) {
+    const s_ep_t *ep = &r->eps[e];
+    if (ep->v != (uint32_t)i || !ep->first) continue;
+    s_ep_t key = {.v = (uint32_t)r->baseline, .task = ep->task, .trial = ep->trial};
+    const s_ep_t *be = bsearch(&key, r->eps, r->neps, sizeof *r->eps, s_cmp_ep);
+    if (!be || !be->first) continue;
+    c.first_pairs++;
+    uint32_t n = ep->first_n < be->first_n ? ep->first_n : be->first_n;
+    for (uint32_t k = 0; k < n; k++) {
+      const float *a = ep->first + (size_t)k * S_ACTION_DIM, *b = be->first + (size_t)k * S_ACTION_DIM;
+      c.first_actions++;
+      c.grip_differ += (a[S_GRIPPER] > 0) != (b[S_GRIPPER] > 0);
+      for (int d = 0; d < S_ACTION_DIM; d++) {
+        if (d == S_GRIPPER) continue;
+        double x = fabs((double)a[d] - (double)b[d]);
+        c.arm_abs_sum += x;
+        if (x > c.arm_abs_max) c.arm_abs_max = x;
+      }
+    }
+  }
   return c;
+}
+
+/* Mean |difference| over the arm values of the compared first actions; NAN without any. */
+static double s_arm_mean(const s_cmp_t *c) {
+  return s_div(c->arm_abs_sum, (double)c->first_actions * (S_ACTION_DIM - 1));
 }
 
 /* Buckets with data in any variant (0: none). */
@@ -839,6 +916,16 @@ static json_t *s_json(const s_rep_t *r) {
                           c.compared ? json_pack("{s:I, s:I}", "compared", (json_int_t)c.compared, "identical",
                                                  (json_int_t)c.identical)
                                      : json_null());
+      json_t *dev = json_null();
+      if (c.first_pairs) {
+        dev = json_object();
+        json_object_set_new(dev, "pairs", s_jint(c.first_pairs));
+        json_object_set_new(dev, "actions", s_jint(c.first_actions));
+        json_object_set_new(dev, "arm_mean_abs", s_jnum(s_arm_mean(&c)));
+        json_object_set_new(dev, "arm_max_abs", s_jnum(c.first_actions ? c.arm_abs_max : NAN));
+        json_object_set_new(dev, "gripper_differ", s_jint(c.grip_differ));
+      }
+      json_object_set_new(cmp, "first_actions_deviation", dev);
     }
     json_object_set_new(o, "vs_baseline", cmp);
     json_object_set_new(o, "failed_episodes", s_jitems(&v->failed, true));
@@ -875,6 +962,16 @@ static json_t *s_json(const s_rep_t *r) {
   for (size_t e = 0; e < r->neps && !any_digest; e++) any_digest = r->eps[e].digest != NULL;
   if (!any_digest)
     json_array_append_new(notes, json_string("vs_baseline.actions_identical: no result carries actions_digest"));
+  bool any_first = false;
+  for (size_t e = 0; e < r->neps && !any_first; e++) any_first = r->eps[e].first != NULL;
+  if (!any_first)
+    json_array_append_new(notes, json_string("vs_baseline.first_actions_deviation: no result carries first_actions"));
+  if (r->first_bad) {
+    char t[160];
+    snprintf(t, sizeof t, "vs_baseline.first_actions_deviation: %" PRIu64 " results with an unreadable first_actions "
+             "left out", r->first_bad);
+    json_array_append_new(notes, json_string(t));
+  }
   json_object_set_new(root, "notes", notes);
   return root;
 }
@@ -890,6 +987,15 @@ static s_str_t s_identical(const s_cmp_t *c) {
   if (!c->compared) snprintf(o.s, sizeof o.s, "%s", S_DASH);
   else snprintf(o.s, sizeof o.s, "%" PRIu64 "/%" PRIu64 "%s", c->identical, c->compared,
                 c->identical == c->compared ? " identical" : " identical (differ!)");
+  return o;
+}
+
+/* "0.0123 / 0.0456, gripper 1/64" for the first-actions deviation, or a dash without pairs. */
+static s_str_t s_deviation(const s_cmp_t *c) {
+  s_str_t o;
+  if (!c->first_actions) snprintf(o.s, sizeof o.s, "%s", S_DASH);
+  else snprintf(o.s, sizeof o.s, "%.4f / %.4f, gripper %" PRIu64 "/%" PRIu64, s_arm_mean(c), c->arm_abs_max,
+                c->grip_differ, c->first_actions);
   return o;
 }
 
@@ -1142,14 +1248,15 @@ static void s_markdown(FILE *f, const s_rep_t *r) {
     fprintf(f, "Difference = variant − baseline; 95%% Newcombe hybrid score interval; two-sided Fisher exact test. "
                "Speedups are baseline ÷ variant.\n\n");
     fprintf(f, "| variant | baseline | success difference | 95%% CI | Fisher p | decode speedup (mean) "
-               "| latency speedup (p50) | main forwards ratio | actions vs baseline |\n");
-    fprintf(f, "|---|---|---|---|---|---|---|---|---|\n");
+               "| latency speedup (p50) | main forwards ratio | actions vs baseline | first actions: arm mean / max "
+               "abs difference, gripper differing |\n");
+    fprintf(f, "|---|---|---|---|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < r->nv; i++) {
       s_cmp_t c = s_compare(r, i);
       if (!c.has) continue;
-      fprintf(f, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r->vars[i].name, r->vars[r->baseline].name,
+      fprintf(f, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r->vars[i].name, r->vars[r->baseline].name,
               s_pp(c.diff).s, s_ppci(c.lo, c.hi).s, s_pval(c.p).s, s_ratio(c.decode_speedup).s,
-              s_ratio(c.latency_speedup).s, s_ratio(c.main_fw_ratio).s, s_identical(&c).s);
+              s_ratio(c.latency_speedup).s, s_ratio(c.main_fw_ratio).s, s_identical(&c).s, s_deviation(&c).s);
     }
   }
 
@@ -1554,16 +1661,17 @@ static void s_html(FILE *f, const s_rep_t *r) {
             r->vars[r->baseline].name, r->baseline_rule);
     static const char *const ccols[] = {"variant", "success difference", "95% CI (Newcombe)", "Fisher p",
                                         "decode speedup (mean)", "latency speedup (p50)", "main forwards ratio",
-                                        "actions vs baseline"};
-    s_html_head_row(f, ccols, sizeof ccols / sizeof ccols[0], "lrrrrrrr");
+                                        "actions vs baseline",
+                                        "first actions: arm mean / max abs difference, gripper differing"};
+    s_html_head_row(f, ccols, sizeof ccols / sizeof ccols[0], "lrrrrrrrr");
     for (size_t i = 0; i < r->nv; i++) {
       s_cmp_t c = s_compare(r, i);
       if (!c.has) continue;
       fprintf(f, "<tr><td class=\"l\">");
       s_html_text(f, r->vars[i].name);
-      fprintf(f, "</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>\n",
+      fprintf(f, "</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>\n",
               s_pp(c.diff).s, s_ppci(c.lo, c.hi).s, s_pval(c.p).s, s_ratio(c.decode_speedup).s,
-              s_ratio(c.latency_speedup).s, s_ratio(c.main_fw_ratio).s, s_identical(&c).s);
+              s_ratio(c.latency_speedup).s, s_ratio(c.main_fw_ratio).s, s_identical(&c).s, s_deviation(&c).s);
     }
     fprintf(f, "</table>\n");
   }

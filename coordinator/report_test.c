@@ -189,6 +189,26 @@ static void s_digest(int v, uint32_t task, uint32_t trial, char out[65]) {
   for (int i = 0; i < 64; i += 2) snprintf(out + i, 3, "%02x", (x + (unsigned)i) & 0xff);
 }
 
+/* The first actions of an episode (2 actions, hex f32 as RESULT.first_actions): arm values 0.125 * task +
+ * 0.0625 * trial + d / 8 (exact in f32), gripper +1; spec at task 1 trial 1 differs by +0.25 in arm value 0
+ * of action 0 and opens the gripper in action 1. spec at task 0 trial 3 sends an unreadable text. */
+static void s_first(int v, uint32_t task, uint32_t trial, char *out) {
+  if (v == 1 && task == 0 && trial == 3) {
+    snprintf(out, 2 * 56 + 1, "%0112d", 0);
+    memcpy(out, "zz", 2);
+    return;
+  }
+  bool other = v == 1 && task == 1 && trial == 1;
+  for (int k = 0; k < 2; k++)
+    for (int d = 0; d < 7; d++) {
+      float x = d == 6 ? (other && k == 1 ? -1.0f : 1.0f) : 0.125f * (float)task + 0.0625f * (float)trial + (float)d / 8;
+      if (other && k == 0 && d == 0) x += 0.25f;
+      unsigned char b[4];
+      memcpy(b, &x, 4);
+      for (int i = 0; i < 4; i++) snprintf(out + 8 * (7 * k + d) + 2 * i, 3, "%02x", b[i]);
+    }
+}
+
 static co_journal_t *s_open_new(const char *dir, const char *yaml) {
   co_config_t cfg;
   co_config_error_t ce;
@@ -270,6 +290,8 @@ static co_journal_t *s_build_campaign(const char *dir) {
         r.chunks = 2;
         r.has_actions_digest = true;
         s_digest(v, t, tr, r.actions_digest);
+        r.has_first_actions = true;
+        s_first(v, t, tr, r.first_actions);
         /* ar's chunks decoded alone (batch 1), spec's in batches of 2-3 */
         r.has_batch_hist = true;
         r.batch_hist_count = (uint32_t)v + 1;
@@ -361,6 +383,23 @@ static void s_check_campaign_json(json_t *root) {
   s_expect_num(root, "batch_size_histogram/chunks/1", 2.0 * (double)done[1], 0);
   CHECK(pairs > same && same > 0, "the test campaign compares %llu pairs, %llu the same",
         (unsigned long long)pairs, (unsigned long long)same);
+  /* The first actions: the same pairs but the unreadable one, 2 actions each; one arm value 0.25 apart and one
+   * gripper sign over all of them. */
+  const double fp = (double)pairs - 1, fa = 2 * fp;
+  s_expect_num(root, "variants/1/vs_baseline/first_actions_deviation/pairs", fp, 0);
+  s_expect_num(root, "variants/1/vs_baseline/first_actions_deviation/actions", fa, 0);
+  s_expect_num(root, "variants/1/vs_baseline/first_actions_deviation/arm_mean_abs", 0.25 / (fa * 6), 1e-12);
+  s_expect_num(root, "variants/1/vs_baseline/first_actions_deviation/arm_max_abs", 0.25, 0);
+  s_expect_num(root, "variants/1/vs_baseline/first_actions_deviation/gripper_differ", 1, 0);
+  CHECK(json_is_null(s_at(root, "variants/0/vs_baseline")), "the baseline has no comparison");
+  {
+    bool noted = false;
+    json_t *notes = s_at(root, "notes"), *n;
+    size_t k;
+    json_array_foreach(notes, k, n) noted = noted || strstr(json_string_value(n), "1 results with an unreadable "
+                                                                                  "first_actions");
+    CHECK(noted, "no note about the unreadable first_actions");
+  }
 
   /* Per variant x task: successes / trials, rate, Wilson, mean steps. */
   for (int v = 0; v < 2; v++)
@@ -521,6 +560,9 @@ static void s_check_campaign_text(const char *dir) {
   /* the lossless check and the batch sizes, in both documents */
   s_contains(md, "identical (differ!)", "report.md");
   s_contains(html, "identical (differ!)", "report.html");
+  /* 9 pairs x 2 first actions: 0.25 / 108 arm values, max 0.25, 1 gripper sign of 18 */
+  s_contains(md, "| 0.0023 / 0.2500, gripper 1/18 |", "report.md");
+  s_contains(html, "<td>0.0023 / 0.2500, gripper 1/18</td>", "report.html");
   s_contains(md, "| spec | 0 |", "report.md");
   s_contains(html, "<th>2-3</th>", "report.html");
   s_contains(html, "<img class=\"video\" src=\"videos/ar_t0_r3.png\"", "report.html");

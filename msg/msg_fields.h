@@ -51,6 +51,7 @@
 #define MSG_MAX_LAYERS 16 /* per-layer arrays: radii, proposed, accepted */
 #define MSG_MAX_DRAFT_WIDTH 64 /* draft paths per request and round (draft_width) */
 #define MSG_MAX_LEASES 256
+#define MSG_FIRST_ACTIONS_MAX 8 /* actions in RESULT.first_actions (7 f32 each, as 56 hex digits) */
 
 /* HELLO (worker -> coordinator or broker): who I am and how much I can hold. id: a nonce.
  * A GPU worker (role "gpu") must send model and model_hash. */
@@ -127,7 +128,8 @@
   F(U32S, proposed, "proposed", OPT, 1, MSG_MAX_LAYERS, 0)          \
   F(U32S, accepted, "accepted", OPT, 1, MSG_MAX_LAYERS, 0)          \
   F(STR, actions_digest, "actions_digest", OPT, 64, 64, 0)          \
-  F(U32S, batch_hist, "batch_hist", OPT, 1, MSG_MAX_LAYERS, 0)
+  F(U32S, batch_hist, "batch_hist", OPT, 1, MSG_MAX_LAYERS, 0)      \
+  F(STR, first_actions, "first_actions", OPT, 56, 56 * MSG_FIRST_ACTIONS_MAX, 0)
 
 /* ACK (coordinator -> sim worker): the RESULT with this lease id is stored (or was already). */
 #define MSG_FIELDS_ACK(F) F(ENUM, status, "status", REQ, 0, 0, msg_ack_status)

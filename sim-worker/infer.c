@@ -124,6 +124,10 @@ int sw_infer_take_action(sw_infer_t *s, const msg_t *m, uint32_t replan_every, i
     s->latency_cap = cap;
   }
   memcpy(s->chunk, v, sizeof(float) * SW_ACTION_DIM * replan_every);
+  if (s->chunks == 0) { /* the answer to the episode's first observation */
+    s->first_n = replan_every < MSG_FIRST_ACTIONS_MAX ? replan_every : MSG_FIRST_ACTIONS_MAX;
+    memcpy(s->first, v, sizeof(float) * SW_ACTION_DIM * s->first_n);
+  }
   s->len = (int)replan_every;
   s->at = 0;
   float *row = s->latency + 4 * (size_t)s->chunks;
@@ -175,6 +179,12 @@ int sw_infer_fill_result(sw_infer_t *s, msg_t *r, char *err, size_t errlen) {
     if (!s->digest_hex[0]) msg_sha256_hex(&s->digest, s->digest_hex); /* once: resends reuse it */
     b->has_actions_digest = true;
     snprintf(b->actions_digest, sizeof b->actions_digest, "%s", s->digest_hex);
+  }
+  if (s->first_n) { /* each f32's bytes in memory order (little-endian hosts, protocol §3), as hex */
+    const unsigned char *bytes = (const unsigned char *)s->first;
+    size_t n = sizeof(float) * SW_ACTION_DIM * s->first_n;
+    for (size_t i = 0; i < n; i++) snprintf(b->first_actions + 2 * i, 3, "%02x", bytes[i]);
+    b->has_first_actions = true;
   }
   uint32_t shape[2] = {s->chunks, 4};
   msg_error_t e;

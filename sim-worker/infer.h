@@ -6,8 +6,9 @@
  * `actions` frame must be f32 [H, 7] with H >= replan_every, every value finite), hands out the chunk's
  * actions one at a time, and sums what the RESULT reports about decoding: chunks, forwards, the draft's
  * proposals and acceptances per layer, the batch-size histogram, the per-chunk latencies (a `latency`
- * frame: queue, encode, decode, round trip in µs) and the SHA-256 of every executed action
- * (`actions_digest`, the report's lossless check of `spec` against `ar`).
+ * frame: queue, encode, decode, round trip in µs), the SHA-256 of every executed action
+ * (`actions_digest`, the report's lossless check of `spec` against `ar`) and the first chunk's first
+ * actions (`first_actions`, the report's action-space deviation from the baseline on one observation).
  *
  * Not here: the sockets, deadlines and the episode's state machine (worker.c). */
 #ifndef RSD_SW_INFER_H
@@ -40,6 +41,8 @@ typedef struct {
   msg_sha256_t digest;   /* of the executed actions as little-endian f32 */
   uint32_t executed;     /* actions executed */
   char digest_hex[65];   /* set by sw_infer_fill_result */
+  float first[MSG_FIRST_ACTIONS_MAX][SW_ACTION_DIM]; /* the first chunk's first actions, as received */
+  uint32_t first_n;      /* how many (0: no chunk yet) */
 } sw_infer_t;
 
 /* Zeroes s and starts its digest. */
@@ -68,8 +71,9 @@ bool sw_infer_has_action(const sw_infer_t *s);
  * the digest. Only when sw_infer_has_action. */
 void sw_infer_next_action(sw_infer_t *s, double out[SW_ACTION_DIM]);
 
-/* Adds the decoding statistics to RESULT r: chunks, forwards, proposed/accepted (when seen), batch_hist
- * and actions_digest (when a chunk arrived), and the `latency` frame, which borrows s's rows. Returns 0,
+/* Adds the decoding statistics to RESULT r: chunks, forwards, proposed/accepted (when seen), batch_hist,
+ * actions_digest and first_actions (when a chunk arrived), and the `latency` frame, which borrows s's
+ * rows. Returns 0,
  * or -1 with the reason in err when the frame does not fit the protocol's limits. */
 int sw_infer_fill_result(sw_infer_t *s, msg_t *r, char *err, size_t errlen);
 

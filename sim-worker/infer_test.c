@@ -180,6 +180,19 @@ static void test_actions_and_result(void) {
   char hex[65];
   msg_sha256_hex(&want, hex);
   CHECK(b->has_actions_digest && strcmp(b->actions_digest, hex) == 0, "digest %s, want %s", b->actions_digest, hex);
+  /* first_actions: the first chunk's replan_every (4) actions, 7 f32 each in hex, as the chunk carried them */
+  CHECK(b->has_first_actions && strlen(b->first_actions) == 4 * 56, "first_actions %s", b->first_actions);
+  for (int i = 0; b->has_first_actions && i < 4 * SW_ACTION_DIM; i++) {
+    unsigned char bytes[4];
+    for (int k = 0; k < 4; k++) {
+      unsigned x = 0;
+      sscanf(b->first_actions + 8 * i + 2 * k, "%2x", &x);
+      bytes[k] = (unsigned char)x;
+    }
+    float f;
+    memcpy(&f, bytes, sizeof f);
+    CHECK(fabsf(f - (float)(i / 100.0)) < 1e-6f, "first_actions value %d: %g", i, (double)f);
+  }
   const msg_frame_t *lat = msg_find_frame(&r, "latency");
   CHECK(lat && lat->shape[0] == 3 && lat->shape[1] == 4, "latency frame");
   const float *row = lat ? lat->data : NULL;
@@ -187,7 +200,8 @@ static void test_actions_and_result(void) {
   /* a resend gives the same RESULT */
   msg_t r2;
   msg_init(&r2, MSG_RESULT, 9);
-  CHECK(sw_infer_fill_result(&s, &r2, err, sizeof err) == 0 && strcmp(r2.result.actions_digest, hex) == 0,
+  CHECK(sw_infer_fill_result(&s, &r2, err, sizeof err) == 0 && strcmp(r2.result.actions_digest, hex) == 0 &&
+            strcmp(r2.result.first_actions, b->first_actions) == 0,
         "resend digest %s", r2.result.actions_digest);
   sw_infer_free(&s);
 
@@ -195,7 +209,7 @@ static void test_actions_and_result(void) {
   sw_infer_init(&s);
   msg_init(&r, MSG_RESULT, 10);
   CHECK(sw_infer_fill_result(&s, &r, err, sizeof err) == 0 && r.result.has_chunks && r.result.chunks == 0 &&
-            !r.result.has_actions_digest && !msg_find_frame(&r, "latency"),
+            !r.result.has_actions_digest && !r.result.has_first_actions && !msg_find_frame(&r, "latency"),
         "empty result");
   sw_infer_free(&s);
 }

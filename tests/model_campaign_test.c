@@ -135,6 +135,9 @@ int main(int argc, char **argv) {
             b->chunks);
       CHECK(b->has_actions_digest && strlen(b->actions_digest) == 64, "%s trial %u: no actions digest", b->variant,
             b->trial);
+      size_t want_first = 56u * (size_t)(replan < MSG_FIRST_ACTIONS_MAX ? replan : MSG_FIRST_ACTIONS_MAX);
+      CHECK(b->has_first_actions && strlen(b->first_actions) == want_first, "%s trial %u: first_actions of %zu hex "
+            "digits, want %zu", b->variant, b->trial, b->has_first_actions ? strlen(b->first_actions) : 0, want_first);
       if (!spec) {
         CHECK(b->main_forwards == (uint64_t)L * b->chunks && b->draft_forwards == 0,
               "ar trial %u: %llu main, %llu draft forwards for %u chunks (L %d)", b->trial,
@@ -181,6 +184,15 @@ int main(int argc, char **argv) {
   CHECK(scratch_read(report, rbuf, sizeof rbuf) > 0, "no %s", report);
   CHECK(strstr(rbuf, "spec") && strstr(rbuf, "ar") && strstr(rbuf, "p50"), "report.md lacks the latency figures");
   CHECK(strstr(rbuf, "(hash: sha256:"), "report.md does not name the package's content hash");
+  /* spec vs ar on the first actions: "mean / max, gripper k/n" over trials x min(replan, 8) actions */
+  const char *dev = strstr(rbuf, ", gripper ");
+  const char *bar = dev;
+  while (bar && bar > rbuf && *bar != '|') bar--;
+  unsigned gk = 0, gn = 0;
+  double dmean = -1, dmax = -1;
+  CHECK(dev && sscanf(dev, ", gripper %u/%u", &gk, &gn) == 2 && gn == (unsigned)trials * MSG_FIRST_ACTIONS_MAX &&
+            sscanf(bar, "| %lf / %lf", &dmean, &dmax) == 2 && dmean >= 0 && dmax >= dmean,
+        "report.md lacks spec's first-actions deviation from ar over %d actions", trials * MSG_FIRST_ACTIONS_MAX);
 
   scratch_done(dir);
   return check_summary("model_campaign_test");
