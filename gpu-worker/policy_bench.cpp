@@ -15,6 +15,12 @@
 // recorded frames it is what the policy meets on those states. Last, every observation is decoded by ar and
 // by spec (batches of 1 and of 16) and the rows whose codes differ are counted: spec must be lossless; that
 // pass also gives spec's main forwards per chunk over the whole set (the timed rows cover what fits in --seconds).
+//
+// First, the cost of one call of each module method at batch 1 and 64 (median µs of 200 calls after 20
+// warm-ups, each call waited for on a CUDA device), called as the engine calls them: main.prefill,
+// main.step, main.verify over gamma layers, draft.propose(gamma), tokenizer.decode. On a device where
+// calls are bound by their number of operations, a spec round (propose + verify) against an ar layer
+// (step) decides whether spec can be faster; this table says it without the decoding around it.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -25,7 +31,11 @@
 #include <string>
 #include <vector>
 
+#include <torch/cuda.h>
+#include <torch/script.h>
+
 #include "policy.h"
+#include "policy_impl.hpp"
 
 #ifndef GW_DEFAULT_PACKAGE
 #define GW_DEFAULT_PACKAGE "test-models/mixed"
@@ -80,6 +90,65 @@ static double s_pct(std::vector<double> v, double q) {
   std::sort(v.begin(), v.end());
   size_t i = (size_t)(q * (double)(v.size() - 1) + 0.5);
   return v[std::min(i, v.size() - 1)];
+}
+
+struct CallCost {
+  std::string call;
+  int batch;
+  double us;
+};
+
+// Median µs of one call of mod.method(args) (see the top of the file).
+static double s_time_call(torch::jit::Module &mod, const char *method, const std::vector<c10::IValue> &args,
+                          const torch::Device &dev) {
+  torch::jit::Method m = mod.get_method(method);
+  std::vector<double> us;
+  for (int it = 0; it < 220; it++) {
+    auto t0 = std::chrono::steady_clock::now();
+    c10::IValue out = m(args);
+    if (dev.is_cuda()) torch::cuda::synchronize(dev.index());
+    if (it >= 20) us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return s_pct(us, 0.5);
+}
+
+// The per-call table: every method the engine calls, on the first b observations' tensors (random
+// instruction tokens: the cost does not depend on them), with no optimizing executor, as the worker runs.
+static std::vector<CallCost> s_call_costs(gw_policy_t &p, const std::vector<uint8_t> &images,
+                                          const std::vector<float> &proprio, int nobs, int gamma) {
+  const gw_manifest_t &m = p.m;
+  const int64_t L = m.layers, G = m.groups;
+  const int64_t img = (int64_t)m.num_cameras * m.image_height * m.image_width * 3;
+  const int64_t nv = std::min<int64_t>(gamma, L - 2);  // verify from layer 1: logits for layers 1..1+nv
+  std::vector<CallCost> out;
+  c10::InferenceMode guard;
+  torch::jit::GraphOptimizerEnabledGuard no_optimizer(false);
+  for (int b : {1, 64}) {
+    std::vector<uint8_t> im((size_t)img * b);
+    std::vector<float> pr((size_t)m.proprio_dim * b);
+    for (int i = 0; i < b; i++) {
+      std::memcpy(im.data() + (size_t)img * i, images.data() + (size_t)img * (i % nobs), (size_t)img);
+      std::memcpy(pr.data() + (size_t)m.proprio_dim * i, proprio.data() + (size_t)m.proprio_dim * (i % nobs),
+                  sizeof(float) * m.proprio_dim);
+    }
+    at::Tensor images_t = at::from_blob(im.data(), {b, m.num_cameras, m.image_height, m.image_width, 3}, at::kByte)
+                              .to(p.device);
+    at::Tensor proprio_t = at::from_blob(pr.data(), {b, m.proprio_dim}, at::kFloat).to(p.device);
+    at::Tensor instr_t = at::randint(1, 200, {b, m.instr_max_tokens}, at::kLong).to(p.device);
+    c10::IValue pre = p.main.get_method("prefill")({images_t, proprio_t, instr_t});
+    at::Tensor state = pre.toTupleRef().elements()[0].toTensor();
+    at::Tensor hidden = pre.toTupleRef().elements()[2].toTensor();
+    at::Tensor codes = at::randint(0, m.levels, {b, L, G}, at::kLong).to(p.device);
+    at::Tensor pos = at::ones({b}, at::kLong).to(p.device);
+    out.push_back({"main.prefill", b, s_time_call(p.main, "prefill", {images_t, proprio_t, instr_t}, p.device)});
+    out.push_back({"main.step", b, s_time_call(p.main, "step", {state, codes, pos}, p.device)});
+    out.push_back({"main.verify(" + std::to_string(nv) + ")", b,
+                   s_time_call(p.main, "verify", {state, codes, pos, nv}, p.device)});
+    out.push_back({"draft.propose(" + std::to_string(gamma) + ")", b,
+                   s_time_call(p.draft, "propose", {hidden, codes, pos, (int64_t)gamma}, p.device)});
+    out.push_back({"tokenizer.decode", b, s_time_call(p.tokenizer, "decode", {codes}, p.device)});
+  }
+  return out;
 }
 
 int main(int argc, char **argv) {
@@ -143,6 +212,13 @@ int main(int argc, char **argv) {
   std::printf("policy_bench: %s (%s) on %s, L=%d G=%d K=%d, gamma=%d, width=%d, relaxed radius=%d, threads=%d, "
               "observations: %s\n", dir, m->name, device, L, G, m->levels, gamma ? gamma : m->decoding.gamma,
               width ? width : m->decoding.width, radius, threads, obs_dir ? obs_dir : "random");
+  const int g_used = gamma ? gamma : m->decoding.gamma;
+  std::vector<CallCost> calls = s_call_costs(*p, images, proprio, nobs, g_used);
+  std::printf("%-20s %12s %12s %16s\n", "call", "us batch 1", "us batch 64", "x main.step (1)");
+  const double step1 = calls[1].us;
+  for (size_t i = 0; i < calls.size() / 2; i++)
+    std::printf("%-20s %12.1f %12.1f %16.2f\n", calls[i].call.c_str(), calls[i].us, calls[i + calls.size() / 2].us,
+                calls[i].us / step1);
   std::printf("%-13s %5s %10s %9s %9s %9s %9s  %s\n", "mode", "batch", "chunks/s", "p50 ms", "p99 ms", "main/ch",
               "draft/ch", "acceptance per layer 1..L-1");
   std::vector<Row> rows;
@@ -246,10 +322,15 @@ int main(int argc, char **argv) {
     std::fprintf(f, "{\"package\": \"%s\", \"device\": \"%s\", \"threads\": %d, \"gamma\": %d, \"width\": %d, "
                     "\"observations\": \"%s\", "
                     "\"spec_ne_ar\": {\"observations\": %d, \"batch_1\": %d, \"batch_16\": %d}, "
-                    "\"spec_main_forwards_per_chunk_all\": {\"batch_1\": %.4f, \"batch_16\": %.4f}, \"results\": [\n",
+                    "\"spec_main_forwards_per_chunk_all\": {\"batch_1\": %.4f, \"batch_16\": %.4f},\n",
                  m->name, device, threads, gamma ? gamma : m->decoding.gamma, width ? width : m->decoding.width,
                  obs_dir ? obs_dir : "random", checked, differ[0], differ[1], (double)spec_main[0] / nobs,
                  (double)spec_main[1] / nobs);
+    std::fprintf(f, "  \"calls_us\": [");
+    for (size_t i = 0; i < calls.size(); i++)
+      std::fprintf(f, "%s{\"call\": \"%s\", \"batch\": %d, \"us\": %.1f}", i ? ", " : "", calls[i].call.c_str(),
+                   calls[i].batch, calls[i].us);
+    std::fprintf(f, "],\n \"results\": [\n");
     for (size_t i = 0; i < rows.size(); i++) {
       const Row &r = rows[i];
       std::fprintf(f, "  {\"mode\": \"%s\", \"batch\": %d, \"chunks_per_s\": %.2f, \"p50_ms\": %.4f, \"p99_ms\": %.4f, "

@@ -21,9 +21,9 @@ cmake --build build -j "$jobs"
 step "tests"
 ctest --test-dir build --output-on-failure -j "$jobs" -LE fuzz
 
-step "build (gcc, -DRSD_CUDA=ON: the GPU worker against libtorch's CUDA part; built, not run: no GPU here)"
+step "build (gcc, -DRSD_CUDA=ON: the GPU worker and policy_bench against libtorch's CUDA part; built, not run: no GPU here)"
 cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRSD_CUDA=ON >/dev/null
-cmake --build build-cuda -j "$jobs" --target rsd-gpu-worker
+cmake --build build-cuda -j "$jobs" --target rsd-gpu-worker policy_bench
 
 step "build (clang, ASan + UBSan, fuzz targets)"
 CC=clang CXX=clang++ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug \

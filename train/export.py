@@ -108,13 +108,15 @@ def _check_paths(sd, hid, codes, pos):
 
 
 def load_draft(pkg):
-    """The package's draft as an rsd_model.Draft (or ParallelDraft, told apart by its weights) with its weights."""
+    """The package's draft as an rsd_model.Draft (or ParallelDraft or HeadDraft, told apart by its weights) with
+    its weights."""
     with open(os.path.join(pkg, "manifest.json")) as f:
         manifest = json.load(f)
     sd_old = torch.jit.load(os.path.join(pkg, manifest["modules"]["draft"])).state_dict()
     L, G, K = manifest["rfsq"]["layers"], manifest["rfsq"]["groups"], manifest["rfsq"]["levels"]
-    D = sd_old["mem_kv.weight"].shape[1]
-    arch = rm.ParallelDraft if "layer_query.weight" in sd_old else rm.Draft
+    D = sd_old["init.weight"].shape[1]
+    arch = rm.HeadDraft if "target_emb.weight" in sd_old else \
+        rm.ParallelDraft if "layer_query.weight" in sd_old else rm.Draft
     draft = arch(L, G, K, D, (manifest["hidden_dim"] - D) // D, sd_old["init.weight"].shape[0])
     draft.load_state_dict(sd_old)
     return draft.eval()

@@ -8,10 +8,11 @@ Owns the set's format (read by gpu-worker/policy_bench.cpp):
 Rows are rendered rows of the demonstrations of the given trials (by default 19 and 29, the reference policy's
 held-out trials), `--per-demo` of them per demonstration, evenly spaced over the episode. From a recording
 (--recording), every row of the given trials is kept, so a draft distilled on the other trials of that recording
-(retrain_draft.py --obs) is benched on closed-loop states it never saw.
+(retrain_draft.py --obs) is benched on closed-loop states it never saw; --every N keeps every N-th of them (a set
+small enough to travel to the GPU machine beside the build's packages, ops/gpu/prepare.sh).
 
 Usage: python train/export_bench_obs.py DEMO_FILE... --out DIR [--trials 19,29] [--per-demo 6]
-       python train/export_bench_obs.py --recording runs/record/obs --trials 0,1 --out DIR
+       python train/export_bench_obs.py --recording runs/record/obs --trials 0,1 --out DIR [--every N]
 Not here: the training samples (rsd_data.py), the offline decoding metrics (evaluate.py).
 """
 import argparse
@@ -25,11 +26,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rsd_data  # noqa: E402
 
 
-def from_recording(rec, trials, out):
-    """The rows of `trials` of a recording -> out (the four files, rows.tsv included)."""
+def from_recording(rec, trials, out, every=1):
+    """Every `every`-th row of `trials` of a recording -> out (the four files, rows.tsv included)."""
     r = rsd_data.read_recording(rec)
     trial_col = r["header"].split("\t").index("trial")
-    keep = [i for i, ln in enumerate(r["rows"]) if int(ln.split("\t")[trial_col]) in trials]
+    keep = [i for i, ln in enumerate(r["rows"]) if int(ln.split("\t")[trial_col]) in trials][::every]
     if not keep:
         raise SystemExit(f"{rec}: no rows of trials {sorted(trials)}")
     os.makedirs(out, exist_ok=True)
@@ -39,7 +40,8 @@ def from_recording(rec, trials, out):
         f.write("".join(r["texts"][i] + "\n" for i in keep))
     with open(os.path.join(out, "rows.tsv"), "w") as f:
         f.write(r["header"] + "\n" + "".join(r["rows"][i] + "\n" for i in keep))
-    print(f"export_bench_obs: {len(keep)} of {len(r['rows'])} recorded rows (trials {sorted(trials)}) -> {out}")
+    print(f"export_bench_obs: {len(keep)} of {len(r['rows'])} recorded rows (trials {sorted(trials)}, every {every}) "
+          f"-> {out}")
     return 0
 
 
@@ -50,12 +52,17 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--trials", default="19,29")
     ap.add_argument("--per-demo", type=int, default=6)
+    ap.add_argument("--every", type=int, default=1, help="with --recording: keep every N-th row of the trials")
     args = ap.parse_args()
+    if args.every < 1:
+        ap.error(f"--every {args.every}: must be 1 or more")
+    if args.every != 1 and not args.recording:
+        ap.error("--every applies to --recording only (demonstrations take --per-demo)")
     trials = {int(t) for t in args.trials.split(",")}
     if bool(args.recording) == bool(args.demos):
         ap.error("give demonstration files or --recording DIR, not both")
     if args.recording:
-        return from_recording(args.recording, trials, args.out)
+        return from_recording(args.recording, trials, args.out, args.every)
     imgs, props, instrs = [], [], []
     for path in sorted(args.demos):
         with h5py.File(path, "r") as f:

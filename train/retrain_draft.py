@@ -39,6 +39,7 @@ import train_draft  # noqa: E402
 
 HELD_OUT = [19, 29, 39, 49]
 KEYS = ("proprio", "instr", "trial")
+ARCHS = {"gru": rm.Draft, "parallel": rm.ParallelDraft, "head": rm.HeadDraft}
 
 
 def load_data(args):
@@ -70,9 +71,12 @@ def main():
     ap.add_argument("--bs", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--fresh", action="store_true")
-    ap.add_argument("--arch", choices=["gru", "parallel"],
-                    help="with --fresh: rsd_model.Draft (gru, the default) or rsd_model.ParallelDraft (one call "
-                         "per round); without --fresh the package's own architecture is kept")
+    ap.add_argument("--arch", choices=sorted(ARCHS),
+                    help="with --fresh: rsd_model.Draft (gru, the default), rsd_model.ParallelDraft (parallel: "
+                         "one pass per round) or rsd_model.HeadDraft (head: one pass, no attention); without "
+                         "--fresh the package's own architecture is kept")
+    ap.add_argument("--draft-dim", type=int, default=0,
+                    help="with --fresh: the draft's width (Dd; default: the package draft's, 256 for head)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--heldout", default=",".join(map(str, HELD_OUT)))
     ap.add_argument("--obs", action="append", default=[], help="a recording of rsd-gpu-worker --record-obs")
@@ -82,8 +86,9 @@ def main():
     torch.manual_seed(0)
     if not args.demos and not args.data:
         ap.error("--demos or --data is required")
-    if args.arch and not args.fresh:
-        ap.error("--arch needs --fresh (otherwise the package's draft, and its architecture, is trained further)")
+    if (args.arch or args.draft_dim) and not args.fresh:
+        ap.error("--arch and --draft-dim need --fresh (otherwise the package's draft, its architecture and width, "
+                 "is trained further)")
     data = load_data(args)
     if args.save_data:
         np.savez_compressed(args.save_data, images4=np.round(data["images"] / 4.0).astype(np.uint8),
@@ -106,7 +111,9 @@ def main():
     main_m = main_m.to(dev).eval()
     draft = export.load_draft(args.package)
     if args.fresh:
-        draft = (rm.ParallelDraft if args.arch == "parallel" else rm.Draft)(L, G, K, D, main_m.S, draft.Dd)
+        arch = ARCHS[args.arch or "gru"]
+        dd = args.draft_dim or (256 if arch is rm.HeadDraft else draft.Dd)
+        draft = arch(L, G, K, D, main_m.S, dd)
     draft = draft.to(dev)
     t0 = time.time()
     parts = [train_draft.main_greedy(main_m, data, tr_idx, device=dev)]
@@ -141,6 +148,9 @@ def main():
     after = heldout_acc()
     print(f"retrain_draft: {res['steps']} steps in {res['seconds']:.0f}s; held-out layers fully right "
           f"(teacher-forced): {before} -> {after}", flush=True)
+    # The weights first, beside OUT: scripting reads rsd_model.py's source again, and a failure there must not
+    # lose a long training run (load them with export.load_draft's classes and write_draft them again).
+    torch.save(draft.cpu().state_dict(), os.path.abspath(args.out).rstrip("/") + ".state.pt")
     if os.path.abspath(args.out) != os.path.abspath(args.package):
         shutil.copytree(args.package, args.out, dirs_exist_ok=True)
     h = export.write_draft(args.out, draft.cpu())

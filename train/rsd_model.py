@@ -12,6 +12,9 @@ Owns the architecture and the TorchScript interfaces:
                  positions, so they compute the same function by construction.
   Draft          a GRU over layer positions started from the main model's hidden state (which carries the
                  observation's memory), with one cross-attention per layer; proposes gamma layers.
+  ParallelDraft  the same inputs, the gamma layers in one pass (gamma queries, one cross-attention).
+  HeadDraft      the same inputs, the gamma layers in one pass through a small MLP (no attention): the fewest
+                 operations per round, for devices where a call costs its number of operations.
 
 Not here: data (rsd_data.py), fitting (train_*.py), writing the package (export.py).
 """
@@ -407,16 +410,68 @@ class ParallelDraft(nn.Module):
 
     @torch.jit.export
     def propose_paths(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int, width: int) -> Tensor:
-        """[B, width, gamma, G]: the `width` most likely combinations for layer pos (top_combinations), each
-        followed by the same gamma - 1 proposed layers (they do not depend on layer pos's codes here)."""
-        b = hidden.shape[0]
-        rows = torch.arange(b, device=hidden.device)
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
         prev = codes[rows, (pos - 1).clamp(0, self.L - 1)]
-        none = torch.zeros(b, 0, self.G, dtype=torch.int64, device=hidden.device)
-        logits = self.rollout(hidden, prev, pos, none, gamma)
-        first = top_combinations(torch.log_softmax(logits[:, 0], 2), width)          # [B, width, G]
-        rest = logits[:, 1:].argmax(3).unsqueeze(1).expand(b, width, gamma - 1, self.G)
-        return torch.cat([first.unsqueeze(2), rest], 2)
+        none = torch.zeros(hidden.shape[0], 0, self.G, dtype=torch.int64, device=hidden.device)
+        return paths_of_one_pass(self.rollout(hidden, prev, pos, none, gamma), width)
+
+    def forward(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int) -> Tensor:
+        return self.propose(hidden, codes, pos, gamma)
+
+
+def paths_of_one_pass(logits: Tensor, width: int) -> Tensor:
+    """propose_paths of a draft whose gamma layers come out of one pass (logits [B, gamma, G, K]): [B, width,
+    gamma, G], the `width` most likely combinations for the first layer (top_combinations), each followed by the
+    same gamma - 1 proposed layers (in one pass they do not depend on the first layer's codes)."""
+    b, gamma, n_codes = logits.shape[0], logits.shape[1], logits.shape[2]
+    first = top_combinations(torch.log_softmax(logits[:, 0], 2), width)
+    rest = logits[:, 1:].argmax(3).unsqueeze(1).expand(b, width, gamma - 1, n_codes)
+    return torch.cat([first.unsqueeze(2), rest], 2)
+
+
+class HeadDraft(nn.Module):
+    """The draft in a handful of operations per round: no attention and no recurrence. Main's hidden state that
+    predicted layer pos-1 (its decoder output only: it has already read the memory) and that layer's codes give
+    one vector; each proposed layer adds the embedding of (pos, distance) and goes through a two-layer MLP to its
+    G x K logits, all gamma layers in one batched pass (like Medusa's heads, one per distance). About 15
+    operations against ParallelDraft's 50 and a main step's hundreds, for a device where a call's cost is its
+    number of operations (docs/benchmarks.md, the GPU targets); it reads less than the other drafts, so its
+    acceptance per layer is lower."""
+
+    def __init__(self, L: int, G: int, K: int, D: int, S: int, Dd: int = 256):
+        super().__init__()
+        self.L, self.G, self.K, self.D, self.S, self.Dd = L, G, K, D, S, Dd
+        self.init = nn.Linear(D, Dd)
+        self.code_emb = nn.Embedding(L * G * K, Dd)
+        self.target_emb = nn.Embedding(L * L, Dd)      # (first proposed layer pos, distance j)
+        self.mid = nn.Linear(Dd, Dd)
+        self.head = nn.Linear(Dd, G * K)
+
+    def rollout(self, hidden: Tensor, prev: Tensor, pos: Tensor, forced: Tensor, steps: int) -> Tensor:
+        """Logits [B, steps, G, K] for layers pos..pos+steps-1 in one pass (forced is not used, as in
+        ParallelDraft)."""
+        b = hidden.shape[0]
+        g = torch.arange(self.G, device=prev.device).view(1, self.G)
+        l_prev = (pos - 1).clamp(0, self.L - 1)
+        base = self.init(hidden[:, :self.D]) + \
+            self.code_emb((l_prev.view(-1, 1) * self.G + g) * self.K + prev.clamp(0, self.K - 1)).sum(1)
+        j = torch.arange(steps, device=pos.device).view(1, steps).clamp(0, self.L - 1)
+        q = F.gelu(base.unsqueeze(1) + self.target_emb(pos.clamp(0, self.L - 1).view(b, 1) * self.L + j))
+        return self.head(F.gelu(self.mid(q))).view(b, steps, self.G, self.K)
+
+    @torch.jit.export
+    def propose(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int) -> Tensor:
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        prev = codes[rows, (pos - 1).clamp(0, self.L - 1)]
+        none = torch.zeros(hidden.shape[0], 0, self.G, dtype=torch.int64, device=hidden.device)
+        return self.rollout(hidden, prev, pos, none, gamma).argmax(3)
+
+    @torch.jit.export
+    def propose_paths(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int, width: int) -> Tensor:
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        prev = codes[rows, (pos - 1).clamp(0, self.L - 1)]
+        none = torch.zeros(hidden.shape[0], 0, self.G, dtype=torch.int64, device=hidden.device)
+        return paths_of_one_pass(self.rollout(hidden, prev, pos, none, gamma), width)
 
     def forward(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int) -> Tensor:
         return self.propose(hidden, codes, pos, gamma)

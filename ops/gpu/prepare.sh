@@ -6,8 +6,12 @@
 #                    and pkgconf, with their dependencies, minus the C/C++ toolchain and libc (the GPU
 #                    machine has its own; see GPU.md in the shared notes)
 #   .device/wheels/  the mujoco wheel for the GPU machine's Python 3.12 (CMake's dependency check wants it)
+#   .device/obs-cl/  where a recording of closed-loop states exists (RSD_RECORDING, default runs/record/obs:
+#                    rsd-gpu-worker --record-obs, docs/gpu-worker.md), every 5th row of its trials 0-1 (the
+#                    reference draft's held-out trials) as a policy_bench observation set, about 11 MB
 #
-# Then, from the device tool: run ops/gpu/run.sh with carry [".device"] (docs/gpu-worker.md).
+# Then, from the device tool: run ops/gpu/run.sh with carry [".device/debs", ".device/wheels", ".device/obs-cl"]
+# (docs/gpu-worker.md).
 # Idempotent: files already there are kept. Needs apt-get and the project's venv (ops/setup.sh).
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -33,4 +37,10 @@ if ! ls "$dev/wheels"/mujoco-*.whl >/dev/null 2>&1; then
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$dev/wheels" "$mujoco"
 fi
 echo "prepare: wheels: $(cd "$dev/wheels" && ls)"
-echo "prepare: total $(du -sh "$dev" | cut -f1) (the device tool carries at most 64 MiB with the tree)"
+rec=${RSD_RECORDING:-runs/record/obs}
+if [ ! -f "$dev/obs-cl/images.u8" ] && [ -f "$rec/rows.tsv" ]; then
+  "${RSD_VENV:-$HOME/.cache/rsd/venv}/bin/python" train/export_bench_obs.py --recording "$rec" --trials 0,1 \
+    --every 5 --out "$dev/obs-cl"
+fi
+echo "prepare: total to carry $(du -shc "$dev/debs" "$dev/wheels" "$dev"/obs-cl 2>/dev/null | tail -1 | cut -f1)" \
+  "(the device tool carries at most 64 MiB with the tree)"

@@ -4,13 +4,18 @@
 # prefix (never into /), installs the mujoco wheel beside the machine's own python3 + torch, builds the GPU
 # worker with -DRSD_CUDA=ON, runs the GPU-worker tests on cuda:0 (gw_*, gpu_worker_test with
 # RSD_TEST_DEVICE=cuda:0: the decoding suites on CUDA, a real worker serving ZeroMQ requests from cuda:0) and
-# the policy benchmark of the reference package on cuda:0 and on the CPU. Logs and JSON go to $OUT when set.
+# the policy benchmark of the reference packages on cuda:0 and on the CPU. Logs go to $OUT when set, with the
+# benchmark JSON packed into one bench_json.tar (the device tool brings back at most 8 files).
 #
-#   device run: command "bash ops/gpu/run.sh", carry [".device"]
+#   device run: command "bash ops/gpu/run.sh", carry [".device/debs", ".device/wheels", ".device/obs-cl"]
+#   (all of .device is too large to travel: the tree and the carry together stay under 64 MiB)
 #
 #   RSD_GPU_PREFIX   where the .debs are unpacked (default /tmp/rsd-prefix)
 #   RSD_GPU_BUILD    build directory (default build-cuda)
 #   RSD_GPU_SECONDS  seconds per benchmark cell (default 1)
+#   RSD_GPU_PACKAGES the packages under models/ to bench (default: every one)
+#   RSD_GPU_OBS      the observation set for policy_bench --obs (default .device/obs-cl where it was carried:
+#                    recorded closed-loop states, ops/gpu/prepare.sh; else random observations)
 #   RSD_GPU_BUILD_ONLY=1  stop after the build (for a command that runs its own measurements next)
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -61,16 +66,22 @@ export LD_LIBRARY_PATH=$P/usr/lib/$multi:$P/lib/$multi${LD_LIBRARY_PATH:+:$LD_LI
 RSD_TEST_DEVICE=cuda:0 ctest --test-dir "$build" -R 'gw_|gpu_worker' --output-on-failure 2>&1 | tee "$out/ctest.log" ||
   echo "run.sh: some GPU-worker tests failed (see ctest.log)"
 
-# 6. The policy benchmark: the reference packages on the GPU and, for comparison, on this machine's CPU;
-#    the tiny test package on the GPU. RSD_GPU_BENCH_ARGS adds options (e.g. --gamma 2).
+# 6. The policy benchmark (per-call costs, then whole chunks): the reference packages on the GPU and, for
+#    comparison, on this machine's CPU; the tiny test package on the GPU. RSD_GPU_BENCH_ARGS adds options
+#    (e.g. --gamma 2).
 secs=${RSD_GPU_SECONDS:-1}
-for pkg in rsd-ref-spatial rsd-ref-spatial-pdraft; do   # the shipped package; the one-call draft experiment
+obs=${RSD_GPU_OBS:-}
+[ -z "$obs" ] && [ -f .device/obs-cl/images.u8 ] && obs=.device/obs-cl
+pkgs=${RSD_GPU_PACKAGES:-$(cd models && ls -d */ | tr -d /)}
+json=$(mktemp -d)
+for pkg in $pkgs; do
   for dev in cuda:0 cpu; do
     tag=${dev%%:*}
-    "$build/gpu-worker/policy_bench" "models/$pkg" --device "$dev" --seconds "$secs" ${RSD_GPU_BENCH_ARGS:-} \
-      --json "$out/policy_bench_${pkg#rsd-}_$tag.json" 2>&1 | tee -a "$out/bench.log"
+    "$build/gpu-worker/policy_bench" "models/$pkg" --device "$dev" --seconds "$secs" ${obs:+--obs "$obs"} \
+      ${RSD_GPU_BENCH_ARGS:-} --json "$json/policy_bench_${pkg#rsd-}_$tag.json" 2>&1 | tee -a "$out/bench.log"
   done
 done
 "$build/gpu-worker/policy_bench" "$build/gpu-worker/test-models/mixed" --device cuda:0 --seconds "$secs" \
-  --json "$out/policy_bench_mixed_cuda.json" 2>&1 | tee -a "$out/bench.log"
-echo "run.sh: done; logs and JSON in $out"
+  --json "$json/policy_bench_mixed_cuda.json" 2>&1 | tee -a "$out/bench.log"
+tar -C "$json" -cf "$out/bench_json.tar" .
+echo "run.sh: done; build.log, ctest.log, bench.log and bench_json.tar in $out"
