@@ -18,9 +18,11 @@
 //
 // First, the cost of one call of each module method at batch 1 and 64 (median µs of 200 calls after 20
 // warm-ups, each call waited for on a CUDA device), called as the engine calls them: main.prefill,
-// main.step, main.verify over gamma layers, draft.propose(gamma), tokenizer.decode. On a device where
-// calls are bound by their number of operations, a spec round (propose + verify) against an ar layer
-// (step) decides whether spec can be faster; this table says it without the decoding around it.
+// main.step, main.verify over gamma layers, draft.propose(gamma), tokenizer.decode, with the number of
+// top-level ATen operators one call runs (counted through a RecordFunction callback). On a device where
+// calls are bound by their number of operators (docs/benchmarks.md: about 8 µs each on an H100, eager),
+// a spec round (propose + verify) against an ar layer (step) decides whether spec can be faster; this
+// table says it without the decoding around it.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -31,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include <ATen/record_function.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
 
@@ -96,7 +99,28 @@ struct CallCost {
   std::string call;
   int batch;
   double us;
+  long ops;  // top-level ATen operators of one call
 };
+
+static thread_local int tl_op_depth = 0;
+static thread_local long tl_ops = 0;
+
+// Top-level ATen operators one call of mod.method(args) runs (an operator that calls others counts once).
+static long s_count_ops(torch::jit::Module &mod, const char *method, const std::vector<c10::IValue> &args) {
+  tl_op_depth = 0;
+  tl_ops = 0;
+  at::CallbackHandle h = at::addThreadLocalCallback(
+      at::RecordFunctionCallback(
+          [](const at::RecordFunction &) -> std::unique_ptr<at::ObserverContext> {
+            if (tl_op_depth++ == 0) tl_ops++;
+            return nullptr;
+          },
+          [](const at::RecordFunction &, at::ObserverContext *) { tl_op_depth--; })
+          .scopes({at::RecordScope::FUNCTION}));
+  mod.get_method(method)(args);
+  at::removeCallback(h);
+  return tl_ops;
+}
 
 // Median µs of one call of mod.method(args) (see the top of the file).
 static double s_time_call(torch::jit::Module &mod, const char *method, const std::vector<c10::IValue> &args,
@@ -140,13 +164,18 @@ static std::vector<CallCost> s_call_costs(gw_policy_t &p, const std::vector<uint
     at::Tensor hidden = pre.toTupleRef().elements()[2].toTensor();
     at::Tensor codes = at::randint(0, m.levels, {b, L, G}, at::kLong).to(p.device);
     at::Tensor pos = at::ones({b}, at::kLong).to(p.device);
-    out.push_back({"main.prefill", b, s_time_call(p.main, "prefill", {images_t, proprio_t, instr_t}, p.device)});
-    out.push_back({"main.step", b, s_time_call(p.main, "step", {state, codes, pos}, p.device)});
-    out.push_back({"main.verify(" + std::to_string(nv) + ")", b,
-                   s_time_call(p.main, "verify", {state, codes, pos, nv}, p.device)});
-    out.push_back({"draft.propose(" + std::to_string(gamma) + ")", b,
-                   s_time_call(p.draft, "propose", {hidden, codes, pos, (int64_t)gamma}, p.device)});
-    out.push_back({"tokenizer.decode", b, s_time_call(p.tokenizer, "decode", {codes}, p.device)});
+    struct {
+      std::string name;
+      torch::jit::Module *mod;
+      const char *method;
+      std::vector<c10::IValue> args;
+    } calls[] = {{"main.prefill", &p.main, "prefill", {images_t, proprio_t, instr_t}},
+                 {"main.step", &p.main, "step", {state, codes, pos}},
+                 {"main.verify(" + std::to_string(nv) + ")", &p.main, "verify", {state, codes, pos, nv}},
+                 {"draft.propose(" + std::to_string(gamma) + ")", &p.draft, "propose", {hidden, codes, pos, (int64_t)gamma}},
+                 {"tokenizer.decode", &p.tokenizer, "decode", {codes}}};
+    for (auto &c : calls)
+      out.push_back({c.name, b, s_time_call(*c.mod, c.method, c.args, p.device), s_count_ops(*c.mod, c.method, c.args)});
   }
   return out;
 }
@@ -214,11 +243,11 @@ int main(int argc, char **argv) {
               width ? width : m->decoding.width, radius, threads, obs_dir ? obs_dir : "random");
   const int g_used = gamma ? gamma : m->decoding.gamma;
   std::vector<CallCost> calls = s_call_costs(*p, images, proprio, nobs, g_used);
-  std::printf("%-20s %12s %12s %16s\n", "call", "us batch 1", "us batch 64", "x main.step (1)");
+  std::printf("%-20s %12s %12s %16s %10s\n", "call", "us batch 1", "us batch 64", "x main.step (1)", "operators");
   const double step1 = calls[1].us;
   for (size_t i = 0; i < calls.size() / 2; i++)
-    std::printf("%-20s %12.1f %12.1f %16.2f\n", calls[i].call.c_str(), calls[i].us, calls[i + calls.size() / 2].us,
-                calls[i].us / step1);
+    std::printf("%-20s %12.1f %12.1f %16.2f %10ld\n", calls[i].call.c_str(), calls[i].us, calls[i + calls.size() / 2].us,
+                calls[i].us / step1, calls[i].ops);
   std::printf("%-13s %5s %10s %9s %9s %9s %9s  %s\n", "mode", "batch", "chunks/s", "p50 ms", "p99 ms", "main/ch",
               "draft/ch", "acceptance per layer 1..L-1");
   std::vector<Row> rows;
@@ -328,8 +357,8 @@ int main(int argc, char **argv) {
                  (double)spec_main[1] / nobs);
     std::fprintf(f, "  \"calls_us\": [");
     for (size_t i = 0; i < calls.size(); i++)
-      std::fprintf(f, "%s{\"call\": \"%s\", \"batch\": %d, \"us\": %.1f}", i ? ", " : "", calls[i].call.c_str(),
-                   calls[i].batch, calls[i].us);
+      std::fprintf(f, "%s{\"call\": \"%s\", \"batch\": %d, \"us\": %.1f, \"operators\": %ld}", i ? ", " : "",
+                   calls[i].call.c_str(), calls[i].batch, calls[i].us, calls[i].ops);
     std::fprintf(f, "],\n \"results\": [\n");
     for (size_t i = 0; i < rows.size(); i++) {
       const Row &r = rows[i];

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets everything up, builds rsd, and runs the main job: a small local campaign of the shipped reference
-# policy (models/rsd-ref-spatial) on three LIBERO-Spatial tasks, decoded with `ar` and with speculative
-# decoding (`spec`), CPU only (configs/libero_spatial_demo.yaml), and its report.
+# policy (models/rsd-ref-spatial) on three LIBERO-Spatial tasks, decoded with `ar`, with speculative
+# decoding (`spec`) and with its lossy relaxation (`spec-relaxed`), CPU only
+# (configs/libero_spatial_demo.yaml), and its report.
 #
 #   bash ops/demo.sh            # results, report and videos in runs/libero_spatial_demo/
 #
