@@ -403,20 +403,21 @@ class ParallelDraft(nn.Module):
 
     @torch.jit.export
     def propose(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int) -> Tensor:
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
-        prev = codes[rows, (pos - 1).clamp(0, self.L - 1)]
-        none = torch.zeros(hidden.shape[0], 0, self.G, dtype=torch.int64, device=hidden.device)
-        return self.rollout(hidden, prev, pos, none, gamma).argmax(3)
+        prev = last_decided(codes, pos, self.L)
+        return self.rollout(hidden, prev, pos, prev.unsqueeze(1)[:, :0], gamma).argmax(3)
 
     @torch.jit.export
     def propose_paths(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int, width: int) -> Tensor:
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
-        prev = codes[rows, (pos - 1).clamp(0, self.L - 1)]
-        none = torch.zeros(hidden.shape[0], 0, self.G, dtype=torch.int64, device=hidden.device)
-        return paths_of_one_pass(self.rollout(hidden, prev, pos, none, gamma), width)
+        prev = last_decided(codes, pos, self.L)
+        return paths_of_one_pass(self.rollout(hidden, prev, pos, prev.unsqueeze(1)[:, :0], gamma), width)
 
     def forward(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int) -> Tensor:
         return self.propose(hidden, codes, pos, gamma)
+
+
+def last_decided(codes: Tensor, pos: Tensor, L: int) -> Tensor:
+    """The codes [B, G] of each row's layer pos-1 (the last decided one; layer 0 for pos 0)."""
+    return codes[torch.arange(codes.shape[0], device=codes.device), (pos - 1).clamp(0, L - 1)]
 
 
 def paths_of_one_pass(logits: Tensor, width: int) -> Tensor:
@@ -461,17 +462,13 @@ class HeadDraft(nn.Module):
 
     @torch.jit.export
     def propose(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int) -> Tensor:
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
-        prev = codes[rows, (pos - 1).clamp(0, self.L - 1)]
-        none = torch.zeros(hidden.shape[0], 0, self.G, dtype=torch.int64, device=hidden.device)
-        return self.rollout(hidden, prev, pos, none, gamma).argmax(3)
+        prev = last_decided(codes, pos, self.L)
+        return self.rollout(hidden, prev, pos, prev.unsqueeze(1)[:, :0], gamma).argmax(3)
 
     @torch.jit.export
     def propose_paths(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int, width: int) -> Tensor:
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
-        prev = codes[rows, (pos - 1).clamp(0, self.L - 1)]
-        none = torch.zeros(hidden.shape[0], 0, self.G, dtype=torch.int64, device=hidden.device)
-        return paths_of_one_pass(self.rollout(hidden, prev, pos, none, gamma), width)
+        prev = last_decided(codes, pos, self.L)
+        return paths_of_one_pass(self.rollout(hidden, prev, pos, prev.unsqueeze(1)[:, :0], gamma), width)
 
     def forward(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int) -> Tensor:
         return self.propose(hidden, codes, pos, gamma)
