@@ -363,7 +363,42 @@ class Draft(nn.Module):
         return self.propose(hidden, codes, pos, gamma)
 
 
-class ParallelDraft(nn.Module):
+def last_decided(codes: Tensor, pos: Tensor, L: int) -> Tensor:
+    """The codes [B, G] of each row's layer pos-1 (the last decided one; layer 0 for pos 0)."""
+    return codes[torch.arange(codes.shape[0], device=codes.device), (pos - 1).clamp(0, L - 1)]
+
+
+def paths_of_one_pass(logits: Tensor, width: int) -> Tensor:
+    """propose_paths of a draft whose gamma layers come out of one pass (logits [B, gamma, G, K]): [B, width,
+    gamma, G], the `width` most likely combinations for the first layer (top_combinations), each followed by the
+    same gamma - 1 proposed layers (in one pass they do not depend on the first layer's codes)."""
+    b, gamma, n_codes = logits.shape[0], logits.shape[1], logits.shape[2]
+    first = top_combinations(torch.log_softmax(logits[:, 0], 2), width)
+    rest = logits[:, 1:].argmax(3).unsqueeze(1).expand(b, width, gamma - 1, n_codes)
+    return torch.cat([first.unsqueeze(2), rest], 2)
+
+
+class OnePassDraft(nn.Module):
+    """What the drafts whose gamma layers come out of one pass share: propose and propose_paths over the
+    subclass's rollout (hidden, the last decided layer's codes, pos, unused forced codes, steps)."""
+
+    L: int
+
+    @torch.jit.export
+    def propose(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int) -> Tensor:
+        prev = last_decided(codes, pos, self.L)
+        return self.rollout(hidden, prev, pos, prev.unsqueeze(1)[:, :0], gamma).argmax(3)
+
+    @torch.jit.export
+    def propose_paths(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int, width: int) -> Tensor:
+        prev = last_decided(codes, pos, self.L)
+        return paths_of_one_pass(self.rollout(hidden, prev, pos, prev.unsqueeze(1)[:, :0], gamma), width)
+
+    def forward(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int) -> Tensor:
+        return self.propose(hidden, codes, pos, gamma)
+
+
+class ParallelDraft(OnePassDraft):
     """The draft in one call per round: the same inputs as Draft (main's hidden state and the codes of layer
     pos-1), but the gamma proposed layers come out of one pass, as gamma queries (one per target layer, each
     knowing its distance from pos) that read the memory through one cross-attention, instead of gamma
@@ -401,36 +436,9 @@ class ParallelDraft(nn.Module):
         q = q + self.mlp(q)
         return self.head(q).view(b, steps, self.G, self.K)
 
-    @torch.jit.export
-    def propose(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int) -> Tensor:
-        prev = last_decided(codes, pos, self.L)
-        return self.rollout(hidden, prev, pos, prev.unsqueeze(1)[:, :0], gamma).argmax(3)
-
-    @torch.jit.export
-    def propose_paths(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int, width: int) -> Tensor:
-        prev = last_decided(codes, pos, self.L)
-        return paths_of_one_pass(self.rollout(hidden, prev, pos, prev.unsqueeze(1)[:, :0], gamma), width)
-
-    def forward(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int) -> Tensor:
-        return self.propose(hidden, codes, pos, gamma)
 
 
-def last_decided(codes: Tensor, pos: Tensor, L: int) -> Tensor:
-    """The codes [B, G] of each row's layer pos-1 (the last decided one; layer 0 for pos 0)."""
-    return codes[torch.arange(codes.shape[0], device=codes.device), (pos - 1).clamp(0, L - 1)]
-
-
-def paths_of_one_pass(logits: Tensor, width: int) -> Tensor:
-    """propose_paths of a draft whose gamma layers come out of one pass (logits [B, gamma, G, K]): [B, width,
-    gamma, G], the `width` most likely combinations for the first layer (top_combinations), each followed by the
-    same gamma - 1 proposed layers (in one pass they do not depend on the first layer's codes)."""
-    b, gamma, n_codes = logits.shape[0], logits.shape[1], logits.shape[2]
-    first = top_combinations(torch.log_softmax(logits[:, 0], 2), width)
-    rest = logits[:, 1:].argmax(3).unsqueeze(1).expand(b, width, gamma - 1, n_codes)
-    return torch.cat([first.unsqueeze(2), rest], 2)
-
-
-class HeadDraft(nn.Module):
+class HeadDraft(OnePassDraft):
     """The draft in a handful of operations per round: no attention and no recurrence. Main's hidden state that
     predicted layer pos-1 (its decoder output only: it has already read the memory) and that layer's codes give
     one vector; each proposed layer adds the embedding of (pos, distance) and goes through a two-layer MLP to its
@@ -460,15 +468,3 @@ class HeadDraft(nn.Module):
         q = F.gelu(base.unsqueeze(1) + self.target_emb(pos.clamp(0, self.L - 1).view(b, 1) * self.L + j))
         return self.head(F.gelu(self.mid(q))).view(b, steps, self.G, self.K)
 
-    @torch.jit.export
-    def propose(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int) -> Tensor:
-        prev = last_decided(codes, pos, self.L)
-        return self.rollout(hidden, prev, pos, prev.unsqueeze(1)[:, :0], gamma).argmax(3)
-
-    @torch.jit.export
-    def propose_paths(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int, width: int) -> Tensor:
-        prev = last_decided(codes, pos, self.L)
-        return paths_of_one_pass(self.rollout(hidden, prev, pos, prev.unsqueeze(1)[:, :0], gamma), width)
-
-    def forward(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int) -> Tensor:
-        return self.propose(hidden, codes, pos, gamma)
