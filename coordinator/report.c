@@ -387,7 +387,6 @@ static bool s_lat_add(s_var_t *v, const float *row) {
   return true;
 }
 
-/* Pass 2: the results. */
 /* 0..15 for a lowercase hex digit, else -1. */
 static int s_hexval(char ch) {
   return ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
@@ -423,6 +422,7 @@ static int s_first_actions(const char *hex, float **out) {
   return (int)(nf / S_ACTION_DIM);
 }
 
+/* Pass 2: the results. */
 static co_report_err_t s_read_results(s_rep_t *r, co_journal_t *j, co_report_error_t *err) {
   co_journal_error_t je;
   co_journal_iter_t *it = co_journal_results(j, NULL, &je);
@@ -675,31 +675,28 @@ static s_cmp_t s_compare(const s_rep_t *r, size_t i) {
   c.decode_speedup = s_div(b->dist[2].mean, v->dist[2].mean);
   c.latency_speedup = s_div(b->dist[3].p50, v->dist[3].p50);
   c.main_fw_ratio = s_div(s_mf_per_chunk(v), s_mf_per_chunk(b));
-  /* the lossless check: the same (task, trial) executed the same actions (equal digests) */
+  /* Each (task, trial) the variant and the baseline both finished: the lossless check (equal actions digests)
+   * and the first actions' deviation (the same first observation). */
   for (size_t e = 0; e < r->neps; e++) {
     const s_ep_t *ep = &r->eps[e];
-    if (ep->v != (uint32_t)i || !ep->digest) continue;
+    if (ep->v != (uint32_t)i || (!ep->digest && !ep->first)) continue;
     s_ep_t key = {.v = (uint32_t)r->baseline, .task = ep->task, .trial = ep->trial};
     const s_ep_t *be = bsearch(&key, r->eps, r->neps, sizeof *r->eps, s_cmp_ep);
-    if (!be || !be->digest) continue;
-    c.compared++;
-    c.identical += strcmp(ep->digest, be->digest) == 0;
-  }
-  for (size_t e = 0; e < r->neps; e++) {
-    const s_ep_t *ep = &r->eps[e];
-    if (ep->v != (uint32_t)i || !ep->first) continue;
-    s_ep_t key = {.v = (uint32_t)r->baseline, .task = ep->task, .trial = ep->trial};
-    const s_ep_t *be = bsearch(&key, r->eps, r->neps, sizeof *r->eps, s_cmp_ep);
-    if (!be || !be->first) continue;
+    if (!be) continue;
+    if (ep->digest && be->digest) {
+      c.compared++;
+      c.identical += strcmp(ep->digest, be->digest) == 0;
+    }
+    if (!ep->first || !be->first) continue;
     c.first_pairs++;
     uint32_t n = ep->first_n < be->first_n ? ep->first_n : be->first_n;
     for (uint32_t k = 0; k < n; k++) {
-      const float *a = ep->first + (size_t)k * S_ACTION_DIM, *b = be->first + (size_t)k * S_ACTION_DIM;
+      const float *va = ep->first + (size_t)k * S_ACTION_DIM, *ba = be->first + (size_t)k * S_ACTION_DIM;
       c.first_actions++;
-      c.grip_differ += (a[S_GRIPPER] > 0) != (b[S_GRIPPER] > 0);
+      c.grip_differ += (va[S_GRIPPER] > 0) != (ba[S_GRIPPER] > 0);
       for (int d = 0; d < S_ACTION_DIM; d++) {
         if (d == S_GRIPPER) continue;
-        double x = fabs((double)a[d] - (double)b[d]);
+        double x = fabs((double)va[d] - (double)ba[d]);
         c.arm_abs_sum += x;
         if (x > c.arm_abs_max) c.arm_abs_max = x;
       }
