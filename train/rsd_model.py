@@ -275,29 +275,38 @@ def top_combinations(lp: Tensor, width: int) -> Tensor:
     return cand
 
 
-class Draft(nn.Module):
-    """hidden [B, D + S * D] (main's hidden that predicted layer pos-1: its decoder output, then the memory) +
-    the codes of layer pos-1 -> gamma proposed layers. A GRU over layer positions whose state also reads the
-    memory through one cross-attention per layer (one block, against main's two)."""
+class DraftBase(nn.Module):
+    """What every draft has: its shapes, `init` (main's decoder output -> the draft's width Dd) and `code_emb`
+    (one vector per (layer, code index, level)), with the embedding of a layer's G codes. The weight names are
+    those of the shipped packages' drafts."""
 
-    def __init__(self, L: int, G: int, K: int, D: int, S: int, Dd: int = 128, heads: int = 4):
+    def __init__(self, L: int, G: int, K: int, D: int, S: int, Dd: int):
         super().__init__()
         self.L, self.G, self.K, self.D, self.S, self.Dd = L, G, K, D, S, Dd
         self.init = nn.Linear(D, Dd)
-        self.mem_kv = nn.Linear(D, 2 * Dd)
         self.code_emb = nn.Embedding(L * G * K, Dd)
-        self.layer_emb = nn.Embedding(L, Dd)
-        self.cell = nn.GRUCell(Dd, Dd)
-        self.norm = nn.LayerNorm(Dd)
-        self.att = Attention(Dd, heads)
-        self.head = nn.Sequential(nn.LayerNorm(Dd), nn.Linear(Dd, 2 * Dd), nn.GELU(), nn.Linear(2 * Dd, G * K))
-        self.register_buffer("no_mask", torch.zeros(1, 1, 1, 1))
 
     def _emb(self, layer: Tensor, codes: Tensor) -> Tensor:
         """Embedding of the G codes [B, G] of layers `layer` [B]."""
         g = torch.arange(self.G, device=codes.device).view(1, self.G)
         idx = (layer.view(-1, 1) * self.G + g) * self.K + codes.clamp(0, self.K - 1)
         return self.code_emb(idx).sum(1)
+
+
+class Draft(DraftBase):
+    """hidden [B, D + S * D] (main's hidden that predicted layer pos-1: its decoder output, then the memory) +
+    the codes of layer pos-1 -> gamma proposed layers. A GRU over layer positions whose state also reads the
+    memory through one cross-attention per layer (one block, against main's two)."""
+
+    def __init__(self, L: int, G: int, K: int, D: int, S: int, Dd: int = 128, heads: int = 4):
+        super().__init__(L, G, K, D, S, Dd)
+        self.mem_kv = nn.Linear(D, 2 * Dd)
+        self.layer_emb = nn.Embedding(L, Dd)
+        self.cell = nn.GRUCell(Dd, Dd)
+        self.norm = nn.LayerNorm(Dd)
+        self.att = Attention(Dd, heads)
+        self.head = nn.Sequential(nn.LayerNorm(Dd), nn.Linear(Dd, 2 * Dd), nn.GELU(), nn.Linear(2 * Dd, G * K))
+        self.register_buffer("no_mask", torch.zeros(1, 1, 1, 1))
 
     def _cell(self, h: Tensor, prev: Tensor, l_prev: Tensor, l_next: Tensor, kv: Tensor) -> Tensor:
         """One GRU step: state h [B, Dd] after reading the codes `prev` [B, G] of layers `l_prev` [B], towards
@@ -378,21 +387,19 @@ def paths_of_one_pass(logits: Tensor, width: int) -> Tensor:
     return torch.cat([first.unsqueeze(2), rest], 2)
 
 
-class OnePassDraft(nn.Module):
+class OnePassDraft(DraftBase):
     """What the drafts whose gamma layers come out of one pass share: propose and propose_paths over the
     subclass's rollout (hidden, the last decided layer's codes, pos, unused forced codes, steps)."""
-
-    L: int
 
     @torch.jit.export
     def propose(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int) -> Tensor:
         prev = last_decided(codes, pos, self.L)
-        return self.rollout(hidden, prev, pos, prev.unsqueeze(1)[:, :0], gamma).argmax(3)
+        return self.rollout(hidden, prev, pos, codes[:, :0], gamma).argmax(3)
 
     @torch.jit.export
     def propose_paths(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int, width: int) -> Tensor:
         prev = last_decided(codes, pos, self.L)
-        return paths_of_one_pass(self.rollout(hidden, prev, pos, prev.unsqueeze(1)[:, :0], gamma), width)
+        return paths_of_one_pass(self.rollout(hidden, prev, pos, codes[:, :0], gamma), width)
 
     def forward(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int) -> Tensor:
         return self.propose(hidden, codes, pos, gamma)
@@ -407,11 +414,8 @@ class ParallelDraft(OnePassDraft):
     Later proposed layers do not see the earlier ones' codes, so acceptance is lower per layer than Draft's."""
 
     def __init__(self, L: int, G: int, K: int, D: int, S: int, Dd: int = 128, heads: int = 4):
-        super().__init__()
-        self.L, self.G, self.K, self.D, self.S, self.Dd = L, G, K, D, S, Dd
-        self.init = nn.Linear(D, Dd)
+        super().__init__(L, G, K, D, S, Dd)
         self.mem_kv = nn.Linear(D, 2 * Dd)
-        self.code_emb = nn.Embedding(L * G * K, Dd)
         self.layer_query = nn.Embedding(L, Dd)
         self.dist_emb = nn.Embedding(L, Dd)
         self.norm = nn.LayerNorm(Dd)
@@ -425,10 +429,7 @@ class ParallelDraft(OnePassDraft):
         another's codes; the argument keeps Draft's signature for training)."""
         b = hidden.shape[0]
         kv = self.mem_kv(hidden[:, self.D:].reshape(b, self.S, self.D))
-        g = torch.arange(self.G, device=prev.device).view(1, self.G)
-        l_prev = (pos - 1).clamp(0, self.L - 1)
-        h = torch.tanh(self.init(hidden[:, :self.D])) + \
-            self.code_emb((l_prev.view(-1, 1) * self.G + g) * self.K + prev.clamp(0, self.K - 1)).sum(1)
+        h = torch.tanh(self.init(hidden[:, :self.D])) + self._emb((pos - 1).clamp(0, self.L - 1), prev)
         j = torch.arange(steps, device=pos.device).view(1, steps)
         q = h.unsqueeze(1) + self.layer_query((pos.view(b, 1) + j).clamp(0, self.L - 1)) + \
             self.dist_emb(j.clamp(0, self.L - 1)).expand(b, steps, self.Dd)
@@ -437,21 +438,17 @@ class ParallelDraft(OnePassDraft):
         return self.head(q).view(b, steps, self.G, self.K)
 
 
-
 class HeadDraft(OnePassDraft):
     """The draft in a handful of operations per round: no attention and no recurrence. Main's hidden state that
     predicted layer pos-1 (its decoder output only: it has already read the memory) and that layer's codes give
     one vector; each proposed layer adds the embedding of (pos, distance) and goes through a two-layer MLP to its
-    G x K logits, all gamma layers in one batched pass (like Medusa's heads, one per distance). About 15
-    operations against ParallelDraft's 50 and a main step's hundreds, for a device where a call's cost is its
-    number of operations (docs/benchmarks.md, the GPU targets); it reads less than the other drafts, so its
-    acceptance per layer is lower."""
+    G x K logits, all gamma layers in one batched pass (like Medusa's heads, one per distance). About 37 ATen
+    operators per propose against ParallelDraft's 72, Draft's 315 (gamma 6) and a main step's 154, for a device
+    where a call's cost is its number of operators (docs/benchmarks.md, the GPU targets); it reads less than
+    the GRU draft, so its acceptance per layer is lower."""
 
     def __init__(self, L: int, G: int, K: int, D: int, S: int, Dd: int = 256):
-        super().__init__()
-        self.L, self.G, self.K, self.D, self.S, self.Dd = L, G, K, D, S, Dd
-        self.init = nn.Linear(D, Dd)
-        self.code_emb = nn.Embedding(L * G * K, Dd)
+        super().__init__(L, G, K, D, S, Dd)
         self.target_emb = nn.Embedding(L * L, Dd)      # (first proposed layer pos, distance j)
         self.mid = nn.Linear(Dd, Dd)
         self.head = nn.Linear(Dd, G * K)
@@ -460,10 +457,7 @@ class HeadDraft(OnePassDraft):
         """Logits [B, steps, G, K] for layers pos..pos+steps-1 in one pass (forced is not used, as in
         ParallelDraft)."""
         b = hidden.shape[0]
-        g = torch.arange(self.G, device=prev.device).view(1, self.G)
-        l_prev = (pos - 1).clamp(0, self.L - 1)
-        base = self.init(hidden[:, :self.D]) + \
-            self.code_emb((l_prev.view(-1, 1) * self.G + g) * self.K + prev.clamp(0, self.K - 1)).sum(1)
+        base = self.init(hidden[:, :self.D]) + self._emb((pos - 1).clamp(0, self.L - 1), prev)
         j = torch.arange(steps, device=pos.device).view(1, steps).clamp(0, self.L - 1)
         q = F.gelu(base.unsqueeze(1) + self.target_emb(pos.clamp(0, self.L - 1).view(b, 1) * self.L + j))
         return self.head(F.gelu(self.mid(q))).view(b, steps, self.G, self.K)
