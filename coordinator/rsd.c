@@ -357,6 +357,9 @@ static int s_serve(co_config_t *cfg, co_journal_t *j, bool created, const char *
           (unsigned long long)st.commits, (unsigned long long)st.largest_batch, st.commit_p50_ms, st.commit_p99_ms,
           st.commit_total_ms,
           (unsigned long long)st.leases, (unsigned long long)st.most_leases_out, st.most_workers);
+  if (st.lost_leases)
+    fprintf(stderr, "[rsd] %llu lease(s) lost on the way to a worker (its HEARTBEAT did not list them): expired and "
+            "leased again\n", (unsigned long long)st.lost_leases);
   if (inference)
     fprintf(stderr,
             "[rsd] broker: %llu INFERs, %llu forwarded, %llu ACTIONs, %llu GPU worker ERRORs, %llu refused by the broker "

@@ -28,6 +28,7 @@
 #define S_COMMIT_SAMPLES 32768     /* commit latencies kept for the percentiles (a ring) */
 #define S_RATE_WINDOW_S 60         /* the progress rate is measured over the last minute */
 #define S_MAX_MALFORMED_EVENTS 100 /* malformed messages logged in the journal; all are counted */
+#define S_LOST_LEASE_WINDOWS 10   /* liveness windows before a lease a worker's HEARTBEAT lacks is lost */
 #define S_SOFTWARE "rsd 0.1.0"
 
 typedef struct {
@@ -38,6 +39,7 @@ typedef struct {
   uint32_t capacity;
   uint32_t nheld;
   uint64_t *held;       /* owned, capacity entries: lease ids this worker holds */
+  int64_t *held_ms;     /* owned, capacity entries: when each LEASE was sent (zclock_mono) */
   int64_t last_seen_ms; /* zclock_mono */
   bool touched;         /* in the current batch's list of workers to refill */
 } s_worker_t;
@@ -97,7 +99,9 @@ static s_worker_t *s_find(co_server_t *s, const zframe_t *route) {
 static bool s_drop_held(co_server_t *s, s_worker_t *w, uint64_t lease) {
   for (uint32_t i = 0; i < w->nheld; i++)
     if (w->held[i] == lease) {
-      w->held[i] = w->held[--w->nheld];
+      w->nheld--;
+      w->held[i] = w->held[w->nheld];
+      w->held_ms[i] = w->held_ms[w->nheld];
       s->leases_out--;
       return true;
     }
@@ -130,6 +134,7 @@ static int s_forget(co_server_t *s, s_worker_t *w, bool died, char *err, size_t 
     if (s->touched[i] == w) s->touched[i] = s->touched[--s->ntouched];
   zframe_destroy(&w->route);
   free(w->held);
+  free(w->held_ms);
   free(w);
   return 0;
 }
@@ -208,6 +213,7 @@ static int s_fill(co_server_t *s, s_worker_t *w, char *err, size_t errlen) {
         want = 0; /* the worker's queue is full or it is gone: try again at the next heartbeat */
         continue;
       }
+      w->held_ms[w->nheld] = zclock_mono();
       w->held[w->nheld++] = ep->lease_id;
       s->leases_out++;
       s->stats.leases++;
@@ -353,12 +359,15 @@ static int s_on_hello(co_server_t *s, s_worker_t *w, msg_in_t *in, char *err, si
   w = calloc(1, sizeof *w);
   uint32_t capacity = m->hello.capacity < S_MAX_HELD ? m->hello.capacity : S_MAX_HELD;
   uint64_t *held = w ? calloc(capacity ? capacity : 1, sizeof *held) : NULL;
-  if (!held) {
+  int64_t *held_ms = held ? calloc(capacity ? capacity : 1, sizeof *held_ms) : NULL;
+  if (!held_ms) {
+    free(held);
     free(w);
     s_reply_error(s, in->route, m, MSG_ERR_OVERLOADED, "out of memory for another sim worker");
     return 0;
   }
   w->held = held;
+  w->held_ms = held_ms;
   w->route = zframe_dup(in->route);
   msg_route_key(in->route, w->key);
   w->id = ++s->next_worker_id;
@@ -387,6 +396,43 @@ static int s_on_hello(co_server_t *s, s_worker_t *w, msg_in_t *in, char *err, si
   return s_fill(s, w, err, errlen);
 }
 
+/* A HEARTBEAT's lease list against the leases this worker holds here (protocol 8.1 rule 3). A lease sent
+ * to it more than S_LOST_LEASE_WINDOWS liveness windows ago that its list lacks never reached it, or it
+ * dropped the lease: since the worker's heartbeats keep it alive, that lease would stay out for good and
+ * the campaign would never complete. It expires (attempt + 1) and its episode waits again. The wait is
+ * long because a worker busy with a pass over its episodes heartbeats without reading its socket, so a
+ * LEASE can sit unread for a while. A list of MSG_MAX_LEASES ids may be cut short, so it proves nothing. */
+static int s_reconcile(co_server_t *s, s_worker_t *w, const msg_heartbeat_body_t *hb, char *err, size_t errlen) {
+  if (!hb->has_leases || hb->leases_count >= MSG_MAX_LEASES) return 0;
+  const int64_t now = zclock_mono(), grace = S_LOST_LEASE_WINDOWS * (int64_t)s->cfg->leases.heartbeat_ms * s->cfg->leases.liveness;
+  bool lost = false;
+  for (uint32_t i = 0; i < w->nheld;) {
+    bool listed = false;
+    for (uint32_t k = 0; k < hb->leases_count && !listed; k++) listed = hb->leases[k] == w->held[i];
+    if (listed || now - w->held_ms[i] < grace) {
+      i++;
+      continue;
+    }
+    const uint64_t lease = w->held[i];
+    char reason[200];
+    snprintf(reason, sizeof reason, "worker %s does not hold lease %llu: its HEARTBEAT does not list it %lld ms after the "
+             "LEASE was sent (the LEASE was lost)", w->name, (unsigned long long)lease, (long long)(now - w->held_ms[i]));
+    co_journal_error_t je;
+    co_episode_t ep;
+    co_journal_err_t rc = co_journal_expire(s->j, lease, reason, s->cfg->leases.max_attempts, &ep, &je);
+    if (rc && rc != CO_JOURNAL_ERR_NO_LEASE) return s_fail(err, errlen, "journal: %s", je.text);
+    if (!rc)
+      fprintf(stderr, "[rsd] %s; episode %s task %u trial %u %s\n", reason, ep.key.variant, ep.key.task,
+              ep.key.trial, ep.state == CO_EPISODE_ABANDONED ? "is abandoned" : "goes back to the queue");
+    s_drop_held(s, w, lease); /* the last lease moves into slot i */
+    s->stats.lost_leases++;
+    lost = true;
+  }
+  if (!lost) return 0;
+  s->maybe_waiting = true;
+  return s_fill(s, w, err, errlen);
+}
+
 /* One message that is not a batched RESULT. */
 static int s_on_message(co_server_t *s, msg_in_t *in, msg_err_t rc, const char *why, char *err, size_t errlen) {
   s_worker_t *w = s_find(s, in->route);
@@ -406,7 +452,7 @@ static int s_on_message(co_server_t *s, msg_in_t *in, msg_err_t rc, const char *
     return 0;
   }
   switch (m->type) {
-    case MSG_HEARTBEAT: return 0;
+    case MSG_HEARTBEAT: return s_reconcile(s, w, &m->heartbeat, err, errlen);
     case MSG_RESULT: return s_on_infra_error(s, w, m, err, errlen); /* the others are batched */
     case MSG_BYE: return s_forget(s, w, false, err, errlen);
     case MSG_ERROR:

@@ -48,6 +48,7 @@ typedef struct {
   double commit_total_ms;        /* all commits together */
   uint64_t leases;               /* LEASEs sent */
   uint64_t most_leases_out;      /* most leases held by workers at one time */
+  uint64_t lost_leases;          /* leases a worker's HEARTBEAT did not list (expired, episode retried) */
   uint32_t most_workers;         /* most sim workers connected at one time */
 } co_server_stats_t;
 

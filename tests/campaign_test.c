@@ -1,7 +1,9 @@
 /* campaign_test.c: `rsd run` serves a campaign to sim workers over real sockets and a real journal, with
  * the sim workers played by fake_sim_worker (the protocol without simulation). One worker kills itself
- * (SIGKILL) while holding a lease. Checks: the campaign completes; every episode key has exactly one
- * result; the dead worker's lease came back with an attempt counted; `rsd status` reports it; running
+ * (SIGKILL) while holding a lease; the other loses its second LEASE (never runs it, never lists it in a
+ * HEARTBEAT). Checks: the campaign completes; every episode key has exactly one result; the dead worker's
+ * lease came back with an attempt counted, and so did the lost one (the coordinator reads the worker's
+ * HEARTBEAT lease list: without that the lost lease would stay out for good and rsd would never finish); `rsd status` reports it; running
  * the same config again resumes and changes nothing; a changed config is refused with the difference; a
  * rogue peer's flood of malformed and unexpected messages is refused and counted without harm.
  *
@@ -72,7 +74,7 @@ int main(int argc, char **argv) {
   char endpoint[256] = "";
   CHECK(s_read_endpoint(out, endpoint, sizeof endpoint) == 0, "rsd wrote no endpoint");
   pid_t a = proc_spawn((char *[]){fake, endpoint, "2", "20", "3", NULL}, NULL, NULL, NULL);
-  proc_spawn((char *[]){fake, endpoint, "3", "30", NULL}, NULL, NULL, NULL);
+  proc_spawn((char *[]){fake, "--lose-lease", "2", endpoint, "3", "30", NULL}, NULL, NULL, NULL);
 
   /* A rogue peer floods the coordinator with garbage, another protocol version, and messages it must
    * not take (a LEASE sent to it, RESULTs without HELLO): all refused and counted, campaign unaffected. */
@@ -100,6 +102,8 @@ int main(int argc, char **argv) {
   CHECK(rc == 0, "rsd run exited %d (log %s)", rc, log);
   CHECK(proc_wait(a, 5) == 128 + SIGKILL, "worker A did not die as planned");
   CHECK(s_file_has(log, "complete"), "rsd did not report completion");
+  CHECK(s_file_has(log, "its HEARTBEAT does not list it") && s_file_has(log, "1 lease(s) lost"),
+        "rsd did not report the lost lease (log %s)", log);
 
   co_journal_error_t je;
   co_journal_t *j = co_journal_open(out, CO_JOURNAL_READ_ONLY, NULL, NULL, &je);

@@ -3,7 +3,7 @@
  * and sends a RESULT whose outcome is a fixed function of (task, trial), resending it until it is ACKed;
  * it heartbeats, and leaves on BYE or DRAIN.
  *
- *   fake_sim_worker [--persist] ENDPOINT|@FILE CAPACITY EPISODE_MS [DIE_AFTER]
+ *   fake_sim_worker [--persist] [--lose-lease K] ENDPOINT|@FILE CAPACITY EPISODE_MS [DIE_AFTER]
  *
  * ENDPOINT is a ZeroMQ endpoint; @FILE names a file that holds one (a campaign's coordinator.endpoint),
  * read again at every reconnect, so the worker follows a restarted coordinator to a new port.
@@ -15,7 +15,8 @@
  * --persist: a BYE from the coordinator (it stopped, e.g. Ctrl-C) does not end the process either; the
  * worker rejoins the same way, so a test can stop and restart the coordinator under it.
  * DIE_AFTER k: after k RESULTs were acknowledged, the process kills itself (SIGKILL) the moment it holds
- * a lease, like a crashed worker. Outcome: success unless (7 * task + trial) % 3 == 0.
+ * a lease, like a crashed worker. --lose-lease K: the K-th LEASE (from 1) is dropped as if it never arrived
+ * (not run, never listed in a HEARTBEAT), like a LEASE lost on a reconnecting connection. Outcome: success unless (7 * task + trial) % 3 == 0.
  * It logs to stderr each WELCOME ("welcomed"), each reconnect ("rejoining") and each ACK that is not
  * "stored" ("ACK duplicate"). */
 #include <czmq.h>
@@ -53,13 +54,23 @@ static bool s_endpoint(const char *arg, char *out, size_t cap) {
 }
 
 int main(int argc, char **argv) {
-  bool persist = argc > 1 && strcmp(argv[1], "--persist") == 0;
-  if (persist) {
+  bool persist = false;
+  int lose_lease = 0, leases_seen = 0;
+  while (argc > 1 && strncmp(argv[1], "--", 2) == 0) {
+    if (strcmp(argv[1], "--persist") == 0) {
+      persist = true;
+    } else if (strcmp(argv[1], "--lose-lease") == 0 && argc > 2) {
+      lose_lease = atoi(argv[2]);
+      argv++;
+      argc--;
+    } else {
+      break;
+    }
     argv++;
     argc--;
   }
   if (argc < 4) {
-    fprintf(stderr, "usage: fake_sim_worker [--persist] ENDPOINT|@FILE CAPACITY EPISODE_MS [DIE_AFTER]\n");
+    fprintf(stderr, "usage: fake_sim_worker [--persist] [--lose-lease K] ENDPOINT|@FILE CAPACITY EPISODE_MS [DIE_AFTER]\n");
     return 2;
   }
   prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -128,7 +139,9 @@ int main(int argc, char **argv) {
         }
         if (m->type == MSG_LEASE && welcomed) {
           if (die_after >= 0 && acked >= die_after) raise(SIGKILL);
-          if (njobs < (int)capacity) {
+          if (++leases_seen == lose_lease) {
+            fprintf(stderr, "%s: losing lease %llu\n", name, (unsigned long long)m->id);
+          } else if (njobs < (int)capacity) {
             s_jobs[njobs].lease = *m;
             s_jobs[njobs].due_ms = zclock_mono() + episode_ms;
             s_jobs[njobs].sent_ms = 0;
