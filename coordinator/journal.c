@@ -184,6 +184,13 @@ const char *co_event_name(co_event_t event) {
   X(recover_episodes,                                                                                            \
     "UPDATE episodes SET state = CASE WHEN attempts > 0 THEN 'infra_error_retrying' ELSE 'pending' END, "      \
     "lease_id = NULL, deadline_us = NULL, updated_us = ?1 WHERE state = 'leased'")                              \
+  X(abandon_waiting_events,                                                                                      \
+    "INSERT INTO worker_events (time_us, worker, event, variant, task, trial, lease_id, detail) "               \
+    "SELECT ?1, worker, 'abandoned', variant, task, trial, NULL, ?3 "                                           \
+    "FROM episodes WHERE variant = ?2 AND state IN " S_WAITING " ORDER BY rowid")                               \
+  X(abandon_waiting_episodes,                                                                                    \
+    "UPDATE episodes SET state = 'abandoned', updated_us = ?1, last_error = ?3 "                                \
+    "WHERE variant = ?2 AND state IN " S_WAITING)                                                                \
   X(event_add,                                                                                                   \
     "INSERT INTO worker_events (time_us, worker, event, variant, task, trial, lease_id, detail) "               \
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")                                                                   \
@@ -1333,6 +1340,31 @@ co_journal_err_t co_journal_recover(co_journal_t *self, size_t *recovered, co_jo
   size_t n = code ? 0 : (size_t)sqlite3_changes(self->db);
   code = s_end(self, code, op, err);
   if (!code && recovered) *recovered = n;
+  return code;
+}
+
+co_journal_err_t co_journal_abandon_waiting(co_journal_t *self, const char *variant, const char *reason,
+                                            size_t *abandoned, co_journal_error_t *err) {
+  const char *op = "co_journal_abandon_waiting";
+  if (abandoned) *abandoned = 0;
+  co_journal_err_t code = s_writable(self, op, err);
+  if (code) return code;
+  if (!variant || !reason) return s_fail(err, CO_JOURNAL_ERR_ARG, "%s: variant and reason are required", op);
+  if ((code = s_begin(self, false, op, err))) return code;
+  const int64_t now = s_now_us();
+  const s_stmt_id_t ids[2] = {S_ST_abandon_waiting_events, S_ST_abandon_waiting_episodes};
+  size_t n = 0;
+  for (int k = 0; k < 2 && !code; k++) {
+    sqlite3_stmt *st = s_st(self, ids[k]);
+    int rc = SQLITE_OK;
+    s_b(&rc, sqlite3_bind_int64(st, 1, now));
+    s_b(&rc, sqlite3_bind_text(st, 2, variant, -1, SQLITE_TRANSIENT));
+    s_b(&rc, sqlite3_bind_text(st, 3, reason, -1, SQLITE_TRANSIENT));
+    code = rc ? s_bindfail(self, err, op, ids[k], rc) : s_run(self, ids[k], op, err);
+    n = code ? 0 : (size_t)sqlite3_changes(self->db);
+  }
+  code = s_end(self, code, op, err);
+  if (!code && abandoned) *abandoned = n;
   return code;
 }
 

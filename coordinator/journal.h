@@ -239,6 +239,13 @@ co_journal_err_t co_journal_expire(co_journal_t *self, uint64_t lease_id, const 
 co_journal_err_t co_journal_infra_error(co_journal_t *self, uint64_t lease_id, const char *reason,
                                         uint32_t max_attempts, co_episode_t *out, co_journal_error_t *err);
 
+/* Abandons every episode of `variant` that waits (pending or infra_error_retrying) without running it,
+ * with `reason` as its last error and an abandoned event each: the variant cannot run (the model refuses
+ * its requests). Leased and finished episodes are left as they are. `abandoned` (nullable) receives how
+ * many. */
+co_journal_err_t co_journal_abandon_waiting(co_journal_t *self, const char *variant, const char *reason,
+                                            size_t *abandoned, co_journal_error_t *err);
+
 /* At the start of a resumed campaign: every leased episode waits again (its lease died with the old
  * coordinator; that is not the episode's fault, so no attempt is counted), with a recovered event each.
  * `recovered` (nullable) receives how many. */

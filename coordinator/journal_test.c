@@ -628,6 +628,47 @@ static void test_expire_infra_abandon(void) {
   co_journal_close(&j);
 }
 
+/* A variant the model refuses: its waiting episodes (pending, retrying) are abandoned at once with the reason
+ * and an event each; leased and done ones, and the other variant, stay as they are. */
+static void test_abandon_waiting(void) {
+  char dir[256];
+  co_journal_t *j = s_new_journal(dir, sizeof dir);
+  co_journal_error_t err;
+  co_episode_t held, ep;
+  co_episode_key_t kl = s_key("spec", 0, 0), kd = s_key("spec", 0, 1), kr = s_key("spec", 0, 2);
+  CHECK(co_journal_lease(j, &kl, "sim-a", 0, &held, &err) == CO_JOURNAL_OK, "lease: %s", err.text);
+  CHECK(co_journal_lease(j, &kd, "sim-a", 0, &ep, &err) == CO_JOURNAL_OK, "lease: %s", err.text);
+  msg_result_body_t r = s_result(&kd, MSG_OUTCOME_FAILURE, 40);
+  CHECK(s_record(j, &r, ep.lease_id) == MSG_ACK_STORED, "result stored");
+  CHECK(co_journal_lease(j, &kr, "sim-a", 0, &ep, &err) == CO_JOURNAL_OK, "lease: %s", err.text);
+  CHECK(co_journal_infra_error(j, ep.lease_id, "scene failed", 3, NULL, &err) == CO_JOURNAL_OK, "infra: %s", err.text);
+  size_t n = 99;
+  CHECK(co_journal_abandon_waiting(j, "spec", NULL, &n, &err) == CO_JOURNAL_ERR_ARG && n == 0, "no reason refused");
+  CHECK(co_journal_abandon_waiting(j, "spec", "variant spec does not fit the model", &n, &err) == CO_JOURNAL_OK &&
+            n == 10,
+        "abandoned %zu of spec's 12 (1 leased, 1 done): %s", n, err.text);
+  CHECK(s_episode(j, &kl).state == CO_EPISODE_LEASED && s_episode(j, &kl).lease_id == held.lease_id, "leased kept");
+  CHECK(s_episode(j, &kd).state == CO_EPISODE_DONE, "done kept");
+  co_episode_t er = s_episode(j, &kr);
+  CHECK(er.state == CO_EPISODE_ABANDONED && er.attempts == 1 &&
+            strcmp(er.last_error, "variant spec does not fit the model") == 0,
+        "retrying one abandoned with the reason: %d %u '%s'", er.state, er.attempts, er.last_error);
+  co_episode_t eps[24];
+  size_t got = 0;
+  CHECK(co_journal_next_pending(j, 24, eps, &got, &err) == CO_JOURNAL_OK && got == 12, "waiting: %zu", got);
+  for (size_t i = 0; i < got; i++) CHECK(strcmp(eps[i].key.variant, "ar") == 0, "only ar waits");
+  co_journal_counts_t c = s_counts(j);
+  CHECK(c.by_state[CO_EPISODE_ABANDONED] == 10 && c.by_state[CO_EPISODE_PENDING] == 12, "counts");
+  uint64_t ev[CO_EVENT_COUNT_];
+  CHECK(co_journal_event_counts(j, ev, NULL, &err) == CO_JOURNAL_OK && ev[CO_EVENT_ABANDONED] == 10,
+        "abandoned events: %" PRIu64, ev[CO_EVENT_ABANDONED]);
+  CHECK(co_journal_abandon_waiting(j, "spec", "again", &n, &err) == CO_JOURNAL_OK && n == 0, "second call: %zu", n);
+  sqlite3 *db = s_raw(dir, false);
+  CHECK(s_cells_mismatch(db) == 0, "cells agree with episodes");
+  sqlite3_close(db);
+  co_journal_close(&j);
+}
+
 static void test_reopen_and_recover(void) {
   char dir[256];
   co_journal_t *j = s_new_journal(dir, sizeof dir);
@@ -1238,6 +1279,7 @@ int main(void) {
   test_balanced_order();
   test_lease_result_duplicate();
   test_expire_infra_abandon();
+  test_abandon_waiting();
   test_reopen_and_recover();
   test_lock_and_read_only();
   test_counts_per_variant();

@@ -74,6 +74,7 @@ struct co_server {
   char model[MSG_LABEL_MAX + 1];          /* LEASE.model (the package's manifest name); "": the config's */
   uint32_t videos_saved[CO_MAX_VARIANTS]; /* rollout videos in <output>/videos per variant (max_videos) */
   bool videos_counted;                    /* videos_saved holds the directory's count (after a restart too) */
+  bool refused[CO_MAX_VARIANTS];          /* the variant's requests got ERROR 31 (its episodes are abandoned) */
 };
 
 static int s_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -232,13 +233,30 @@ static void s_reply_error(co_server_t *s, const zframe_t *route, const msg_t *ab
   s->rejected++;
 }
 
-/* An infra_error RESULT: not a result; the episode is retried (attempt + 1) or abandoned. */
+/* An infra_error RESULT: not a result; the episode is retried (attempt + 1) or abandoned. An INFER
+ * answered with ERROR 31 (the request does not fit the model) would fail the same way on every retry and
+ * in every episode of the variant (protocol 8.1 rule 7): the episode and the variant's waiting episodes
+ * are abandoned at once, and the other variants go on. */
 static int s_on_infra_error(co_server_t *s, s_worker_t *w, const msg_t *m, char *err, size_t errlen) {
   co_journal_error_t je;
   co_episode_t ep;
-  co_journal_err_t rc = co_journal_infra_error(s->j, m->id, m->result.has_reason ? m->result.reason : "infra_error",
-                                               s->cfg->leases.max_attempts, &ep, &je);
+  const char *reason = m->result.has_reason ? m->result.reason : "infra_error";
+  const bool refused = m->result.has_error_code && m->result.error_code == MSG_ERR_BAD_REQUEST;
+  co_journal_err_t rc = co_journal_infra_error(s->j, m->id, reason, refused ? 1 : s->cfg->leases.max_attempts, &ep, &je);
   if (rc && rc != CO_JOURNAL_ERR_NO_LEASE) return s_fail(err, errlen, "journal: %s", je.text);
+  const int v = refused ? co_config_variant_find(s->cfg, m->result.variant) : -1;
+  if (v >= 0) {
+    char why[MSG_TEXT_MAX + 128];
+    snprintf(why, sizeof why, "variant %s does not fit the model, not retried: %s", m->result.variant, reason);
+    size_t n = 0;
+    if (co_journal_abandon_waiting(s->j, m->result.variant, why, &n, &je))
+      return s_fail(err, errlen, "journal: %s", je.text);
+    if (!s->refused[v])
+      fprintf(stderr, "[rsd] variant %s: the model refuses its requests (%s); its episodes are abandoned without "
+              "retrying (%zu waiting ones now, the leased ones as they come back); the other variants go on\n",
+              m->result.variant, reason, n);
+    s->refused[v] = true;
+  }
   s->stats.infra_errors++;
   s->maybe_waiting = true;
   msg_t ack;

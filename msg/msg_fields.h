@@ -129,7 +129,8 @@
   F(U32S, accepted, "accepted", OPT, 1, MSG_MAX_LAYERS, 0)          \
   F(STR, actions_digest, "actions_digest", OPT, 64, 64, 0)          \
   F(U32S, batch_hist, "batch_hist", OPT, 1, MSG_MAX_LAYERS, 0)      \
-  F(STR, first_actions, "first_actions", OPT, 56, 56 * MSG_FIRST_ACTIONS_MAX, 0)
+  F(STR, first_actions, "first_actions", OPT, 56, 56 * MSG_FIRST_ACTIONS_MAX, 0) \
+  F(U32, error_code, "error_code", OPT, 1, 999, 0)
 
 /* ACK (coordinator -> sim worker): the RESULT with this lease id is stored (or was already). */
 #define MSG_FIELDS_ACK(F) F(ENUM, status, "status", REQ, 0, 0, msg_ack_status)

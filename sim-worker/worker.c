@@ -71,6 +71,7 @@ typedef struct {
   uint32_t steps;
   uint64_t wall_ms;
   char reason[MSG_TEXT_MAX + 1];
+  uint32_t error_code;  /* the ERROR code that answered an INFER and ended the episode (0: none) */
   uint8_t *video;       /* owned: the APNG file, or NULL */
   size_t video_len;
   int64_t sent_ms;      /* last RESULT sent (0: never) */
@@ -627,6 +628,7 @@ static void s_on_infer_answer(s_worker_t *w, const msg_t *m) {
   if (m->type == MSG_ERROR) {
     snprintf(why, sizeof why, "INFER %llu at step %d answered with ERROR %u: %s", (unsigned long long)m->id,
              j->ep->steps, m->error.code, m->error.text);
+    j->error_code = m->error.code;
     s_finish(w, j, MSG_OUTCOME_INFRA_ERROR, (uint32_t)j->ep->steps, why);
   } else if (m->type != MSG_ACTION) {
     snprintf(why, sizeof why, "the broker answered INFER %llu with %s", (unsigned long long)m->id,
@@ -744,6 +746,10 @@ static void s_send_results(s_worker_t *w, int64_t now) {
     r.result.outcome = j->outcome;
     r.result.steps = j->steps;
     r.result.wall_ms = j->wall_ms;
+    if (j->error_code) {
+      r.result.has_error_code = true;
+      r.result.error_code = j->error_code;
+    }
     if (j->reason[0]) {
       r.result.has_reason = true;
       snprintf(r.result.reason, sizeof r.result.reason, "%s", j->reason);

@@ -22,6 +22,8 @@ Packages:
   so a poor draft's first layer is always among its paths)
   nan         like exact, but main returns NaN for a row whose proprio[0] > 100 (a per-request error)
   no_paths    like mixed, but its draft has no propose_paths (width > 1 is refused)
+  sim_no_paths  no_paths at the simulator's image size (128 px) with LIBERO's proprio: real sim workers run
+              campaigns on it (tests/refused_campaign_test.c), and a variant with width > 1 is refused
   no_verify   main lacks the verify method (load error)
   bad_shape   tokenizer.decode returns H+1 steps (load error)
 """
@@ -36,8 +38,8 @@ from torch import Tensor, nn
 
 CAMERAS = ["agentview", "eye_in_hand"]
 NCAM = 2
-IMG = 16          # image height = width
-POOL = 4          # sum-pooling window for the image encoder
+IMG = 16          # image height = width (IMG // 4 is the sum-pooling window: a 4 x 4 grid per camera)
+SIM_IMG = 128     # the campaigns' image size, for sim_no_paths
 PROPRIO = 8
 MAX_TOKENS = 32   # instruction tokens (bytes tokenizer: byte + 1, 0 = pad)
 VOCAB = 257
@@ -51,17 +53,20 @@ def _ints(g: torch.Generator, shape, lo: int, hi: int) -> Tensor:
     return torch.randint(lo, hi + 1, shape, generator=g, dtype=torch.int64).to(torch.int8)
 
 
-def _dims(m: nn.Module) -> None:
-    """Copies the package dimensions onto a module (TorchScript keeps them as int attributes)."""
-    m.NCAM, m.IMG, m.POOL, m.L, m.G, m.K, m.D, m.A = NCAM, IMG, POOL, L, G, K, D, A
+def _dims(m: nn.Module, img: int = IMG) -> None:
+    """Copies the package dimensions onto a module (TorchScript keeps them as int attributes). A pooled cell
+    sums POOL**2 pixels; PRESCALE (a power of two) divides it back to at most 16 pixels' worth, so the image
+    encoder stays below 2**24 at any image size."""
+    m.NCAM, m.IMG, m.POOL, m.L, m.G, m.K, m.D, m.A = NCAM, img, img // 4, L, G, K, D, A
+    m.PRESCALE = max(1, (img // 4) ** 2 // 16)
 
 
 class MainCore(nn.Module):
     """prefill + step; `Main` adds verify. Weights are int8 buffers used as float32 integers."""
 
-    def __init__(self, seed: int, nan_trigger: bool):
+    def __init__(self, seed: int, nan_trigger: bool, img: int = IMG):
         super().__init__()
-        _dims(self)
+        _dims(self, img)
         g = torch.Generator().manual_seed(seed)
         n_pool = self.NCAM * (self.IMG // self.POOL) * (self.IMG // self.POOL) * 3
         self.register_buffer("w_img", _ints(g, (self.D, n_pool), -1, 1))
@@ -98,7 +103,7 @@ class MainCore(nn.Module):
     def prefill(self, images: Tensor, proprio: Tensor, instr: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         b = images.shape[0]
         x = images.to(torch.float32).view(b, self.NCAM, self.IMG // self.POOL, self.POOL, self.IMG // self.POOL, self.POOL, 3)
-        x = x.sum(5).sum(3).reshape(b, -1)                                    # exact sum pooling
+        x = torch.floor(x.sum(5).sum(3).reshape(b, -1) / self.PRESCALE)      # exact sum pooling
         img = torch.floor(x.matmul(self.w_img.float().t()) / 256.0)
         p = torch.clamp(torch.round(proprio * 16.0), -256.0, 256.0)
         p = torch.floor(p.matmul(self.w_prop.float().t()) / 16.0)
@@ -252,10 +257,10 @@ def _stats(seed: int):
 
 
 def write_package(out: str, name: str, draft_kind: int = 0, nan_trigger: bool = False,
-                  verify: bool = True, horizon: int = H, paths: bool = True) -> None:
+                  verify: bool = True, horizon: int = H, paths: bool = True, img: int = IMG) -> None:
     d = os.path.join(out, name)
     os.makedirs(d, exist_ok=True)
-    main = (Main if verify else MainCore)(seed=1234, nan_trigger=nan_trigger).eval()
+    main = (Main if verify else MainCore)(seed=1234, nan_trigger=nan_trigger, img=img).eval()
     draft = (Draft if paths else DraftNoPaths)(main, draft_kind).eval()
     tok = Tokenizer(seed=99, horizon=horizon).eval()
     files = {"main": "main.pt", "draft": "draft.pt", "tokenizer": "tokenizer.pt"}
@@ -273,7 +278,7 @@ def write_package(out: str, name: str, draft_kind: int = 0, nan_trigger: bool = 
         "version": "0.1.0",
         "content_hash": "sha256:" + h.hexdigest(),
         "cameras": CAMERAS,
-        "image": {"height": IMG, "width": IMG, "channels": 3, "dtype": "uint8"},
+        "image": {"height": img, "width": img, "channels": 3, "dtype": "uint8"},
         "instruction": {"tokenizer": "bytes", "vocab": None, "max_tokens": MAX_TOKENS},
         "proprio_dim": PROPRIO,
         "chunk": {"horizon": H, "action_dim": A, "gripper_index": A - 1},
@@ -301,7 +306,8 @@ def main() -> int:
     write_package(out, "nan", nan_trigger=True)
     write_package(out, "no_verify", verify=False)
     write_package(out, "bad_shape", horizon=H + 1)
-    print(f"make_test_models: wrote 7 packages under {out}")
+    write_package(out, "sim_no_paths", draft_kind=2, paths=False, img=SIM_IMG)
+    print(f"make_test_models: wrote 8 packages under {out}")
     return 0
 
 
