@@ -5,7 +5,7 @@
 // also writes the numbers. Not a test: timing belongs here, not in ctest.
 //
 //   policy_bench [PACKAGE_DIR] [--json FILE] [--threads N] [--seconds S] [--gamma G] [--radius R]
-//                [--device cpu|cuda:N] [--obs DIR] [--width W]
+//                [--device cpu|cuda:N] [--obs DIR] [--width W] [--codes FILE]
 //
 // --width W: W draft paths per request and round in the spec modes (draft.propose_paths; 1 = propose).
 //
@@ -15,6 +15,8 @@
 // recorded frames it is what the policy meets on those states. Last, every observation is decoded by ar and
 // by spec (batches of 1 and of 16) and the rows whose codes differ are counted: spec must be lossless; that
 // pass also gives spec's main forwards per chunk over the whole set (the timed rows cover what fits in --seconds).
+// --codes FILE writes that pass's ar codes at batch 1 (int32, observations x L x G), to compare two builds of
+// the engine code for code.
 //
 // First, the cost of one call of each module method at batch 1 and 64 (median µs of 200 calls after 20
 // warm-ups, each call waited for on a CUDA device), called as the engine calls them: main.prefill,
@@ -23,6 +25,10 @@
 // calls are bound by their number of operators (docs/benchmarks.md: about 8 µs each on an H100, eager),
 // a spec round (propose + verify) against an ar layer (step) decides whether spec can be faster; this
 // table says it without the decoding around it.
+//
+// After the timed rows, the operators of a whole chunk at batch 1 per mode (gw_policy_decode on the first
+// 32 observations, one at a time): in all, in the module calls (the per-call counts times the forwards the
+// chunk needed) and the engine's own tensor work around them (the rest).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -105,8 +111,9 @@ struct CallCost {
 static thread_local int tl_op_depth = 0;
 static thread_local long tl_ops = 0;
 
-// Top-level ATen operators one call of mod.method(args) runs (an operator that calls others counts once).
-static long s_count_ops(torch::jit::Module &mod, const char *method, const std::vector<c10::IValue> &args) {
+// Top-level ATen operators that fn() runs on this thread (an operator that calls others counts once).
+template <typename F>
+static long s_count_ops(F fn) {
   tl_op_depth = 0;
   tl_ops = 0;
   at::CallbackHandle h = at::addThreadLocalCallback(
@@ -117,9 +124,13 @@ static long s_count_ops(torch::jit::Module &mod, const char *method, const std::
           },
           [](const at::RecordFunction &, at::ObserverContext *) { tl_op_depth--; })
           .scopes({at::RecordScope::FUNCTION}));
-  mod.get_method(method)(args);
+  fn();
   at::removeCallback(h);
   return tl_ops;
+}
+
+static long s_count_ops(torch::jit::Module &mod, const char *method, const std::vector<c10::IValue> &args) {
+  return s_count_ops([&] { mod.get_method(method)(args); });
 }
 
 // Median µs of one call of mod.method(args) (see the top of the file).
@@ -181,7 +192,7 @@ static std::vector<CallCost> s_call_costs(gw_policy_t &p, const std::vector<uint
 }
 
 int main(int argc, char **argv) {
-  const char *dir = GW_DEFAULT_PACKAGE, *json = nullptr, *device = "cpu", *obs_dir = nullptr;
+  const char *dir = GW_DEFAULT_PACKAGE, *json = nullptr, *device = "cpu", *obs_dir = nullptr, *codes_out = nullptr;
   int threads = 0, gamma = 0, radius = 1, width = 0;
   double seconds = 1.0;
   for (int i = 1; i < argc; i++) {
@@ -193,10 +204,11 @@ int main(int argc, char **argv) {
     else if (!std::strcmp(argv[i], "--device") && i + 1 < argc) device = argv[++i];
     else if (!std::strcmp(argv[i], "--obs") && i + 1 < argc) obs_dir = argv[++i];
     else if (!std::strcmp(argv[i], "--width") && i + 1 < argc) width = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--codes") && i + 1 < argc) codes_out = argv[++i];
     else if (argv[i][0] != '-') dir = argv[i];
     else {
       std::fprintf(stderr, "usage: policy_bench [PACKAGE_DIR] [--json FILE] [--threads N] [--seconds S] "
-                           "[--gamma G] [--radius R] [--device cpu|cuda:N] [--obs DIR] [--width W]\n");
+                           "[--gamma G] [--radius R] [--device cpu|cuda:N] [--obs DIR] [--width W] [--codes FILE]\n");
       return 2;
     }
   }
@@ -302,6 +314,44 @@ int main(int argc, char **argv) {
                   r.main_fwd, r.draft_fwd, acc_s.c_str());
       rows.push_back(r);
     }
+  // Operators per chunk at batch 1, the whole gw_policy_decode call: the module calls (from the per-call
+  // counts and the forwards each chunk needed) and the engine's own tensor work around them (the rest).
+  struct OpsRow {
+    std::string mode;
+    double total, modules, engine;
+  };
+  std::vector<OpsRow> ops_rows;
+  {
+    const int n1 = std::min(nobs, 32);
+    std::printf("%-13s %14s %14s %14s   (top-level ATen operators per chunk at batch 1, first %d observations)\n",
+                "mode", "operators", "in modules", "engine's own", n1);
+    for (int mode = 0; mode < 3; mode++) {
+      gw_decode_params_t prm = m->decoding;
+      prm.mode = mode;
+      if (gamma) prm.gamma = gamma;
+      if (width) prm.width = width;
+      for (int l = 0; l < L; l++) prm.radii[l] = radius;
+      long ops = 0, mf = 0, df = 0;
+      for (int i = 0; i < n1; i++) {
+        std::memset(&res[0], 0, sizeof res[0]);
+        res[0].chunk = chunks.data();
+        res[0].codes = codes.data();
+        ops += s_count_ops([&] { rc = gw_policy_decode(p, &obs[i], 1, &prm, res.data()); });
+        if (rc != GW_OK || res[0].status != GW_OK) {
+          std::fprintf(stderr, "policy_bench: decode failed: %s (%s)\n", gw_strerror(rc), res[0].message);
+          return 1;
+        }
+        mf += res[0].stats.main_forwards;
+        df += res[0].stats.draft_forwards;
+      }
+      // calls[0..4] at batch 1: prefill, step, verify, propose, decode
+      const double later = (double)(mf - n1) * (mode == GW_DECODE_AR ? calls[1].ops : calls[2].ops);
+      const double mods = ((double)n1 * (calls[0].ops + calls[4].ops) + later + (double)df * calls[3].ops) / n1;
+      OpsRow o{gw_mode_name(mode), (double)ops / n1, mods, (double)ops / n1 - mods};
+      std::printf("%-13s %14.1f %14.1f %14.1f\n", o.mode.c_str(), o.total, o.modules, o.engine);
+      ops_rows.push_back(o);
+    }
+  }
   // Exactness: every observation decoded by ar and by spec in batches of 1 and of 16 (consecutive rows);
   // a row counts as differing when any of its L x G codes differ (equal codes give equal actions).
   int differ[2] = {0, 0}, checked = 0;
@@ -333,6 +383,13 @@ int main(int argc, char **argv) {
           }
         }
       }
+      if (k == 0 && codes_out) {
+        FILE *f = std::fopen(codes_out, "wb");
+        if (!f || std::fwrite(ca.data(), sizeof(int32_t), ca.size(), f) != ca.size() || std::fclose(f) != 0) {
+          std::fprintf(stderr, "policy_bench: cannot write %s\n", codes_out);
+          return 1;
+        }
+      }
       for (int i = 0; i < nobs; i++)
         differ[k] += std::memcmp(ca.data() + (size_t)i * L * G, cs.data() + (size_t)i * L * G, sizeof(int32_t) * L * G) != 0;
     }
@@ -359,6 +416,10 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < calls.size(); i++)
       std::fprintf(f, "%s{\"call\": \"%s\", \"batch\": %d, \"us\": %.1f, \"operators\": %ld}", i ? ", " : "",
                    calls[i].call.c_str(), calls[i].batch, calls[i].us, calls[i].ops);
+    std::fprintf(f, "],\n  \"operators_per_chunk_batch_1\": [");
+    for (size_t i = 0; i < ops_rows.size(); i++)
+      std::fprintf(f, "%s{\"mode\": \"%s\", \"total\": %.1f, \"modules\": %.1f, \"engine\": %.1f}", i ? ", " : "",
+                   ops_rows[i].mode.c_str(), ops_rows[i].total, ops_rows[i].modules, ops_rows[i].engine);
     std::fprintf(f, "],\n \"results\": [\n");
     for (size_t i = 0; i < rows.size(); i++) {
       const Row &r = rows[i];

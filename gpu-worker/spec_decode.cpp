@@ -13,7 +13,10 @@
 // Rows keep their own position (layers decided so far); a round runs only the rows that are still
 // decoding, selected out of the batch tensors, so rows at different layers share one forward. Codes and
 // positions live on the CPU (they are small and the accept loop reads them); model tensors stay on the
-// policy's device. A row whose outputs contain NaN/Inf stops and fails alone. It does not own loading or
+// policy's device. Main's logits come to the CPU in one copy per forward, where the argmax and the
+// finiteness check run in a loop: at batch 1 on a GPU every tensor operator costs about as much as the
+// arithmetic of a layer (docs/benchmarks.md), so the engine spends as few as it can around the module
+// calls (policy_bench counts them). A row whose outputs contain NaN/Inf stops and fails alone. It does not own loading or
 // validation of the package (policy.cpp) nor batching in time (the batcher).
 #include <torch/script.h>
 
@@ -50,11 +53,49 @@ std::vector<at::Tensor> s_call(torch::jit::Module &mod, const char *method, std:
   return out;
 }
 
+// The row indices v as a tensor on dev, made without an operator on the CPU (from_blob: valid while v lives).
+at::Tensor s_index(const std::vector<int64_t> &v, const at::Device &dev) {
+  at::Tensor t = at::from_blob(const_cast<int64_t *>(v.data()), {(int64_t)v.size()}, at::kLong);
+  return dev.is_cpu() ? t : t.to(dev);
+}
+
 // Per row of t ([b, ...]): are all values finite? On the CPU.
 std::vector<bool> s_rows_finite(const at::Tensor &t) {
   at::Tensor f = at::isfinite(t).reshape({t.size(0), -1}).all(1).to(at::kCPU);
+  auto F = f.accessor<bool, 1>();
   std::vector<bool> out(t.size(0));
-  for (int64_t i = 0; i < t.size(0); i++) out[i] = f[i].item<bool>();
+  for (int64_t i = 0; i < t.size(0); i++) out[i] = F[i];
+  return out;
+}
+
+// Main's logits ([n, G, K] or [n, P, G, K]: P layers per row) read on the CPU in one copy: for row r and
+// layer j (k = r * P + j), codes[k * G + g] is group g's argmax over the K levels (the first maximum, as
+// at::argmax) and finite[k] says whether all of (r, j)'s values are finite. The engine's own tensor
+// operators cost about as much as a model's on a GPU at batch 1 (docs/benchmarks.md), so isfinite, all,
+// argmax and their two copies become this one copy and a loop.
+struct Logits {
+  std::vector<int64_t> codes;
+  std::vector<uint8_t> finite;
+};
+
+Logits s_read_logits(const at::Tensor &logits) {
+  at::Tensor l = logits.to(at::kCPU);
+  if (!l.is_contiguous()) l = l.contiguous();
+  const int64_t K = l.size(-1), G = l.size(-2), cells = K ? l.numel() / K : 0;
+  const float *x = l.data_ptr<float>();
+  Logits out;
+  out.codes.resize(cells);
+  out.finite.assign(G ? cells / G : 0, 1);
+  for (int64_t c = 0; c < cells; c++, x += K) {
+    int64_t best = 0;
+    bool fin = true;
+    for (int64_t k = 0; k < K; k++) {
+      fin = fin && std::isfinite(x[k]);
+      if (x[k] > x[best]) best = k;
+    }
+    out.codes[c] = best;
+    if (!fin) out.finite[c / G] = 0;
+  }
   return out;
 }
 
@@ -65,7 +106,8 @@ struct Run {
   gw_result_t *res;
   int64_t B, L, G, K, D;
   at::Tensor state;            // main's per-row state, on device
-  at::Tensor hidden;           // [B, D] main's hidden at the last decided layer, on device
+  at::Tensor hidden;           // main's hidden at each row's last decided layer, on device: row k is for
+  std::vector<int64_t> hrows;  //   batch row hrows[k] (the rows a spec round updated; rows only ever leave)
   at::Tensor codes;            // [B, L, G] int64 on CPU: decided layers (and nothing beyond pos)
   std::vector<int64_t> pos;    // layers decided per row, 0..L
   std::vector<bool> alive;     // false once the row failed
@@ -93,7 +135,19 @@ struct Run {
 
   at::Tensor select(const at::Tensor &t, const std::vector<int64_t> &act) const {
     if ((int64_t)act.size() == t.size(0)) return t;
-    return t.index_select(0, at::tensor(act, at::kLong).to(t.device()));
+    return t.index_select(0, s_index(act, t.device()));
+  }
+
+  // main's hidden for the rows act (each of them in hrows).
+  at::Tensor hidden_of(const std::vector<int64_t> &act) const {
+    if (act == hrows) return hidden;
+    std::vector<int64_t> where(B, -1), k;
+    for (size_t j = 0; j < hrows.size(); j++) where[hrows[j]] = (int64_t)j;
+    for (int64_t i : act) {
+      if (where[i] < 0) throw Error(GW_EINTERNAL, "decoding engine: no hidden state for batch row " + std::to_string(i));
+      k.push_back(where[i]);
+    }
+    return hidden.index_select(0, s_index(k, hidden.device()));
   }
 
   void prefill() {
@@ -104,14 +158,17 @@ struct Run {
     gw::expect_tensor(out[1], {B, G, K}, at::kFloat, p.device, "main.prefill logits0");
     gw::expect_tensor(out[2], {B, D}, at::kFloat, p.device, "main.prefill hidden");
     state = out[0];
-    hidden = out[2].clone();
-    std::vector<bool> f1 = s_rows_finite(out[1]), f2 = s_rows_finite(out[2]);
+    hidden = out[2];
+    hrows.resize(B);
+    for (int64_t i = 0; i < B; i++) hrows[i] = i;
+    Logits l0 = s_read_logits(out[1]);
+    std::vector<bool> f2 = s_rows_finite(out[2]);
     codes = at::zeros({B, L, G}, at::kLong);
-    at::Tensor a0 = out[1].argmax(-1).to(at::kCPU);
-    codes.select(1, 0).copy_(a0);
+    auto C = codes.accessor<int64_t, 3>();
     for (int64_t i = 0; i < B; i++) {
+      for (int64_t g = 0; g < G; g++) C[i][0][g] = l0.codes[i * G + g];
       row(i).stats.main_forwards = 1;
-      if (!f1[i] || !f2[i]) fail_row(i, GW_ENONFINITE, "main.prefill returned NaN or Inf for this request");
+      if (!l0.finite[i] || !f2[i]) fail_row(i, GW_ENONFINITE, "main.prefill returned NaN or Inf for this request");
       pos[i] = 1;
     }
   }
@@ -120,23 +177,20 @@ struct Run {
     int64_t n = (int64_t)act.size();
     std::vector<int64_t> pv(n);
     for (int64_t r = 0; r < n; r++) pv[r] = pos[act[r]];
-    at::Tensor ps = at::tensor(pv, at::kLong);
-    auto out = s_call(p.main, "step", {select(state, act), select(codes, act).to(p.device), ps.to(p.device)}, 2,
+    auto out = s_call(p.main, "step", {select(state, act), select(codes, act).to(p.device), s_index(pv, p.device)}, 2,
                       "main.step");
     gw::expect_tensor(out[0], {n, G, K}, at::kFloat, p.device, "main.step logits");
     gw::expect_tensor(out[1], {n, D}, at::kFloat, p.device, "main.step hidden");
-    std::vector<bool> fin = s_rows_finite(out[0]);
-    at::Tensor am = out[0].argmax(-1).to(at::kCPU);
-    auto A = am.accessor<int64_t, 2>();
+    Logits lg = s_read_logits(out[0]);
     auto C = codes.accessor<int64_t, 3>();
     for (int64_t r = 0; r < n; r++) {
       int64_t i = act[r];
       row(i).stats.main_forwards++;
-      if (!fin[r]) {
+      if (!lg.finite[r]) {
         fail_row(i, GW_ENONFINITE, "main.step returned NaN or Inf at layer " + std::to_string(pos[i]));
         continue;
       }
-      for (int64_t g = 0; g < G; g++) C[i][pos[i]][g] = A[r][g];
+      for (int64_t g = 0; g < G; g++) C[i][pos[i]][g] = lg.codes[r * G + g];
       pos[i]++;
     }
   }
@@ -150,8 +204,7 @@ struct Run {
       pv[r] = pos[act[r]];
       left = std::max(left, L - pos[act[r]]);
     }
-    at::Tensor ps = at::tensor(pv, at::kLong);
-    at::Tensor psd = ps.to(p.device);
+    at::Tensor psd = s_index(pv, p.device);
     const int64_t gamma = std::min<int64_t>(prm.gamma, left);  // layers worth proposing in this round
     const int64_t nv = std::min<int64_t>(gamma, left - 1);       // verify logits for pos .. pos+nv
     at::Tensor cd = select(codes, act);
@@ -160,16 +213,17 @@ struct Run {
     // Draft: gamma layers per row (and path) from main's hidden state at the last decided layer.
     at::Tensor prop;
     if (W == 1) {
-      prop = s_call(p.draft, "propose", {select(hidden, act), cd.to(p.device), psd, gamma}, 1, "draft.propose")[0];
+      prop = s_call(p.draft, "propose", {hidden_of(act), cd.to(p.device), psd, gamma}, 1, "draft.propose")[0];
       gw::expect_tensor(prop, {n, gamma, G}, at::kLong, p.device, "draft.propose codes");
-      prop = prop.view({n, 1, gamma, G});
     } else {
-      prop = s_call(p.draft, "propose_paths", {select(hidden, act), cd.to(p.device), psd, gamma, W}, 1,
+      prop = s_call(p.draft, "propose_paths", {hidden_of(act), cd.to(p.device), psd, gamma, W}, 1,
                     "draft.propose_paths")[0];
       gw::expect_tensor(prop, {n, W, gamma, G}, at::kLong, p.device, "draft.propose_paths codes");
     }
-    prop = prop.to(at::kCPU);
-    auto P = prop.accessor<int64_t, 4>();
+    prop = prop.to(at::kCPU);  // [n, W, gamma, G] in memory order (W = 1: [n, gamma, G])
+    if (!prop.is_contiguous()) prop = prop.contiguous();
+    const int64_t *pd = prop.data_ptr<int64_t>();
+    auto P = [&](int64_t r, int64_t w, int64_t j, int64_t g) { return pd[((r * W + w) * gamma + j) * G + g]; };
     // Verify rows: row r's path w is row r * W + w, its decided layers then that path's proposals.
     at::Tensor cdw = W == 1 ? cd : cd.repeat_interleave(W, 0);
     auto CD = cdw.accessor<int64_t, 3>();
@@ -181,7 +235,7 @@ struct Run {
       for (int64_t w = 0; w < W && alive[i]; w++)
         for (int64_t j = 0; j < m[r] && alive[i]; j++)
           for (int64_t g = 0; g < G; g++) {
-            int64_t c = P[r][w][j][g];
+            int64_t c = P(r, w, j, g);
             if (c < 0 || c >= K) {
               fail_row(i, GW_ESHAPE, std::string(W == 1 ? "draft.propose" : "draft.propose_paths") +
                                          " returned code " + std::to_string(c) + " outside [0, " +
@@ -202,11 +256,11 @@ struct Run {
     auto out = s_call(p.main, "verify", {st, cdw.to(p.device), pw, nv}, 2, "main.verify");
     gw::expect_tensor(out[0], {nw, nv + 1, G, K}, at::kFloat, p.device, "main.verify logits");
     gw::expect_tensor(out[1], {nw, nv + 1, D}, at::kFloat, p.device, "main.verify hidden");
-    at::Tensor fin = at::isfinite(out[0]).reshape({nw, nv + 1, -1}).all(2)
-                         .logical_and(at::isfinite(out[1]).all(2)).to(at::kCPU);
-    auto F = fin.accessor<bool, 2>();
-    at::Tensor am = out[0].argmax(-1).to(at::kCPU);
-    auto A = am.accessor<int64_t, 3>();
+    Logits lg = s_read_logits(out[0]);  // layer j of verify row rw: k = rw * (nv + 1) + j
+    at::Tensor hfin = at::isfinite(out[1]).all(2).to(at::kCPU);
+    auto HF = hfin.accessor<bool, 2>();
+    auto F = [&](int64_t rw, int64_t j) { return lg.finite[rw * (nv + 1) + j] && HF[rw][j]; };
+    auto A = [&](int64_t rw, int64_t j, int64_t g) { return lg.codes[(rw * (nv + 1) + j) * G + g]; };
     auto C = codes.accessor<int64_t, 3>();
     std::vector<int64_t> upd_rows, upd_from;  // hidden[upd_rows[k]] = verify hidden[upd_from[k] / (nv+1), % (nv+1)]
     for (int64_t r = 0; r < n; r++) {
@@ -216,7 +270,7 @@ struct Run {
       const int64_t p0 = pos[i], used = std::min<int64_t>(nv, L - 1 - p0);  // verify positions of this row
       bool finite = true;
       for (int64_t w = 0; w < W; w++)
-        for (int64_t j = 0; j <= used; j++) finite = finite && F[r * W + w][j];
+        for (int64_t j = 0; j <= used; j++) finite = finite && F(r * W + w, j);
       if (!finite) {
         fail_row(i, GW_ENONFINITE, "main.verify returned NaN or Inf for layers " + std::to_string(p0) + ".." +
                                        std::to_string(p0 + used));
@@ -231,7 +285,7 @@ struct Run {
         for (; kw < m[r]; kw++) {
           bool ok = true;
           for (int64_t g = 0; g < G && ok; g++) {
-            int64_t d = P[r][w][kw][g] - A[rw][kw][g];
+            int64_t d = P(r, w, kw, g) - A(rw, kw, g);
             ok = relaxed ? std::abs(d) <= prm.radii[p0 + kw] : d == 0;
           }
           if (!ok) break;
@@ -243,10 +297,10 @@ struct Run {
       for (int64_t j = 0; j < m[r]; j++) s.layers_proposed[p0 + j]++;
       for (int64_t j = 0; j < k; j++) {
         s.layers_accepted[p0 + j]++;
-        for (int64_t g = 0; g < G; g++) C[i][p0 + j][g] = P[r][best][j][g];  // spec: equal to main's argmax
+        for (int64_t g = 0; g < G; g++) C[i][p0 + j][g] = P(r, best, j, g);  // spec: equal to main's argmax
       }
       if (p0 + k < L) {  // main's layer at the first mismatch, or the bonus layer after a full accept
-        for (int64_t g = 0; g < G; g++) C[i][p0 + k][g] = A[rb][k][g];
+        for (int64_t g = 0; g < G; g++) C[i][p0 + k][g] = A(rb, k, g);
         upd_rows.push_back(i);
         upd_from.push_back(rb * (nv + 1) + k);
         pos[i] = p0 + k + 1;
@@ -255,9 +309,9 @@ struct Run {
       }
     }
     if (!upd_rows.empty()) {
-      at::Tensor src = out[1].reshape({nw * (nv + 1), D}).index_select(0, at::tensor(upd_from, at::kLong).to(p.device));
-      hidden.index_copy_(0, at::tensor(upd_rows, at::kLong).to(p.device), src);
+      hidden = out[1].reshape({nw * (nv + 1), D}).index_select(0, s_index(upd_from, p.device));
     }
+    hrows = upd_rows;
   }
 
   // tokenizer.decode for the finished rows, then unnormalization into the caller's buffers.
@@ -270,9 +324,13 @@ struct Run {
     at::Tensor cd = select(codes, done);
     at::Tensor chunk = s_call(p.tokenizer, "decode", {cd.to(p.device)}, 1, "tokenizer.decode")[0];
     gw::expect_tensor(chunk, {n, H, Ad}, at::kFloat, p.device, "tokenizer.decode chunk");
-    chunk = chunk.to(at::kCPU).contiguous();
-    std::vector<bool> fin = s_rows_finite(chunk);
+    chunk = chunk.to(at::kCPU);
+    if (!chunk.is_contiguous()) chunk = chunk.contiguous();
     auto X = chunk.accessor<float, 3>();
+    std::vector<bool> fin(n, true);
+    for (int64_t r = 0; r < n; r++)
+      for (int64_t h = 0; h < H; h++)
+        for (int64_t a = 0; a < Ad; a++) fin[r] = fin[r] && std::isfinite(X[r][h][a]);
     auto C = cd.accessor<int64_t, 3>();
     for (int64_t r = 0; r < n; r++) {
       int64_t i = done[r];
