@@ -689,6 +689,7 @@ co_broker_t *co_broker_new(const co_broker_opts_t *o, char *err, size_t errlen) 
   if (b->model[0]) zhashx_update(b->known, b->model, (void *)1);
   msg_sock_opts_t so = msg_sock_opts_default();
   so.linger_ms = 200; /* DRAINs and last answers get out before the sockets close */
+  so.curve_cert = o->curve_cert;
   msg_error_t me;
   const char *sides[2][3] = {{"sim side (bind.broker)", o->sim_prefer, o->sim_bind},
                              {"GPU side (bind.broker_gpu)", o->gpu_prefer, o->gpu_bind}};

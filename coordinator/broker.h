@@ -39,6 +39,8 @@ typedef struct {
                              is refused (ERROR 31 to its HELLO) */
   uint32_t no_worker_wait_ms; /* how long an INFER for a known model waits while no connected GPU worker
                                  serves it, before ERROR 23; 0: 60000 */
+  const zcert_t *curve_cert;  /* nullable: both sockets are CURVE servers with this certificate (the process's
+                                 authenticator, msg_keys_auth_start, must run already) */
 } co_broker_opts_t;
 
 /* Counters since co_broker_new, and the state now. */

@@ -142,7 +142,10 @@ static const s_sect_t s_leases = {s_leases_keys, sizeof s_leases_keys / sizeof s
 #define S_ENDPOINT(f)                                                                               \
   {#f, K_STR, F_RESUME_OK, .off = offsetof(co_bind_t, f), .lo = 1, .hi = S_STRMAX(co_bind_t, f),   \
    .dstr = "tcp://127.0.0.1:*", .check = s_check_endpoint}
-static const s_key_t s_bind_keys[] = {S_ENDPOINT(coordinator), S_ENDPOINT(broker), S_ENDPOINT(broker_gpu)};
+static const s_key_t s_bind_keys[] = {
+    S_ENDPOINT(coordinator), S_ENDPOINT(broker), S_ENDPOINT(broker_gpu),
+    {"keys", K_STR, F_NULLABLE | F_RESUME_OK, .off = offsetof(co_bind_t, keys), .has_off = offsetof(co_bind_t, has_keys),
+     .lo = 1, .hi = S_STRMAX(co_bind_t, keys)}};
 static const s_sect_t s_bind = {s_bind_keys, sizeof s_bind_keys / sizeof s_bind_keys[0]};
 
 enum {

@@ -119,6 +119,9 @@ typedef struct {
   char coordinator[CO_ENDPOINT_MAX]; /* sim workers' HELLO / LEASE / RESULT socket */
   char broker[CO_ENDPOINT_MAX];      /* broker, sim side (INFER / ACTION); sent in WELCOME.broker */
   char broker_gpu[CO_ENDPOINT_MAX];  /* broker, GPU side */
+  bool has_keys;
+  char keys[CO_PATH_MAX];            /* a CURVE keys directory (`rsd keys DIR`): every socket above then takes
+                                        only CURVE clients holding an accepted certificate (msg.h, msg_keys_*) */
 } co_bind_t;
 
 /* A whole campaign config with every default filled in. Plain data. */

@@ -170,12 +170,12 @@ static co_local_t *s_start(const char *what, const char *prefix, const char *exe
   return l;
 }
 
-co_local_t *co_local_start(const char *exe, const char *endpoint, uint32_t n, uint32_t capacity, const char *log_dir,
-                           char *err, size_t errlen) {
+co_local_t *co_local_start(const char *exe, const char *endpoint, uint32_t n, uint32_t capacity, const char *keys,
+                           const char *log_dir, char *err, size_t errlen) {
   char cap[16];
   snprintf(cap, sizeof cap, "%u", capacity);
-  const char *args[] = {"--coordinator", endpoint, "--capacity", cap};
-  return s_start("sim worker", "local-sim", exe, endpoint, args, 4, n, log_dir, err, errlen);
+  const char *args[] = {"--coordinator", endpoint, "--capacity", cap, "--keys", keys};
+  return s_start("sim worker", "local-sim", exe, endpoint, args, keys && keys[0] ? 6 : 4, n, log_dir, err, errlen);
 }
 
 co_local_t *co_local_start_gpu(const char *exe, const co_local_gpu_t *g, uint32_t n, const char *log_dir, char *err,
@@ -184,8 +184,9 @@ co_local_t *co_local_start_gpu(const char *exe, const co_local_gpu_t *g, uint32_
   snprintf(batch, sizeof batch, "%u", g->max_batch < 1 ? 1 : g->max_batch > 256 ? 256 : g->max_batch);
   snprintf(wait, sizeof wait, "%u", g->max_wait_us);
   const char *args[] = {"--broker", g->broker, "--model", g->model, "--device", g->device,
-                        "--max-batch", batch, "--max-wait-us", wait};
-  return s_start("gpu worker", "local-gpu", exe, g->broker, args, 10, n, log_dir, err, errlen);
+                        "--max-batch", batch, "--max-wait-us", wait, "--keys", g->keys};
+  return s_start("gpu worker", "local-gpu", exe, g->broker, args, g->keys && g->keys[0] ? 12 : 10, n, log_dir, err,
+                 errlen);
 }
 
 void co_local_gpu_device(const char *config_device, char *out, size_t cap) {

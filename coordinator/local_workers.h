@@ -34,9 +34,10 @@ int co_local_find_worker(char *out, size_t cap, char *err, size_t errlen);
 int co_local_find_gpu_worker(char *out, size_t cap, char *err, size_t errlen);
 
 /* Starts n sim workers of `capacity` episodes each on `endpoint` (borrowed strings), logs in log_dir
- * (made if missing). Returns NULL with the reason in err when a process cannot be started. */
-co_local_t *co_local_start(const char *exe, const char *endpoint, uint32_t n, uint32_t capacity, const char *log_dir,
-                           char *err, size_t errlen);
+ * (made if missing); `keys` (nullable) is the CURVE keys directory they get as --keys. Returns NULL with the
+ * reason in err when a process cannot be started. */
+co_local_t *co_local_start(const char *exe, const char *endpoint, uint32_t n, uint32_t capacity, const char *keys,
+                           const char *log_dir, char *err, size_t errlen);
 
 /* What local GPU workers run with. Strings are borrowed for the call. */
 typedef struct {
@@ -45,6 +46,7 @@ typedef struct {
   const char *device;   /* "cpu" or "cuda:N" (see co_local_gpu_device) */
   uint32_t max_batch;   /* --max-batch (clamped to what rsd-gpu-worker takes, 256) */
   uint32_t max_wait_us; /* --max-wait-us */
+  const char *keys;     /* nullable: --keys, the CURVE keys directory */
 } co_local_gpu_t;
 
 /* Starts n GPU workers (local-gpu-1..n), logs in log_dir. NULL with the reason in err on failure. */

@@ -50,7 +50,7 @@ static int s_starts(const char *tag, char *first, size_t cap) {
 static unsigned s_supervise(const char *exe, int64_t healthy_ms, int ms) {
   char err[512], logs[256];
   snprintf(logs, sizeof logs, "%s/logs", s_dir);
-  co_local_t *l = co_local_start(exe, "tcp://127.0.0.1:9", 1, 2, logs, err, sizeof err);
+  co_local_t *l = co_local_start(exe, "tcp://127.0.0.1:9", 1, 2, NULL, logs, err, sizeof err);
   CHECK(l != NULL, "co_local_start: %s", err);
   if (!l) return 0;
   co_local_set_healthy_ms(l, healthy_ms);

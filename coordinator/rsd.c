@@ -3,6 +3,7 @@
  *   rsd run CONFIG [--out DIR]   open or resume the campaign CONFIG describes and serve it to sim workers
  *   rsd resume DIR               resume the campaign stored in DIR's journal (its stored config), same serving
  *   rsd status DIR               progress of the campaign in DIR, from its journal (also while it runs)
+ *   rsd keys DIR                 make a CURVE keys directory (bind.keys; msg.h, msg_keys_make)
  *
  * `run` and `resume` write the coordinator's endpoint to DIR/coordinator.endpoint (atomically), so that
  * sim workers on this machine (and tests) can find an ephemeral port. A campaign with policy-model variants
@@ -15,6 +16,8 @@
  * takes a new one and the file says which. Ctrl-C (SIGINT) or SIGTERM stops cleanly: leases go back to
  * the queue and a later `rsd run` or `rsd resume` continues. A live progress line goes to stderr:
  * rewritten in place once a second on a terminal, a plain line every 10 s otherwise.
+ * With bind.keys every socket is a CURVE server: the process's authenticator (a zauth thread) starts
+ * before any bind and accepts the certificates in DIR/clients; the local workers get --keys DIR.
  * Exit status: 0 campaign complete, 1 error, 2 usage or config error, 130 stopped before the end.
  *
  * This file owns the command line, the progress line and the endpoint files; serving is server.c and
@@ -50,7 +53,8 @@ static int s_usage(void) {
           "usage: rsd run CONFIG [--out DIR]   serve the campaign CONFIG describes (resumes DIR if it holds it)\n"
           "       rsd resume DIR              resume the campaign stored in DIR\n"
           "       rsd status DIR              progress of the campaign in DIR\n"
-          "       rsd report DIR [--out D]    write report.json, report.md, report.html from DIR's journal\n");
+          "       rsd report DIR [--out D]    write report.json, report.md, report.html from DIR's journal\n"
+          "       rsd keys DIR                make a CURVE keys directory (config bind.keys, workers' --keys)\n");
   return 2;
 }
 
@@ -113,6 +117,21 @@ static co_local_t *s_local; /* the sim workers this run started (workers.sim_wor
 static co_local_t *s_local_gpu; /* the GPU workers this run started (workers.gpu_workers), or NULL */
 static co_broker_t *s_broker;   /* the inference broker, for campaigns with policy-model variants */
 static co_journal_t *s_journal; /* the campaign's journal (GPU worker events) */
+static zactor_t *s_auth;         /* the CURVE authenticator (bind.keys), or NULL */
+static zcert_t *s_curve_cert;    /* the servers' CURVE certificate (bind.keys), or NULL */
+
+/* bind.keys: starts the process's CURVE authenticator on DIR/clients and loads the servers' certificate,
+ * before any socket binds. */
+static int s_curve_start(const char *dir) {
+  msg_error_t me;
+  if (msg_keys_auth_start(dir, &s_auth, &me) || msg_keys_server(dir, &s_curve_cert, &me)) {
+    fprintf(stderr, "rsd: bind.keys: %s\n", me.text);
+    return -1;
+  }
+  fprintf(stderr, "[rsd] CURVE on (bind.keys %s): only workers holding a certificate in %s/clients are served; "
+                  "start them with --keys DIR (a copy of server.cert and client.cert_secret)\n", dir, dir);
+  return 0;
+}
 
 /* The broker's GPU worker events: into the journal's worker events, and a line each on stderr. */
 static void s_broker_events(void) {
@@ -193,7 +212,8 @@ static int s_start_inference(const co_config_t *cfg, const co_package_t *pkg, co
   s_previous_endpoint(cfg, cfg->bind.broker_gpu, "broker_gpu.endpoint", gpu_prefer, sizeof gpu_prefer);
   co_broker_opts_t o = {.sim_bind = cfg->bind.broker, .gpu_bind = cfg->bind.broker_gpu, .sim_prefer = sim_prefer,
                         .gpu_prefer = gpu_prefer, .heartbeat_ms = cfg->leases.heartbeat_ms,
-                        .liveness = cfg->leases.liveness, .model = pkg->name, .model_hash = pkg->content_hash};
+                        .liveness = cfg->leases.liveness, .model = pkg->name, .model_hash = pkg->content_hash,
+                        .curve_cert = s_curve_cert};
   if (!(s_broker = co_broker_new(&o, err, sizeof err))) {
     fprintf(stderr, "rsd: %s\n", err);
     return -1;
@@ -289,8 +309,9 @@ static int s_serve(co_config_t *cfg, co_journal_t *j, bool created, const char *
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
   char err[1024], prefer[512];
+  if (cfg->bind.has_keys && s_curve_start(cfg->bind.keys) != 0) return 1;
   s_previous_endpoint(cfg, cfg->bind.coordinator, "coordinator.endpoint", prefer, sizeof prefer);
-  co_server_t *server = co_server_new(cfg, j, prefer, err, sizeof err);
+  co_server_t *server = co_server_new(cfg, j, prefer, s_curve_cert, err, sizeof err);
   if (!server) {
     fprintf(stderr, "rsd: %s\n", err);
     return 1;
@@ -312,7 +333,8 @@ static int s_serve(co_config_t *cfg, co_journal_t *j, bool created, const char *
     snprintf(log_dir, sizeof log_dir, "%s/logs", cfg->output);
     co_endpoint_local(co_broker_gpu_endpoint(s_broker), local_ep, sizeof local_ep);
     co_local_gpu_device(cfg->workers.device, device, sizeof device);
-    co_local_gpu_t g = {local_ep, cfg->model, device, cfg->workers.max_batch, cfg->workers.max_wait_us};
+    co_local_gpu_t g = {local_ep, cfg->model, device, cfg->workers.max_batch, cfg->workers.max_wait_us,
+                        cfg->bind.has_keys ? cfg->bind.keys : NULL};
     if (!(s_local_gpu = co_local_start_gpu(gpu_exe, &g, cfg->workers.gpu_workers, log_dir, err, sizeof err))) {
       fprintf(stderr, "rsd: %s\n", err);
       co_server_destroy(&server);
@@ -326,7 +348,7 @@ static int s_serve(co_config_t *cfg, co_journal_t *j, bool created, const char *
     char log_dir[CO_PATH_MAX + 16];
     snprintf(log_dir, sizeof log_dir, "%s/logs", cfg->output);
     if (!(s_local = co_local_start(worker_exe, endpoint, cfg->workers.sim_workers, cfg->workers.episodes_per_worker,
-                                   log_dir, err, sizeof err))) {
+                                   cfg->bind.has_keys ? cfg->bind.keys : NULL, log_dir, err, sizeof err))) {
       fprintf(stderr, "rsd: %s\n", err);
       co_server_destroy(&server);
       co_broker_destroy(&s_broker, 0);
@@ -591,11 +613,33 @@ static int s_status_cli(int argc, char **argv) {
 }
 
 /* Subcommands get the arguments after their name. */
+/* rsd keys DIR: a new CURVE keys directory, and what goes where. */
+static int s_keys_cli(int argc, char **argv) {
+  if (argc != 1) return s_usage();
+  msg_error_t me;
+  if (msg_keys_make(argv[0], &me)) {
+    fprintf(stderr, "rsd keys: %s\n", me.text);
+    return 1;
+  }
+  printf("rsd keys: wrote CURVE keys in %s\n"
+         "  coordinator machine: the config's bind.keys: %s (server.cert_secret and clients/ are read)\n"
+         "  each worker machine: a directory holding copies of %s/server.cert and %s/client.cert_secret (mode 0600),\n"
+         "    given as --keys DIR to rsd-sim-worker and rsd-gpu-worker\n"
+         "  more client certificates: put their public file in %s/clients/\n",
+         argv[0], argv[0], argv[0], argv[0], argv[0]);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) return s_usage();
   const char *cmd = argv[1];
-  if (strcmp(cmd, "run") == 0) return s_run_cli(argc - 2, argv + 2);
-  if (strcmp(cmd, "resume") == 0) return s_resume_cli(argc - 2, argv + 2);
+  if (strcmp(cmd, "keys") == 0) return s_keys_cli(argc - 2, argv + 2);
+  if (strcmp(cmd, "run") == 0 || strcmp(cmd, "resume") == 0) {
+    int rc = strcmp(cmd, "run") == 0 ? s_run_cli(argc - 2, argv + 2) : s_resume_cli(argc - 2, argv + 2);
+    zactor_destroy(&s_auth); /* after every socket closed */
+    zcert_destroy(&s_curve_cert);
+    return rc;
+  }
   if (strcmp(cmd, "status") == 0) return s_status_cli(argc - 2, argv + 2);
   if (strcmp(cmd, "report") == 0) return co_report_cli(argc - 2, argv + 2);
   return s_usage();

@@ -519,7 +519,8 @@ static int s_drain(co_server_t *s, char *err, size_t errlen) {
   return s_flush(s, err, errlen);
 }
 
-co_server_t *co_server_new(const co_config_t *cfg, co_journal_t *j, const char *prefer, char *err, size_t errlen) {
+co_server_t *co_server_new(const co_config_t *cfg, co_journal_t *j, const char *prefer, const zcert_t *curve_cert,
+                           char *err, size_t errlen) {
   co_server_t *s = calloc(1, sizeof *s);
   if (!s) {
     s_fail(err, errlen, "out of memory");
@@ -532,6 +533,7 @@ co_server_t *co_server_new(const co_config_t *cfg, co_journal_t *j, const char *
   msg_error_t me;
   msg_sock_opts_t opts = msg_sock_opts_default();
   opts.linger_ms = 200; /* the BYEs of co_server_destroy get out before the socket closes */
+  opts.curve_cert = curve_cert;
   if (prefer && prefer[0]) s->sock = msg_sock_new(ZMQ_ROUTER, prefer, true, &opts, NULL, &me);
   if (!s->sock) s->sock = msg_sock_new(ZMQ_ROUTER, cfg->bind.coordinator, true, &opts, NULL, &me);
   if (!s->sock || !s->by_route) {

@@ -55,8 +55,10 @@ typedef struct {
 /* Binds the coordinator's endpoint and serves the campaign whose journal is j (borrowed; it must already
  * hold the campaign's episodes). `prefer` (nullable, borrowed) is an endpoint to try first, e.g. the one
  * the previous run of this campaign had, so that workers reconnect where they were; when it cannot be
- * bound, cfg->bind.coordinator is. Returns NULL with the reason in err. */
-co_server_t *co_server_new(const co_config_t *cfg, co_journal_t *j, const char *prefer, char *err, size_t errlen);
+ * bound, cfg->bind.coordinator is. `curve_cert` (nullable, borrowed) makes it a CURVE server (bind.keys;
+ * the process's authenticator must run already). Returns NULL with the reason in err. */
+co_server_t *co_server_new(const co_config_t *cfg, co_journal_t *j, const char *prefer, const zcert_t *curve_cert,
+                           char *err, size_t errlen);
 
 /* Releases every lease still held (back to the queue, no attempt counted), says BYE to the workers, and
  * closes the socket; idempotent; sets *self_p to NULL. */

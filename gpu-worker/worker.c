@@ -3,6 +3,7 @@
  *
  *   rsd-gpu-worker --broker tcp://HOST:PORT --model DIR --device cpu|cuda:N [--max-batch N]
  *                  [--max-wait-us N] [--credit N] [--name NAME] [--heartbeat-ms N] [--record-obs DIR]
+ *                  [--keys DIR]
  *
  * It owns the conversation with the broker: a DEALER that says HELLO (role gpu, model name and content
  * hash, device, max_batch, capacity = credit), heartbeats, answers every INFER exactly once with ACTION
@@ -54,12 +55,16 @@ typedef struct {
   char name[MSG_NAME_MAX + 1];
   int heartbeat_ms;     /* until a WELCOME says otherwise */
   const char *record_obs; /* nullable: the directory of an observation recording */
+  const char *keys;       /* nullable: a CURVE keys directory (server.cert, client.cert_secret) */
+  zcert_t *curve_cert;    /* owned, with keys: this worker's certificate */
+  char curve_server_key[41]; /* with keys: the broker's public key */
 } s_opts_t;
 
 static void s_usage(FILE *f) {
   fprintf(f,
           "usage: rsd-gpu-worker --broker ENDPOINT --model DIR --device cpu|cuda:N [--max-batch N]\n"
           "                      [--max-wait-us N] [--credit N] [--name NAME] [--heartbeat-ms N]\n"
+          "                      [--record-obs DIR] [--keys DIR]\n"
           "  --broker        the broker's GPU-side endpoint, e.g. tcp://10.0.0.2:5557\n"
           "  --model         a policy package directory (docs/model-package.md)\n"
           "  --device        cpu, or cuda:N in a build configured with -DRSD_CUDA=ON\n"
@@ -71,7 +76,9 @@ static void s_usage(FILE *f) {
           "  --heartbeat-ms  heartbeat and HELLO-resend period until the broker's WELCOME sets it\n"
           "                  (10..600000, default 1000)\n"
           "  --record-obs    record every observation answered with an ACTION into this new directory\n"
-          "                  (policy_bench --obs and train/retrain_draft.py --obs read it)\n",
+          "                  (policy_bench --obs and train/retrain_draft.py --obs read it)\n"
+          "  --keys          connect over CURVE with this directory's server.cert and client.cert_secret\n"
+          "                  (`rsd keys DIR`; the campaign's bind.keys)\n",
           GW_MAX_BATCH);
 }
 
@@ -120,6 +127,8 @@ static int s_parse(int argc, char **argv, s_opts_t *o) {
       o->heartbeat_ms = (int)n;
     } else if (!strcmp(a, "--record-obs")) {
       o->record_obs = v;
+    } else if (!strcmp(a, "--keys")) {
+      o->keys = v;
     } else if (!strcmp(a, "--name")) {
       if (!*v || strlen(v) > MSG_NAME_MAX) {
         fprintf(stderr, "rsd-gpu-worker: --name '%s' must be 1..%d bytes\n", v, MSG_NAME_MAX);
@@ -143,6 +152,13 @@ static int s_parse(int argc, char **argv, s_opts_t *o) {
     fprintf(stderr, "rsd-gpu-worker: --device '%s': this rsd-gpu-worker was built without CUDA "
                     "(configure with -DRSD_CUDA=ON; docs/gpu-worker.md)\n", o->device);
     return -1;
+  }
+  if (o->keys) {
+    msg_error_t me;
+    if (msg_keys_client(o->keys, &o->curve_cert, o->curve_server_key, &me)) {
+      fprintf(stderr, "rsd-gpu-worker: --keys: %s\n", me.text);
+      return -1;
+    }
   }
   if (!o->credit) o->credit = 2 * o->max_batch > 4096 ? 4096 : 2 * o->max_batch;
   if (!o->name[0]) {
@@ -336,7 +352,10 @@ static int s_hello(s_worker_t *w, bool new_connection) {
     w->held = 0; /* the batch in flight belongs to the old session: s_collect drops its answers */
     w->session++;
     msg_error_t err;
-    w->sock = msg_sock_new(ZMQ_DEALER, w->o.broker, false, NULL, NULL, &err);
+    msg_sock_opts_t so = msg_sock_opts_default();
+    so.curve_cert = w->o.curve_cert;
+    so.curve_server_key = w->o.curve_server_key;
+    w->sock = msg_sock_new(ZMQ_DEALER, w->o.broker, false, &so, NULL, &err);
     if (!w->sock) {
       s_log("--broker '%s': %s", w->o.broker, err.text);
       return -1;
@@ -892,5 +911,6 @@ int main(int argc, char **argv) {
   if (w.record) s_log("recorded %ld observations in %s", gw_obs_record_rows(w.record), w.o.record_obs);
   gw_obs_record_destroy(&w.record);
   gw_policy_destroy(&policy);
+  zcert_destroy(&w.o.curve_cert);
   return status;
 }

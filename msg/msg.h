@@ -192,6 +192,8 @@ msg_err_t msg_decode(const void *header, size_t header_size, const msg_span_t *p
 /* ---- transport (czmq) -------------------------------------------------------------------- */
 typedef struct _zsock_t zsock_t;
 typedef struct _zframe_t zframe_t;
+typedef struct _zcert_t zcert_t;
+typedef struct _zactor_t zactor_t;
 
 /* Socket options; msg_sock_opts_default() gives the values every rsd socket uses. */
 typedef struct {
@@ -200,6 +202,12 @@ typedef struct {
   int heartbeat_ivl_ms;     /* ZMTP ping interval (0: off) */
   int heartbeat_timeout_ms; /* drop the connection when a ping gets no answer in this time */
   int64_t max_msg_bytes;    /* ZMQ_MAXMSGSIZE: larger frames drop the connection */
+  /* CURVE (encryption and authentication; msg_keys_*): NULL for plain connections. A bound socket with
+   * curve_cert is a CURVE server in ZAP domain MSG_ZAP_DOMAIN: it takes only the clients the process's
+   * authenticator (msg_keys_auth_start, started before the bind) accepts. A connecting socket with
+   * curve_cert is a CURVE client of the server whose public key is curve_server_key (Z85). Borrowed. */
+  const zcert_t *curve_cert;
+  const char *curve_server_key;
 } msg_sock_opts_t;
 
 msg_sock_opts_t msg_sock_opts_default(void);
@@ -215,6 +223,33 @@ msg_sock_t *msg_sock_new(int zmq_type, const char *endpoint, bool bind, const ms
 
 /* Closes the socket; idempotent; sets *self_p to NULL. */
 void msg_sock_destroy(msg_sock_t **self_p);
+
+/* ---- CURVE keys (DESIGN 8) ----------------------------------------------------------------------
+ * A keys directory, made by `rsd keys DIR` (msg_keys_make):
+ *   DIR/server.cert_secret   the coordinator's and broker's certificate (public and secret key)
+ *   DIR/server.cert          its public half: what a worker needs to know the server
+ *   DIR/client.cert_secret   the workers' certificate (public and secret key)
+ *   DIR/client.cert          its public half
+ *   DIR/clients/             public certificates of the clients the servers accept (client.cert at first;
+ *                            add a file per extra client certificate)
+ * The servers read server.cert_secret and clients/; a worker reads server.cert and client.cert_secret, so a
+ * worker machine needs only those two files. Secret files are written with mode 0600. */
+#define MSG_ZAP_DOMAIN "rsd"
+
+/* Writes a new keys directory at `dir` (created; it must not hold keys already). */
+msg_err_t msg_keys_make(const char *dir, msg_error_t *err);
+
+/* The server side of `dir`: *cert (owned by the caller, zcert_destroy) is server.cert_secret. */
+msg_err_t msg_keys_server(const char *dir, zcert_t **cert, msg_error_t *err);
+
+/* The client side of `dir`: *cert (owned by the caller) is client.cert_secret, and server_key
+ * (41 bytes) receives the server's public key from server.cert. */
+msg_err_t msg_keys_client(const char *dir, zcert_t **cert, char server_key[41], msg_error_t *err);
+
+/* Starts the process's CURVE authenticator (a czmq zauth actor) accepting the public certificates in
+ * dir/clients; it must run before any CURVE server socket binds, and for as long as they serve.
+ * *auth is owned by the caller (zactor_destroy). */
+msg_err_t msg_keys_auth_start(const char *dir, zactor_t **auth, msg_error_t *err);
 
 /* The czmq socket, for zpoller/zloop; borrowed. */
 zsock_t *msg_sock_zsock(msg_sock_t *self);

@@ -7,6 +7,7 @@
 #include <czmq.h>
 #include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "msg.h"
 
@@ -67,6 +68,19 @@ msg_sock_t *msg_sock_new(int zmq_type, const char *endpoint, bool bind, const ms
     zsock_set_heartbeat_ttl(self->sock, o.heartbeat_timeout_ms);
   }
   if (zmq_type == ZMQ_ROUTER) zsock_set_router_mandatory(self->sock, 1);
+  if (o.curve_cert) {
+    zcert_apply((zcert_t *)o.curve_cert, self->sock);
+    if (bind) {
+      zsock_set_curve_server(self->sock, 1);
+      zsock_set_zap_domain(self->sock, MSG_ZAP_DOMAIN);
+    } else if (!o.curve_server_key || strlen(o.curve_server_key) != 40) {
+      s_fail(err, MSG_ERR_INTERNAL, "CURVE client socket for '%s' without the server's public key", endpoint);
+      msg_sock_destroy(&self);
+      return NULL;
+    } else {
+      zsock_set_curve_serverkey(self->sock, o.curve_server_key);
+    }
+  }
   if (identity) zsock_set_identity(self->sock, identity);
   int rc = bind ? zsock_bind(self->sock, "%s", endpoint) : zsock_connect(self->sock, "%s", endpoint);
   if (rc == -1) {
@@ -248,4 +262,83 @@ msg_err_t msg_sock_send_error(msg_sock_t *self, const zframe_t *route, const msg
     snprintf(m.error.about, sizeof m.error.about, "%s", tname);
   }
   return msg_sock_send(self, route, &m, err);
+}
+
+/* ---- CURVE keys ------------------------------------------------------------------------------- */
+static bool s_exists(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0;
+}
+
+/* Saves cert as <base> (public) and <base>_secret (mode 0600). */
+static msg_err_t s_save(zcert_t *cert, const char *dir, const char *name, msg_error_t *err) {
+  char base[1024], secret[1040];
+  snprintf(base, sizeof base, "%s/%s", dir, name);
+  snprintf(secret, sizeof secret, "%s_secret", base);
+  if (zcert_save(cert, base) != 0 || chmod(secret, 0600) != 0)
+    return s_fail(err, MSG_ERR_INTERNAL, "cannot write the certificate %s: %s", base, strerror(errno));
+  return MSG_OK;
+}
+
+msg_err_t msg_keys_make(const char *dir, msg_error_t *err) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/server.cert_secret", dir);
+  if (s_exists(path)) return s_fail(err, MSG_ERR_INTERNAL, "%s already holds keys (%s): not overwritten", dir, path);
+  snprintf(path, sizeof path, "%s/clients", dir);
+  if (zsys_dir_create("%s", path) != 0)
+    return s_fail(err, MSG_ERR_INTERNAL, "cannot create %s: %s", path, strerror(errno));
+  zcert_t *server = zcert_new(), *client = zcert_new();
+  msg_err_t rc = !server || !client ? s_fail(err, MSG_ERR_INTERNAL, "cannot make a CURVE key pair") : MSG_OK;
+  if (!rc) zcert_set_meta(server, "role", "rsd server");
+  if (!rc) zcert_set_meta(client, "role", "rsd client");
+  if (!rc) rc = s_save(server, dir, "server.cert", err);
+  if (!rc) rc = s_save(client, dir, "client.cert", err);
+  if (!rc) {
+    snprintf(path, sizeof path, "%s/clients/client.cert", dir);
+    if (zcert_save_public(client, path) != 0)
+      rc = s_fail(err, MSG_ERR_INTERNAL, "cannot write %s: %s", path, strerror(errno));
+  }
+  zcert_destroy(&server);
+  zcert_destroy(&client);
+  return rc;
+}
+
+static msg_err_t s_load(const char *dir, const char *name, zcert_t **cert, msg_error_t *err) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  if (!s_exists(path)) return s_fail(err, MSG_ERR_INTERNAL, "CURVE keys: %s is missing (made by `rsd keys DIR`)", path);
+  *cert = zcert_load(path);
+  if (!*cert) return s_fail(err, MSG_ERR_INTERNAL, "CURVE keys: %s is not a certificate", path);
+  return MSG_OK;
+}
+
+msg_err_t msg_keys_server(const char *dir, zcert_t **cert, msg_error_t *err) {
+  *cert = NULL;
+  return s_load(dir, "server.cert_secret", cert, err);
+}
+
+msg_err_t msg_keys_client(const char *dir, zcert_t **cert, char server_key[41], msg_error_t *err) {
+  *cert = NULL;
+  zcert_t *server = NULL;
+  msg_err_t rc = s_load(dir, "server.cert", &server, err);
+  if (!rc) {
+    snprintf(server_key, 41, "%s", zcert_public_txt(server));
+    rc = s_load(dir, "client.cert_secret", cert, err);
+  }
+  zcert_destroy(&server);
+  return rc;
+}
+
+msg_err_t msg_keys_auth_start(const char *dir, zactor_t **auth, msg_error_t *err) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/clients", dir);
+  *auth = NULL;
+  if (!s_exists(path)) return s_fail(err, MSG_ERR_INTERNAL, "CURVE keys: %s is missing (made by `rsd keys DIR`)", path);
+  *auth = zactor_new(zauth, NULL);
+  if (!*auth) return s_fail(err, MSG_ERR_INTERNAL, "cannot start the CURVE authenticator");
+  if (zstr_sendx(*auth, "CURVE", path, NULL) != 0 || zsock_wait(*auth) != 0) {
+    zactor_destroy(auth);
+    return s_fail(err, MSG_ERR_INTERNAL, "the CURVE authenticator refused %s", path);
+  }
+  return MSG_OK;
 }

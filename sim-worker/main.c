@@ -1,7 +1,9 @@
 /* main.c: the `rsd-sim-worker` command.
  *
- *   rsd-sim-worker --coordinator ENDPOINT [--capacity N] [--name NAME] [--data DIR] [--infer-timeout-ms MS] [--quiet]
- *       serve a campaign's coordinator (worker.h)
+ *   rsd-sim-worker --coordinator ENDPOINT [--capacity N] [--name NAME] [--data DIR] [--infer-timeout-ms MS]
+ *                  [--keys DIR] [--quiet]
+ *       serve a campaign's coordinator (worker.h); --keys: over CURVE with DIR's server.cert and
+ *       client.cert_secret (`rsd keys`, the campaign's bind.keys)
  *   rsd-sim-worker render --task T --trial R [--suite S] [--camera agentview|eye_in_hand] [--size N]
  *       [--steps K] [--data DIR] -o FILE.png
  *       one camera frame of a trial's first observation (after the wait steps, or K more steps of the
@@ -32,7 +34,7 @@ static void s_on_signal(int sig) { s_stop = sig; }
 static int s_usage(void) {
   fprintf(stderr,
           "usage: rsd-sim-worker --coordinator ENDPOINT|FILE [--capacity N] [--name NAME] [--data DIR]\n"
-          "                      [--infer-timeout-ms MS] [--quiet]\n"
+          "                      [--infer-timeout-ms MS] [--keys DIR] [--quiet]\n"
           "       rsd-sim-worker render --task T --trial R [--suite S] [--camera agentview|eye_in_hand] [--size N]\n"
           "                             [--steps K] [--data DIR] -o FILE.png\n"
           "       rsd-sim-worker expert --help | collect --help\n");
@@ -132,7 +134,7 @@ int main(int argc, char **argv) {
   if (!strcmp(argv[1], "collect")) return sw_collect_cli(argc - 1, argv + 1);
 
   sw_worker_opts_t o = {.capacity = 2, .infer_timeout_ms = 60000, .verbose = 1, .data_dir = data_dir, .stop = &s_stop};
-  const char *coordinator = NULL;
+  const char *coordinator = NULL, *keys = NULL;
   for (int i = 1; i < argc;) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--quiet")) {
@@ -145,6 +147,7 @@ int main(int argc, char **argv) {
     if (!strcmp(a, "--coordinator")) coordinator = v;
     else if (!strcmp(a, "--name")) o.name = v;
     else if (!strcmp(a, "--data")) o.data_dir = v;
+    else if (!strcmp(a, "--keys")) keys = v;
     else if (!strcmp(a, "--capacity")) {
       long c = s_num(a, v, 1, 64);
       if (c < 0) return 2;
@@ -159,10 +162,23 @@ int main(int argc, char **argv) {
   char ep_buf[512];
   if (!(o.coordinator = s_endpoint(coordinator, ep_buf, sizeof ep_buf))) return 2;
   if (o.coordinator != coordinator) o.coordinator_file = coordinator; /* read again before each new session */
+  zcert_t *cert = NULL;
+  char server_key[41] = "";
+  if (keys) {
+    msg_error_t me;
+    if (msg_keys_client(keys, &cert, server_key, &me)) {
+      fprintf(stderr, "rsd-sim-worker: --keys: %s\n", me.text);
+      return 2;
+    }
+    o.curve_cert = cert;
+    o.curve_server_key = server_key;
+  }
   zsys_handler_set(NULL); /* our handlers, not czmq's */
   struct sigaction sa = {0};
   sa.sa_handler = s_on_signal;
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
-  return sw_worker_run(&o);
+  int rc = sw_worker_run(&o);
+  zcert_destroy(&cert);
+  return rc;
 }

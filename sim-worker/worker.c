@@ -196,6 +196,14 @@ static void s_resolve_endpoint(s_worker_t *w) {
   if (strstr(buf, "://")) snprintf(w->endpoint, sizeof w->endpoint, "%s", buf);
 }
 
+/* The options of both sockets: CURVE with --keys. */
+static msg_sock_opts_t s_sock_opts(const s_worker_t *w) {
+  msg_sock_opts_t so = msg_sock_opts_default();
+  so.curve_cert = w->o->curve_cert;
+  so.curve_server_key = w->o->curve_server_key;
+  return so;
+}
+
 /* A new session: a fresh socket (nothing queued for the old peer is sent) and a HELLO. */
 static int s_hello(s_worker_t *w) {
   zpoller_destroy(&w->poller);
@@ -204,7 +212,8 @@ static int s_hello(s_worker_t *w) {
   w->broker[0] = '\0';
   s_resolve_endpoint(w);
   msg_error_t err;
-  if (!(w->sock = msg_sock_new(ZMQ_DEALER, w->endpoint, false, NULL, NULL, &err)) ||
+  msg_sock_opts_t so = s_sock_opts(w);
+  if (!(w->sock = msg_sock_new(ZMQ_DEALER, w->endpoint, false, &so, NULL, &err)) ||
       !(w->poller = zpoller_new(msg_sock_zsock(w->sock), NULL))) {
     snprintf(w->fatal, sizeof w->fatal, "cannot connect to %s: %s", w->endpoint, w->sock ? "poller" : err.text);
     return -1;
@@ -404,7 +413,8 @@ static void s_connect_broker(s_worker_t *w, const char *endpoint) {
   msg_sock_destroy(&w->infer_sock);
   snprintf(w->broker, sizeof w->broker, "%s", endpoint);
   msg_error_t err;
-  if (!(w->infer_sock = msg_sock_new(ZMQ_DEALER, endpoint, false, NULL, NULL, &err))) {
+  msg_sock_opts_t so = s_sock_opts(w);
+  if (!(w->infer_sock = msg_sock_new(ZMQ_DEALER, endpoint, false, &so, NULL, &err))) {
     fprintf(stderr, "rsd-sim-worker %s: cannot connect to the inference broker %s: %s\n", w->name, endpoint, err.text);
     return;
   }

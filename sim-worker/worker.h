@@ -18,6 +18,8 @@
 #include <signal.h>
 #include <stdint.h>
 
+#include "msg.h"
+
 typedef struct {
   const char *coordinator; /* borrowed: endpoint, e.g. tcp://127.0.0.1:5555 */
   const char *coordinator_file; /* borrowed, nullable: the endpoint file it came from, read again before
@@ -28,6 +30,9 @@ typedef struct {
   uint32_t infer_timeout_ms; /* a model-policy episode waits this long for an ACTION (INFER.deadline_ms), then
                                 ends as an infrastructure error */
   int verbose;             /* 1: a line per finished episode on stderr */
+  const zcert_t *curve_cert;    /* borrowed, nullable: CURVE client certificate (--keys) for the coordinator and
+                                   the broker */
+  const char *curve_server_key; /* borrowed: with curve_cert, their public key (Z85) */
   volatile sig_atomic_t *stop; /* borrowed, nullable: set to the signal number (by a signal handler) to
                                   leave with BYE; the exit status is then 128 + that number */
 } sw_worker_opts_t;

@@ -3,7 +3,7 @@
  * and sends a RESULT whose outcome is a fixed function of (task, trial), resending it until it is ACKed;
  * it heartbeats, and leaves on BYE or DRAIN.
  *
- *   fake_sim_worker [--persist] [--lose-lease K] ENDPOINT|@FILE CAPACITY EPISODE_MS [DIE_AFTER]
+ *   fake_sim_worker [--persist] [--lose-lease K] [--keys DIR] ENDPOINT|@FILE CAPACITY EPISODE_MS [DIE_AFTER]
  *
  * ENDPOINT is a ZeroMQ endpoint; @FILE names a file that holds one (a campaign's coordinator.endpoint),
  * read again at every reconnect, so the worker follows a restarted coordinator to a new port.
@@ -16,7 +16,8 @@
  * worker rejoins the same way, so a test can stop and restart the coordinator under it.
  * DIE_AFTER k: after k RESULTs were acknowledged, the process kills itself (SIGKILL) the moment it holds
  * a lease, like a crashed worker. --lose-lease K: the K-th LEASE (from 1) is dropped as if it never arrived
- * (not run, never listed in a HEARTBEAT), like a LEASE lost on a reconnecting connection. Outcome: success unless (7 * task + trial) % 3 == 0.
+ * (not run, never listed in a HEARTBEAT), like a LEASE lost on a reconnecting connection. --keys DIR: over
+ * CURVE with DIR's server.cert and client.cert_secret (msg_keys_client). Outcome: success unless (7 * task + trial) % 3 == 0.
  * It logs to stderr each WELCOME ("welcomed"), each reconnect ("rejoining") and each ACK that is not
  * "stored" ("ACK duplicate"). */
 #include <czmq.h>
@@ -56,11 +57,16 @@ static bool s_endpoint(const char *arg, char *out, size_t cap) {
 int main(int argc, char **argv) {
   bool persist = false;
   int lose_lease = 0, leases_seen = 0;
+  const char *keys = NULL;
   while (argc > 1 && strncmp(argv[1], "--", 2) == 0) {
     if (strcmp(argv[1], "--persist") == 0) {
       persist = true;
     } else if (strcmp(argv[1], "--lose-lease") == 0 && argc > 2) {
       lose_lease = atoi(argv[2]);
+      argv++;
+      argc--;
+    } else if (strcmp(argv[1], "--keys") == 0 && argc > 2) {
+      keys = argv[2];
       argv++;
       argc--;
     } else {
@@ -70,7 +76,8 @@ int main(int argc, char **argv) {
     argc--;
   }
   if (argc < 4) {
-    fprintf(stderr, "usage: fake_sim_worker [--persist] [--lose-lease K] ENDPOINT|@FILE CAPACITY EPISODE_MS [DIE_AFTER]\n");
+    fprintf(stderr, "usage: fake_sim_worker [--persist] [--lose-lease K] [--keys DIR] ENDPOINT|@FILE CAPACITY "
+                    "EPISODE_MS [DIE_AFTER]\n");
     return 2;
   }
   prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -84,6 +91,15 @@ int main(int argc, char **argv) {
   char name[MSG_NAME_MAX + 1], campaign[MSG_LABEL_MAX + 1] = ""; /* the campaign of the first WELCOME */
   snprintf(name, sizeof name, "fake-%d", (int)getpid());
   msg_error_t err;
+  msg_sock_opts_t so = msg_sock_opts_default();
+  zcert_t *cert = NULL;
+  char server_key[41] = "";
+  if (keys && msg_keys_client(keys, &cert, server_key, &err)) {
+    fprintf(stderr, "fake_sim_worker: --keys: %s\n", err.text);
+    return 2;
+  }
+  so.curve_cert = cert;
+  so.curve_server_key = server_key;
   msg_sock_t *sock = NULL;
   zpoller_t *poller = NULL;
   bool welcomed = false;
@@ -100,7 +116,7 @@ int main(int argc, char **argv) {
       zpoller_destroy(&poller);
       msg_sock_destroy(&sock);
       if (s_endpoint(argv[1], endpoint, sizeof endpoint) &&
-          (sock = msg_sock_new(ZMQ_DEALER, endpoint, false, NULL, NULL, &err)) != NULL) {
+          (sock = msg_sock_new(ZMQ_DEALER, endpoint, false, &so, NULL, &err)) != NULL) {
         poller = zpoller_new(msg_sock_zsock(sock), NULL);
         msg_t hello;
         msg_init(&hello, MSG_HELLO, ++nonce);
@@ -229,5 +245,6 @@ int main(int argc, char **argv) {
   }
   zpoller_destroy(&poller);
   msg_sock_destroy(&sock);
+  zcert_destroy(&cert);
   return 0;
 }

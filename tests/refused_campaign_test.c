@@ -4,7 +4,9 @@
  * Variant `ar` runs; variant `wide` asks for two draft paths per round (draft_width 2), which the GPU
  * worker answers with ERROR 31 (the request does not fit the model). The sim worker puts that code in
  * its infra_error RESULT (`error_code`), and the coordinator abandons the episode and the variant's
- * waiting episodes at once instead of retrying each max_attempts times (protocol 8.1 rule 7).
+ * waiting episodes at once instead of retrying each max_attempts times (protocol 8.1 rule 7). The campaign
+ * runs over CURVE (`rsd keys`, bind.keys): the local workers get --keys from rsd, so the real sim worker
+ * (coordinator and broker sockets) and GPU worker (broker) take that path too.
  *
  * Checks: rsd completes (exit 0) and prints the refusal once, naming the variant and propose_paths;
  * every `ar` episode is done; every `wide` episode is abandoned, none retried (attempts <= 1), with the
@@ -29,10 +31,12 @@ int main(int argc, char **argv) {
   const int trials = 6;
   char dir[] = "/tmp/rsd-refused-XXXXXX";
   CHECK(mkdtemp(dir) != NULL, "mkdtemp");
-  char cfg[128], out[128], log[128], text[2048];
+  char cfg[128], out[128], log[128], keys[128], text[2048];
   snprintf(cfg, sizeof cfg, "%s/campaign.yaml", dir);
   snprintf(out, sizeof out, "%s/run", dir);
   snprintf(log, sizeof log, "%s/rsd.log", dir);
+  snprintf(keys, sizeof keys, "%s/keys", dir);
+  CHECK(proc_wait(proc_spawn((char *[]){rsd, "keys", keys, NULL}, log, NULL, NULL), 30) == 0, "rsd keys (log %s)", log);
   snprintf(text, sizeof text,
            "name: refused_campaign_test\nsuite: libero_spatial\ntasks: [0]\ntrials: %d\nmax_steps: 16\n"
            "replan_every: 8\noutput: %s\nmodel: %s\nunnorm_key: libero_spatial\n"
@@ -41,8 +45,9 @@ int main(int argc, char **argv) {
            "videos: none\n"
            "workers:\n  sim_workers: 1\n  episodes_per_worker: 2\n  gpu_workers: 1\n  device: cpu\n"
            "leases:\n  heartbeat_ms: 250\n  liveness: 8\n  max_attempts: 3\n"
-           "bind:\n  coordinator: ipc://%s/co.sock\n  broker: ipc://%s/bs.sock\n  broker_gpu: ipc://%s/bg.sock\n",
-           trials, out, model, dir, dir, dir);
+           "bind:\n  coordinator: ipc://%s/co.sock\n  broker: ipc://%s/bs.sock\n  broker_gpu: ipc://%s/bg.sock\n"
+           "  keys: %s\n",
+           trials, out, model, dir, dir, dir, keys);
   CHECK(scratch_write(cfg, text), "write %s", cfg);
   setenv("RSD_SIM_WORKER", sim, 1);
   setenv("RSD_GPU_WORKER", gpu, 1);
@@ -53,6 +58,7 @@ int main(int argc, char **argv) {
   const char *line = strstr(lbuf, "variant wide: the model refuses its requests");
   CHECK(line && strstr(line, "propose_paths") && !strstr(line + 1, "variant wide: the model refuses"),
         "rsd did not print the refusal of variant wide exactly once (log %s)", log);
+  CHECK(strstr(lbuf, "CURVE on (bind.keys"), "rsd did not serve over CURVE (log %s)", log);
 
   co_journal_error_t je;
   co_journal_t *j = co_journal_open(out, CO_JOURNAL_READ_ONLY, NULL, NULL, &je);
