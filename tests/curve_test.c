@@ -2,7 +2,8 @@
  * TCP on 127.0.0.1. `rsd keys` makes a keys directory (and refuses to overwrite one); `rsd run` with
  * bind.keys serves a campaign. A peer without CURVE, a peer whose client certificate is not in the
  * directory's clients/, and a peer that expects another server key say HELLO and hear nothing; a peer
- * with the directory's client certificate is welcomed; fake_sim_worker --keys runs the whole campaign.
+ * with the directory's client certificate is welcomed, and so is the foreign one once its public file is
+ * copied into clients/ while rsd runs; fake_sim_worker --keys runs the whole campaign.
  * (refused_campaign_test runs the real sim and GPU workers over CURVE through the broker.)
  *
  *   curve_test RSD FAKE_SIM_WORKER */
@@ -112,6 +113,14 @@ int main(int argc, char **argv) {
   CHECK(foreign == -1, "a peer whose certificate is not in clients/ got an answer (type %d)", foreign);
   CHECK(wrong_server == -1, "a peer expecting another server key got an answer (type %d)", wrong_server);
   CHECK(good == MSG_WELCOME, "a peer with the campaign's client certificate got %d, not WELCOME", good);
+  /* admitting a client: its public certificate into clients/, no restart */
+  char src[300], dst[300], cmd[700];
+  snprintf(src, sizeof src, "%s/client.cert", other);
+  snprintf(dst, sizeof dst, "%s/clients/other.cert", keys);
+  snprintf(cmd, sizeof cmd, "cp '%s' '%s'", src, dst);
+  CHECK(system(cmd) == 0, "%s", cmd);
+  int admitted = s_hello(endpoint, theirs, our_server, 5000);
+  CHECK(admitted == MSG_WELCOME, "a certificate added to clients/ while rsd runs got %d, not WELCOME", admitted);
   zcert_destroy(&ours);
   zcert_destroy(&theirs);
 
