@@ -242,7 +242,8 @@ static int s_on_infra_error(co_server_t *s, s_worker_t *w, const msg_t *m, char 
   co_episode_t ep;
   const char *reason = m->result.has_reason ? m->result.reason : "infra_error";
   const bool refused = m->result.has_error_code && m->result.error_code == MSG_ERR_BAD_REQUEST;
-  co_journal_err_t rc = co_journal_infra_error(s->j, m->id, reason, refused ? 1 : s->cfg->leases.max_attempts, &ep, &je);
+  const uint32_t attempts = refused ? 1 : s->cfg->leases.max_attempts; /* a refusal is not retried */
+  co_journal_err_t rc = co_journal_infra_error(s->j, m->id, reason, attempts, &ep, &je);
   if (rc && rc != CO_JOURNAL_ERR_NO_LEASE) return s_fail(err, errlen, "journal: %s", je.text);
   const int v = refused ? co_config_variant_find(s->cfg, m->result.variant) : -1;
   if (v >= 0) {
@@ -422,7 +423,8 @@ static int s_on_hello(co_server_t *s, s_worker_t *w, msg_in_t *in, char *err, si
  * LEASE can sit unread for a while. A list of MSG_MAX_LEASES ids may be cut short, so it proves nothing. */
 static int s_reconcile(co_server_t *s, s_worker_t *w, const msg_heartbeat_body_t *hb, char *err, size_t errlen) {
   if (!hb->has_leases || hb->leases_count >= MSG_MAX_LEASES) return 0;
-  const int64_t now = zclock_mono(), grace = S_LOST_LEASE_WINDOWS * (int64_t)s->cfg->leases.heartbeat_ms * s->cfg->leases.liveness;
+  const int64_t now = zclock_mono();
+  const int64_t grace = S_LOST_LEASE_WINDOWS * (int64_t)s->cfg->leases.heartbeat_ms * s->cfg->leases.liveness;
   bool lost = false;
   for (uint32_t i = 0; i < w->nheld;) {
     bool listed = false;
@@ -432,9 +434,10 @@ static int s_reconcile(co_server_t *s, s_worker_t *w, const msg_heartbeat_body_t
       continue;
     }
     const uint64_t lease = w->held[i];
-    char reason[200];
-    snprintf(reason, sizeof reason, "worker %s does not hold lease %llu: its HEARTBEAT does not list it %lld ms after the "
-             "LEASE was sent (the LEASE was lost)", w->name, (unsigned long long)lease, (long long)(now - w->held_ms[i]));
+    char reason[256];
+    snprintf(reason, sizeof reason,
+             "worker %s does not hold lease %llu: its HEARTBEAT does not list it %lld ms after the LEASE was sent "
+             "(the LEASE was lost)", w->name, (unsigned long long)lease, (long long)(now - w->held_ms[i]));
     co_journal_error_t je;
     co_episode_t ep;
     co_journal_err_t rc = co_journal_expire(s->j, lease, reason, s->cfg->leases.max_attempts, &ep, &je);

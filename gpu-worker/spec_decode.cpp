@@ -16,8 +16,8 @@
 // policy's device. Main's logits come to the CPU in one copy per forward, where the argmax and the
 // finiteness check run in a loop: at batch 1 on a GPU every tensor operator costs about as much as the
 // arithmetic of a layer (docs/benchmarks.md), so the engine spends as few as it can around the module
-// calls (policy_bench counts them). A row whose outputs contain NaN/Inf stops and fails alone. It does not own loading or
-// validation of the package (policy.cpp) nor batching in time (the batcher).
+// calls (policy_bench counts them). A row whose outputs contain NaN/Inf stops and fails alone. It does
+// not own loading or validation of the package (policy.cpp) nor batching in time (the batcher).
 #include <torch/script.h>
 
 #include <algorithm>
