@@ -197,6 +197,15 @@ static int s_fill(co_server_t *s, s_worker_t *w, char *err, size_t errlen) {
       co_config_episode_t e = {0};
       int v = co_config_variant_find(s->cfg, ep->key.variant);
       if (v < 0) return s_fail(err, errlen, "journal episode of variant '%s' not in the config", ep->key.variant);
+      if (s->refused[v]) { /* back in the queue (a worker left or died): the model refuses it all the same */
+        char why[MSG_NAME_MAX + 96];
+        snprintf(why, sizeof why, "variant %s does not fit the model (refused earlier in this run), not retried",
+                 ep->key.variant);
+        co_episode_t back;
+        if (co_journal_infra_error(s->j, ep->lease_id, why, 1, &back, &je))
+          return s_fail(err, errlen, "journal: %s", je.text);
+        continue;
+      }
       e.variant = (uint32_t)v;
       e.task = ep->key.task;
       e.trial = ep->key.trial;
@@ -245,17 +254,18 @@ static int s_on_infra_error(co_server_t *s, s_worker_t *w, const msg_t *m, char 
   const uint32_t attempts = refused ? 1 : s->cfg->leases.max_attempts; /* a refusal is not retried */
   co_journal_err_t rc = co_journal_infra_error(s->j, m->id, reason, attempts, &ep, &je);
   if (rc && rc != CO_JOURNAL_ERR_NO_LEASE) return s_fail(err, errlen, "journal: %s", je.text);
-  const int v = refused ? co_config_variant_find(s->cfg, m->result.variant) : -1;
+  /* only for a lease this journal held: a stale or foreign RESULT abandons nothing */
+  const int v = refused && !rc ? co_config_variant_find(s->cfg, ep.key.variant) : -1;
   if (v >= 0) {
     char why[MSG_TEXT_MAX + 128];
-    snprintf(why, sizeof why, "variant %s does not fit the model, not retried: %s", m->result.variant, reason);
+    snprintf(why, sizeof why, "variant %s does not fit the model, not retried: %s", ep.key.variant, reason);
     size_t n = 0;
-    if (co_journal_abandon_waiting(s->j, m->result.variant, why, &n, &je))
+    if (co_journal_abandon_waiting(s->j, ep.key.variant, why, &n, &je))
       return s_fail(err, errlen, "journal: %s", je.text);
     if (!s->refused[v])
       fprintf(stderr, "[rsd] variant %s: the model refuses its requests (%s); its episodes are abandoned without "
               "retrying (%zu waiting ones now, the leased ones as they come back); the other variants go on\n",
-              m->result.variant, reason, n);
+              ep.key.variant, reason, n);
     s->refused[v] = true;
   }
   s->stats.infra_errors++;
@@ -442,12 +452,13 @@ static int s_reconcile(co_server_t *s, s_worker_t *w, const msg_heartbeat_body_t
     co_episode_t ep;
     co_journal_err_t rc = co_journal_expire(s->j, lease, reason, s->cfg->leases.max_attempts, &ep, &je);
     if (rc && rc != CO_JOURNAL_ERR_NO_LEASE) return s_fail(err, errlen, "journal: %s", je.text);
-    if (!rc)
+    if (!rc) {
       fprintf(stderr, "[rsd] %s; episode %s task %u trial %u %s\n", reason, ep.key.variant, ep.key.task,
               ep.key.trial, ep.state == CO_EPISODE_ABANDONED ? "is abandoned" : "goes back to the queue");
+      s->stats.lost_leases++;
+      lost = true;
+    }
     s_drop_held(s, w, lease); /* the last lease moves into slot i */
-    s->stats.lost_leases++;
-    lost = true;
   }
   if (!lost) return 0;
   s->maybe_waiting = true;

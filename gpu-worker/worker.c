@@ -530,10 +530,14 @@ static void s_stop(s_worker_t *w, const char *reason) {
   s_log("%s: taking no new requests; finishing %d held", reason, w->held);
 }
 
-/* Maps a policy error to the protocol's code. */
+/* Maps a policy error to the protocol's code. ERROR 31 says that the request does not fit the model (its
+ * decoding parameters, unnorm_key or shapes: every request of its variant would fail the same way, and the
+ * coordinator abandons the variant on it); an observation value the model cannot take (GW_EINPUT after the
+ * shapes were checked on arrival: a non-finite proprio) is that request's alone, ERROR 7. */
 static msg_err_t s_code(int gw) {
   switch (gw) {
     case GW_EINPUT:
+      return MSG_ERR_RANGE;
     case GW_EUNNORM:
     case GW_EINVAL:
       return MSG_ERR_BAD_REQUEST;

@@ -11,6 +11,10 @@
 
 #include "msg.h"
 
+/* Set once msg_keys_auth_start ran: a CURVE server socket binds only then, since libzmq lets any client
+ * that knows the server's public key in when no ZAP handler answers (ZAP_ENFORCE_DOMAIN is a draft option). */
+static volatile bool s_auth_started;
+
 struct msg_sock {
   zsock_t *sock;       /* owned */
   int type;            /* ZMQ_ROUTER, ZMQ_DEALER, ... */
@@ -69,6 +73,13 @@ msg_sock_t *msg_sock_new(int zmq_type, const char *endpoint, bool bind, const ms
   }
   if (zmq_type == ZMQ_ROUTER) zsock_set_router_mandatory(self->sock, 1);
   if (o.curve_cert) {
+    if (!zsys_has_curve() || (bind && !s_auth_started)) {
+      s_fail(err, MSG_ERR_INTERNAL, "CURVE socket for '%s': %s", endpoint,
+             !zsys_has_curve() ? "this libzmq has no CURVE support"
+                               : "no CURVE authenticator runs in this process (msg_keys_auth_start first)");
+      msg_sock_destroy(&self);
+      return NULL;
+    }
     zcert_apply((zcert_t *)o.curve_cert, self->sock);
     if (bind) {
       zsock_set_curve_server(self->sock, 1);
@@ -281,6 +292,7 @@ static msg_err_t s_save(zcert_t *cert, const char *dir, const char *name, msg_er
 }
 
 msg_err_t msg_keys_make(const char *dir, msg_error_t *err) {
+  if (!zsys_has_curve()) return s_fail(err, MSG_ERR_INTERNAL, "this libzmq has no CURVE support: no keys made");
   char path[1024];
   snprintf(path, sizeof path, "%s/server.cert_secret", dir);
   if (s_exists(path)) return s_fail(err, MSG_ERR_INTERNAL, "%s already holds keys (%s): not overwritten", dir, path);
@@ -303,27 +315,33 @@ msg_err_t msg_keys_make(const char *dir, msg_error_t *err) {
   return rc;
 }
 
-static msg_err_t s_load(const char *dir, const char *name, zcert_t **cert, msg_error_t *err) {
+/* Loads dir/name; a `secret` one must hold a secret key (zcert_load reads a public file too, with a secret
+ * key of zeros, which would fail every handshake without a word). */
+static msg_err_t s_load(const char *dir, const char *name, bool secret, zcert_t **cert, msg_error_t *err) {
   char path[1024];
   snprintf(path, sizeof path, "%s/%s", dir, name);
   if (!s_exists(path)) return s_fail(err, MSG_ERR_INTERNAL, "CURVE keys: %s is missing (made by `rsd keys DIR`)", path);
   *cert = zcert_load(path);
   if (!*cert) return s_fail(err, MSG_ERR_INTERNAL, "CURVE keys: %s is not a certificate", path);
+  if (secret && strspn(zcert_secret_txt(*cert), "0") == 40) {
+    zcert_destroy(cert);
+    return s_fail(err, MSG_ERR_INTERNAL, "CURVE keys: %s holds no secret key (a public certificate copied there?)", path);
+  }
   return MSG_OK;
 }
 
 msg_err_t msg_keys_server(const char *dir, zcert_t **cert, msg_error_t *err) {
   *cert = NULL;
-  return s_load(dir, "server.cert_secret", cert, err);
+  return s_load(dir, "server.cert_secret", true, cert, err);
 }
 
 msg_err_t msg_keys_client(const char *dir, zcert_t **cert, char server_key[41], msg_error_t *err) {
   *cert = NULL;
   zcert_t *server = NULL;
-  msg_err_t rc = s_load(dir, "server.cert", &server, err);
+  msg_err_t rc = s_load(dir, "server.cert", false, &server, err);
   if (!rc) {
     snprintf(server_key, 41, "%s", zcert_public_txt(server));
-    rc = s_load(dir, "client.cert_secret", cert, err);
+    rc = s_load(dir, "client.cert_secret", true, cert, err);
   }
   zcert_destroy(&server);
   return rc;
@@ -340,5 +358,6 @@ msg_err_t msg_keys_auth_start(const char *dir, zactor_t **auth, msg_error_t *err
     zactor_destroy(auth);
     return s_fail(err, MSG_ERR_INTERNAL, "the CURVE authenticator refused %s", path);
   }
+  s_auth_started = true;
   return MSG_OK;
 }

@@ -102,8 +102,8 @@ int main(int argc, char **argv) {
   CHECK(rc == 0, "rsd run exited %d (log %s)", rc, log);
   CHECK(proc_wait(a, 5) == 128 + SIGKILL, "worker A did not die as planned");
   CHECK(s_file_has(log, "complete"), "rsd did not report completion");
-  CHECK(s_file_has(log, "its HEARTBEAT does not list it") && s_file_has(log, "1 lease(s) lost"),
-        "rsd did not report the lost lease (log %s)", log);
+  CHECK(s_file_has(log, "its HEARTBEAT does not list it") && s_file_has(log, "] 1 lease(s) lost"),
+        "rsd did not report exactly one lost lease (log %s)", log);
 
   co_journal_error_t je;
   co_journal_t *j = co_journal_open(out, CO_JOURNAL_READ_ONLY, NULL, NULL, &je);
@@ -137,7 +137,12 @@ int main(int argc, char **argv) {
     int retried = 0;
     co_journal_iter_t *eit = co_journal_episodes(j, CO_EPISODE_STATE_COUNT_, &je);
     co_episode_t ep;
-    while (eit && co_journal_episodes_next(eit, &ep, &je)) retried += ep.attempts > 0;
+    int lost = 0;
+    while (eit && co_journal_episodes_next(eit, &ep, &je)) {
+      retried += ep.attempts > 0;
+      lost += ep.attempts > 0 && strstr(ep.last_error, "the LEASE was lost") != NULL;
+    }
+    CHECK(lost == 1, "%d episodes retried after a lost LEASE, want 1", lost);
     co_journal_iter_destroy(&eit);
     uint64_t events[CO_EVENT_COUNT_] = {0}, workers = 0;
     co_journal_event_counts(j, events, &workers, &je);

@@ -100,9 +100,17 @@ int main(int argc, char **argv) {
   }
   CHECK(endpoint[0], "rsd wrote no endpoint (log %s)", log);
 
-  zcert_t *ours = NULL, *theirs = NULL;
-  char our_server[41], their_server[41];
+  zcert_t *ours = NULL, *theirs = NULL, *none = NULL;
+  char our_server[41], their_server[41], bad[160], cmd[900];
   msg_error_t me;
+  /* a public certificate copied where the secret one belongs is refused, naming the file */
+  snprintf(bad, sizeof bad, "%s/bad", dir);
+  snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp '%s/server.cert' '%s/' && cp '%s/client.cert' '%s/client.cert_secret'", bad,
+           keys, bad, keys, bad);
+  CHECK(system(cmd) == 0, "%s", cmd);
+  CHECK(msg_keys_client(bad, &none, our_server, &me) != MSG_OK && none == NULL && strstr(me.text, "no secret key") &&
+            strstr(me.text, "client.cert_secret"),
+        "a public certificate as client.cert_secret: '%s'", me.text);
   CHECK(msg_keys_client(keys, &ours, our_server, &me) == MSG_OK, "keys: %s", me.text);
   CHECK(msg_keys_client(other, &theirs, their_server, &me) == MSG_OK, "other keys: %s", me.text);
   int plain = s_hello(endpoint, NULL, NULL, 1500);
@@ -114,7 +122,7 @@ int main(int argc, char **argv) {
   CHECK(wrong_server == -1, "a peer expecting another server key got an answer (type %d)", wrong_server);
   CHECK(good == MSG_WELCOME, "a peer with the campaign's client certificate got %d, not WELCOME", good);
   /* admitting a client: its public certificate into clients/, no restart */
-  char src[300], dst[300], cmd[700];
+  char src[300], dst[300];
   snprintf(src, sizeof src, "%s/client.cert", other);
   snprintf(dst, sizeof dst, "%s/clients/other.cert", keys);
   snprintf(cmd, sizeof cmd, "cp '%s' '%s'", src, dst);

@@ -12,7 +12,8 @@
  * one credit per answered INFER; a HEARTBEAT reports the requests held; SIGTERM with two requests queued
  * answers both (a batch of 2), then BYE and exit status 0. A second worker (package "nan") re-HELLOs
  * on a new connection when the broker falls silent, answers a batch in which one row produces NaN with
- * ERROR 30 for that row and an ACTION for the other, and leaves on SIGINT; its --record-obs recording holds
+ * ERROR 30 for that row and an ACTION for the other, answers a non-finite proprio with ERROR 7, and leaves on
+ * SIGINT; its --record-obs recording holds
  * exactly the row answered with an ACTION (images, proprio, instruction and origin as sent), train/'s reader
  * (rsd_data.load_recorded) and export_bench_obs.py --recording read it back, and a worker given that directory
  * again refuses to start, naming it. A worker whose recording cannot be written (images.u8 is /dev/full) still
@@ -569,6 +570,12 @@ static void s_nan_worker(const char *exe, const char *models, s_broker_t *b, con
   s_check_action(r[0], 2, ex[0], co[0], "the row next to a NaN row");
   s_check_error(r[1], MSG_ERR_MODEL, "id 42", "NaN", "NaN output");
   s_free_replies(r, 2);
+  /* a value the model cannot take is ERROR 7 (RANGE), not 31: it is this observation's, not the variant's */
+  o.proprio0 = INFINITY;
+  s_send_infer(b, 43, 1, o);
+  s_collect(b, 43, 1, r);
+  s_check_error(r[0], MSG_ERR_RANGE, "id 43", "proprio[0] is not finite", "non-finite proprio");
+  s_free_replies(r, 1);
 
   kill(pid, SIGINT);
   msg_in_t *bye = s_recv(b, 30000, false);
