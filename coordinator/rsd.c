@@ -612,7 +612,6 @@ static int s_status_cli(int argc, char **argv) {
   return status;
 }
 
-/* Subcommands get the arguments after their name. */
 /* rsd keys DIR: a new CURVE keys directory, and what goes where. */
 static int s_keys_cli(int argc, char **argv) {
   if (argc != 1) return s_usage();
@@ -630,6 +629,7 @@ static int s_keys_cli(int argc, char **argv) {
   return 0;
 }
 
+/* Subcommands get the arguments after their name. */
 int main(int argc, char **argv) {
   if (argc < 2) return s_usage();
   const char *cmd = argv[1];

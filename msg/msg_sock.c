@@ -276,11 +276,6 @@ msg_err_t msg_sock_send_error(msg_sock_t *self, const zframe_t *route, const msg
 }
 
 /* ---- CURVE keys ------------------------------------------------------------------------------- */
-static bool s_exists(const char *path) {
-  struct stat st;
-  return stat(path, &st) == 0;
-}
-
 /* Saves cert as <base> (public) and <base>_secret (mode 0600). */
 static msg_err_t s_save(zcert_t *cert, const char *dir, const char *name, msg_error_t *err) {
   char base[1024], secret[1040];
@@ -295,7 +290,7 @@ msg_err_t msg_keys_make(const char *dir, msg_error_t *err) {
   if (!zsys_has_curve()) return s_fail(err, MSG_ERR_INTERNAL, "this libzmq has no CURVE support: no keys made");
   char path[1024];
   snprintf(path, sizeof path, "%s/server.cert_secret", dir);
-  if (s_exists(path)) return s_fail(err, MSG_ERR_INTERNAL, "%s already holds keys (%s): not overwritten", dir, path);
+  if (zsys_file_exists(path)) return s_fail(err, MSG_ERR_INTERNAL, "%s already holds keys (%s): not overwritten", dir, path);
   snprintf(path, sizeof path, "%s/clients", dir);
   if (zsys_dir_create("%s", path) != 0)
     return s_fail(err, MSG_ERR_INTERNAL, "cannot create %s: %s", path, strerror(errno));
@@ -320,7 +315,7 @@ msg_err_t msg_keys_make(const char *dir, msg_error_t *err) {
 static msg_err_t s_load(const char *dir, const char *name, bool secret, zcert_t **cert, msg_error_t *err) {
   char path[1024];
   snprintf(path, sizeof path, "%s/%s", dir, name);
-  if (!s_exists(path)) return s_fail(err, MSG_ERR_INTERNAL, "CURVE keys: %s is missing (made by `rsd keys DIR`)", path);
+  if (!zsys_file_exists(path)) return s_fail(err, MSG_ERR_INTERNAL, "CURVE keys: %s is missing (made by `rsd keys DIR`)", path);
   *cert = zcert_load(path);
   if (!*cert) return s_fail(err, MSG_ERR_INTERNAL, "CURVE keys: %s is not a certificate", path);
   if (secret && strspn(zcert_secret_txt(*cert), "0") == 40) {
@@ -351,7 +346,7 @@ msg_err_t msg_keys_auth_start(const char *dir, zactor_t **auth, msg_error_t *err
   char path[1024];
   snprintf(path, sizeof path, "%s/clients", dir);
   *auth = NULL;
-  if (!s_exists(path)) return s_fail(err, MSG_ERR_INTERNAL, "CURVE keys: %s is missing (made by `rsd keys DIR`)", path);
+  if (!zsys_file_exists(path)) return s_fail(err, MSG_ERR_INTERNAL, "CURVE keys: %s is missing (made by `rsd keys DIR`)", path);
   *auth = zactor_new(zauth, NULL);
   if (!*auth) return s_fail(err, MSG_ERR_INTERNAL, "cannot start the CURVE authenticator");
   if (zstr_sendx(*auth, "CURVE", path, NULL) != 0 || zsock_wait(*auth) != 0) {
