@@ -66,6 +66,7 @@ struct s_gpu {
   char model[MSG_LABEL_MAX + 1];
   char hash[MSG_LABEL_MAX + 1];
   char device[MSG_NAME_MAX + 1];
+  char dtype[MSG_NAME_MAX + 1];  /* HELLO.dtype, "float32" when absent */
   uint32_t max_batch;
   int64_t credit;                /* capacity + READY credits - INFERs forwarded; never < 0 */
   s_list_t held;                 /* requests forwarded to it and not answered */
@@ -78,6 +79,7 @@ struct co_broker {
   msg_sock_t *sim, *gpu;         /* owned; used by the thread only once it runs */
   uint32_t heartbeat_ms, liveness, no_worker_wait_ms;
   char model[MSG_LABEL_MAX + 1], model_hash[MSG_LABEL_MAX + 1]; /* "" when not given */
+  char model_dtype[MSG_NAME_MAX + 1]; /* "" when not given: any */
   int wake[2];                   /* pipe: [1] written by the caller, [0] polled by the thread */
   pthread_t thread;
   bool thread_started;
@@ -325,6 +327,16 @@ static void s_on_hello(co_broker_t *b, s_gpu_t *g, msg_in_t *in) {
             h->name, h->model, h->model_hash, b->model_hash);
     return;
   }
+  const char *dtype = h->has_dtype ? h->dtype : "float32";
+  if (b->model[0] && b->model_dtype[0] && strcmp(h->model, b->model) == 0 && strcmp(dtype, b->model_dtype) != 0) {
+    b->st.gpu_refused++;
+    s_event(b, CO_EVENT_MALFORMED, h->name, "HELLO refused: model '%s' in %s, the campaign's model_dtype is %s",
+            h->model, dtype, b->model_dtype);
+    s_error(b->gpu, in->route, m, MSG_ERR_BAD_REQUEST,
+            "HELLO.dtype: '%s' runs model '%s' in %s, but this campaign's model_dtype is %s (rsd-gpu-worker --dtype)",
+            h->name, h->model, dtype, b->model_dtype);
+    return;
+  }
   if (b->ngpus >= S_MAX_GPUS) {
     b->st.gpu_refused++;
     s_error(b->gpu, in->route, m, MSG_ERR_OVERLOADED, "too many GPU workers (%d)", S_MAX_GPUS);
@@ -343,6 +355,7 @@ static void s_on_hello(co_broker_t *b, s_gpu_t *g, msg_in_t *in) {
   snprintf(g->model, sizeof g->model, "%s", h->model);
   snprintf(g->hash, sizeof g->hash, "%s", h->model_hash);
   snprintf(g->device, sizeof g->device, "%s", h->has_device ? h->device : "?");
+  snprintf(g->dtype, sizeof g->dtype, "%s", dtype);
   g->max_batch = h->has_max_batch ? h->max_batch : 0;
   g->credit = h->capacity;
   g->last_seen_ms = zclock_mono();
@@ -362,8 +375,8 @@ static void s_on_hello(co_broker_t *b, s_gpu_t *g, msg_in_t *in) {
   zhashx_insert(b->gpu_by_route, g->key, g);
   zhashx_update(b->known, g->model, (void *)1);
   b->st.gpu_joined++;
-  s_event(b, CO_EVENT_JOINED, g->name, "gpu %s %s on %s, max_batch %u, credit %u", g->model, g->hash, g->device,
-          g->max_batch, h->capacity);
+  s_event(b, CO_EVENT_JOINED, g->name, "gpu %s %s on %s in %s, max_batch %u, credit %u", g->model, g->hash,
+          g->device, g->dtype, g->max_batch, h->capacity);
   if (b->draining) s_drain_gpu(b, g);
   b->dirty = true;
 }
@@ -676,6 +689,7 @@ co_broker_t *co_broker_new(const co_broker_opts_t *o, char *err, size_t errlen) 
   b->no_worker_wait_ms = o->no_worker_wait_ms ? o->no_worker_wait_ms : S_NO_WORKER_WAIT_MS;
   if (o->model) snprintf(b->model, sizeof b->model, "%s", o->model);
   if (o->model_hash) snprintf(b->model_hash, sizeof b->model_hash, "%s", o->model_hash);
+  if (o->model_dtype) snprintf(b->model_dtype, sizeof b->model_dtype, "%s", o->model_dtype);
   b->gpu_by_route = zhashx_new();
   b->reqs = zhashx_new();
   b->known = zhashx_new();

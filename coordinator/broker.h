@@ -37,6 +37,9 @@ typedef struct {
                              join; INFERs for a model that no GPU worker serves or served get ERROR 23 */
   const char *model_hash; /* nullable: its content hash; a GPU worker serving `model` with another hash
                              is refused (ERROR 31 to its HELLO) */
+  const char *model_dtype; /* nullable: the precision the campaign's model runs at ("float32", "bfloat16",
+                              "float16"); a GPU worker serving `model` at another (HELLO.dtype, float32 when
+                              absent) is refused (ERROR 31 to its HELLO). NULL: any */
   uint32_t no_worker_wait_ms; /* how long an INFER for a known model waits while no connected GPU worker
                                  serves it, before ERROR 23; 0: 60000 */
   const zcert_t *curve_cert;  /* nullable: both sockets are CURVE servers with this certificate (the process's
@@ -52,7 +55,7 @@ typedef struct {
   uint64_t gpu_joined;      /* WELCOMEs sent to GPU workers */
   uint64_t gpu_left;        /* GPU workers that said BYE */
   uint64_t gpu_lost;        /* GPU workers declared dead: silent, unreachable, or another major version */
-  uint64_t gpu_refused;     /* GPU HELLOs refused (model hash, role) */
+  uint64_t gpu_refused;     /* GPU HELLOs refused (model hash, dtype, role) */
   uint64_t infers;          /* valid INFERs received from sim workers */
   uint64_t forwarded;       /* INFERs forwarded to GPU workers */
   uint64_t actions;         /* ACTIONs routed back to sim workers */

@@ -25,6 +25,7 @@ _Static_assert(sizeof(msg_policy_t) == sizeof(int) && sizeof(msg_mode_t) == size
 
 /* ---- names, suites, error texts -------------------------------------------------------------- */
 const char *const co_videos_names[] = {"failures", "all", "none", NULL};
+const char *const co_dtype_names[] = {"float32", "bfloat16", "float16", NULL};
 
 const co_suite_t co_suites[] = {
     {"libero_spatial", 10, 50, 220, 10},
@@ -150,7 +151,7 @@ static const s_sect_t s_bind = {s_bind_keys, sizeof s_bind_keys / sizeof s_bind_
 
 enum {
   T_NAME, T_SUITE, T_TASKS, T_TRIALS, T_MAX_STEPS, T_WAIT_STEPS, T_REPLAN_EVERY, T_SEED, T_IMAGE_SIZE,
-  T_MODEL, T_UNNORM_KEY, T_MODEL_HASH, T_VARIANTS, T_OUTPUT, T_VIDEOS, T_MAX_VIDEOS, T_WORKERS, T_LEASES, T_BIND,
+  T_MODEL, T_UNNORM_KEY, T_MODEL_HASH, T_MODEL_DTYPE, T_VARIANTS, T_OUTPUT, T_VIDEOS, T_MAX_VIDEOS, T_WORKERS, T_LEASES, T_BIND,
   T_COUNT_
 };
 static const s_key_t s_top_keys[T_COUNT_] = {
@@ -179,6 +180,8 @@ static const s_key_t s_top_keys[T_COUNT_] = {
     [T_MODEL_HASH] = {"model_hash", K_STR, F_NULLABLE, .off = offsetof(co_config_t, model_hash),
                       .has_off = offsetof(co_config_t, has_model_hash), .lo = 71, .hi = 71,
                       .check = s_check_model_hash},
+    [T_MODEL_DTYPE] = {"model_dtype", K_ENUM, 0, .off = offsetof(co_config_t, model_dtype),
+                       .dflt = CO_DTYPE_FLOAT32, .names = co_dtype_names},
     [T_VARIANTS] = {"variants", K_VARIANTS, F_REQUIRED, .off = offsetof(co_config_t, variants),
                     .count_off = offsetof(co_config_t, variants_count), .lo = 1, .hi = CO_MAX_VARIANTS,
                     .sub = &s_variant},

@@ -80,6 +80,9 @@ extern const co_suite_t co_suites[];
 /* ---- the configuration ----------------------------------------------------------------------- */
 typedef enum { CO_VIDEOS_FAILURES, CO_VIDEOS_ALL, CO_VIDEOS_NONE, CO_VIDEOS_COUNT_ } co_videos_t;
 extern const char *const co_videos_names[]; /* "failures", "all", "none", NULL */
+/* The precision GPU workers run the model at (rsd-gpu-worker --dtype; gw_dtype_t has the same order). */
+typedef enum { CO_DTYPE_FLOAT32, CO_DTYPE_BFLOAT16, CO_DTYPE_FLOAT16, CO_DTYPE_COUNT_ } co_dtype_t;
+extern const char *const co_dtype_names[]; /* "float32", "bfloat16", "float16", NULL */
 
 /* One decoding variant. Invariants after a successful load: policy MODEL has a mode; policy EXPERT
  * has none of mode, draft_len, draft_width, radii; draft_len and draft_width only with spec modes; radii
@@ -143,6 +146,8 @@ typedef struct {
   bool has_model_hash; /* the package's content hash: pinned by the config, or filled in by `rsd run` from
                           the package before the config is stored (a changed package then refuses resume) */
   char model_hash[MSG_LABEL_MAX + 1];
+  co_dtype_t model_dtype;  /* every GPU worker of the campaign runs main and draft at this precision (the broker
+                              refuses others); results depend on it, so a change refuses resume */
   co_variant_t variants[CO_MAX_VARIANTS];
   uint32_t variants_count; /* >= 1 */
   int32_t baseline;        /* index of the variant with baseline == true, or -1 when none */

@@ -454,11 +454,13 @@ static void test_diff(void) {
   b.image_size = 256;
   snprintf(b.model, sizeof b.model, "models/other");
   b.workers.gpu_workers = 4;
-  CHECK(co_config_diff(&a, &b, out, sizeof out) == 6, "six forbid:\n%s", out);
+  b.model_dtype = CO_DTYPE_BFLOAT16;
+  CHECK(co_config_diff(&a, &b, out, sizeof out) == 7, "seven forbid:\n%s", out);
   CHECK(strcmp(out,
                "seed: 0 -> 7\n"
                "image_size: 128 -> 256\n"
                "model: \"models/rsd-ref-spatial\" -> \"models/other\"\n"
+               "model_dtype: \"float32\" -> \"bfloat16\"\n"
                "variants[1].draft_len: 4 -> null\n"
                "variants[2].radii: [0, 1, 1, 2] -> [0, 1, 1, 3]\n"
                "workers.gpu_workers: 1 -> 4 (may change on resume)\n"

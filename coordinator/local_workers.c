@@ -183,9 +183,9 @@ co_local_t *co_local_start_gpu(const char *exe, const co_local_gpu_t *g, uint32_
   char batch[16], wait[16];
   snprintf(batch, sizeof batch, "%u", g->max_batch < 1 ? 1 : g->max_batch > 256 ? 256 : g->max_batch);
   snprintf(wait, sizeof wait, "%u", g->max_wait_us);
-  const char *args[] = {"--broker", g->broker, "--model", g->model, "--device", g->device,
+  const char *args[] = {"--broker", g->broker, "--model", g->model, "--device", g->device, "--dtype", g->dtype,
                         "--max-batch", batch, "--max-wait-us", wait, "--keys", g->keys};
-  return s_start("gpu worker", "local-gpu", exe, g->broker, args, g->keys && g->keys[0] ? 12 : 10, n, log_dir, err,
+  return s_start("gpu worker", "local-gpu", exe, g->broker, args, g->keys && g->keys[0] ? 14 : 12, n, log_dir, err,
                  errlen);
 }
 

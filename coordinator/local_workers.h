@@ -44,6 +44,7 @@ typedef struct {
   const char *broker;   /* the broker's GPU-side endpoint */
   const char *model;    /* package directory */
   const char *device;   /* "cpu" or "cuda:N" (see co_local_gpu_device) */
+  const char *dtype;    /* --dtype: "float32", "bfloat16" or "float16" (the config's model_dtype) */
   uint32_t max_batch;   /* --max-batch (clamped to what rsd-gpu-worker takes, 256) */
   uint32_t max_wait_us; /* --max-wait-us */
   const char *keys;     /* nullable: --keys, the CURVE keys directory */

@@ -213,7 +213,7 @@ static int s_start_inference(const co_config_t *cfg, const co_package_t *pkg, co
   co_broker_opts_t o = {.sim_bind = cfg->bind.broker, .gpu_bind = cfg->bind.broker_gpu, .sim_prefer = sim_prefer,
                         .gpu_prefer = gpu_prefer, .heartbeat_ms = cfg->leases.heartbeat_ms,
                         .liveness = cfg->leases.liveness, .model = pkg->name, .model_hash = pkg->content_hash,
-                        .curve_cert = s_curve_cert};
+                        .model_dtype = co_dtype_names[cfg->model_dtype], .curve_cert = s_curve_cert};
   if (!(s_broker = co_broker_new(&o, err, sizeof err))) {
     fprintf(stderr, "rsd: %s\n", err);
     return -1;
@@ -333,16 +333,17 @@ static int s_serve(co_config_t *cfg, co_journal_t *j, bool created, const char *
     snprintf(log_dir, sizeof log_dir, "%s/logs", cfg->output);
     co_endpoint_local(co_broker_gpu_endpoint(s_broker), local_ep, sizeof local_ep);
     co_local_gpu_device(cfg->workers.device, device, sizeof device);
-    co_local_gpu_t g = {local_ep, cfg->model, device, cfg->workers.max_batch, cfg->workers.max_wait_us,
-                        cfg->bind.has_keys ? cfg->bind.keys : NULL};
+    co_local_gpu_t g = {local_ep, cfg->model, device, co_dtype_names[cfg->model_dtype], cfg->workers.max_batch,
+                        cfg->workers.max_wait_us, cfg->bind.has_keys ? cfg->bind.keys : NULL};
     if (!(s_local_gpu = co_local_start_gpu(gpu_exe, &g, cfg->workers.gpu_workers, log_dir, err, sizeof err))) {
       fprintf(stderr, "rsd: %s\n", err);
       co_server_destroy(&server);
       co_broker_destroy(&s_broker, 0);
       return 1;
     }
-    fprintf(stderr, "[rsd] started %u local GPU workers (%s, --device %s, max_batch %u; logs in %s)\n",
-            cfg->workers.gpu_workers, gpu_exe, device, cfg->workers.max_batch, log_dir);
+    fprintf(stderr, "[rsd] started %u local GPU workers (%s, --device %s, --dtype %s, max_batch %u; logs in %s)\n",
+            cfg->workers.gpu_workers, gpu_exe, device, co_dtype_names[cfg->model_dtype], cfg->workers.max_batch,
+            log_dir);
   }
   if (cfg->workers.sim_workers > 0) {
     char log_dir[CO_PATH_MAX + 16];

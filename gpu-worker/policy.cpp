@@ -94,7 +94,29 @@ void gw::expect_tensor(const at::Tensor &t, std::vector<int64_t> shape, at::Scal
     throw Error(GW_ESHAPE, what + ": on device " + t.device().str() + ", expected " + dev.str());
 }
 
-// ---- modes ------------------------------------------------------------------------------------------
+void gw::expect_float(const gw_policy_t &p, const at::Tensor &t, std::vector<int64_t> shape, const std::string &what) {
+  expect_tensor(t, shape, t.defined() && t.scalar_type() == p.compute ? p.compute : at::kFloat, p.device, what);
+}
+
+gw::Precision::Precision(const gw_policy_t &p) : dev_(p.device.type()) {
+  if (p.dtype == GW_DTYPE_FLOAT32) return;
+  on_ = true;
+  prev_enabled_ = at::autocast::is_autocast_enabled(dev_);
+  prev_dtype_ = at::autocast::get_autocast_dtype(dev_);
+  prev_cache_ = at::autocast::is_autocast_cache_enabled();
+  at::autocast::set_autocast_dtype(dev_, p.compute);
+  at::autocast::set_autocast_enabled(dev_, true);
+  at::autocast::set_autocast_cache_enabled(true);
+}
+
+gw::Precision::~Precision() {
+  if (!on_) return;
+  at::autocast::set_autocast_enabled(dev_, prev_enabled_);
+  at::autocast::set_autocast_dtype(dev_, prev_dtype_);
+  at::autocast::set_autocast_cache_enabled(prev_cache_);
+}
+
+// ---- modes and precisions ---------------------------------------------------------------------------
 
 static const char *const s_mode_names[] = {"ar", "spec", "spec-relaxed"};
 
@@ -105,6 +127,16 @@ extern "C" int gw_mode_parse(const char *name) {
 }
 
 extern "C" const char *gw_mode_name(int mode) { return mode >= 0 && mode < 3 ? s_mode_names[mode] : "?"; }
+
+static const char *const s_dtype_names[] = {"float32", "bfloat16", "float16"};
+
+extern "C" int gw_dtype_parse(const char *name) {
+  for (int i = 0; name && i < 3; i++)
+    if (std::strcmp(name, s_dtype_names[i]) == 0) return i;
+  return -1;
+}
+
+extern "C" const char *gw_dtype_name(int dtype) { return dtype >= 0 && dtype < 3 ? s_dtype_names[dtype] : "?"; }
 
 // ---- manifest.json ---------------------------------------------------------------------------------
 
@@ -408,32 +440,39 @@ void s_finite(const at::Tensor &t, const char *what) {
   if (!at::isfinite(t).all().item<bool>()) throw Error(GW_ENONFINITE, std::string(what) + " returned NaN or Inf on the probe batch");
 }
 
-// A dummy batch of two rows through every method; checks shapes, dtypes, device and finiteness.
+// A dummy batch of two rows through every method, main and draft at the policy's precision; checks shapes,
+// dtypes, device and finiteness. The rows carry an instruction, as every request does (INFER requires one):
+// a row of padding alone is not an input the worker can receive.
 void s_probe(gw_policy_t &p) {
   const gw_manifest_t &m = p.m;
   const int64_t B = 2, L = m.layers, G = m.groups, K = m.levels, D = m.hidden_dim;
   auto dev = p.device;
   at::Tensor images = at::zeros({B, m.num_cameras, m.image_height, m.image_width, 3}, at::dtype(at::kByte).device(dev));
   at::Tensor proprio = at::zeros({B, m.proprio_dim}, at::dtype(at::kFloat).device(dev));
-  at::Tensor instr = at::zeros({B, m.instr_max_tokens}, at::dtype(at::kLong).device(dev));
+  at::Tensor instr = at::zeros({B, m.instr_max_tokens}, at::kLong);
+  const char *probe_text = "probe";
+  for (int64_t t = 0; t < m.instr_max_tokens && probe_text[t]; t++) instr.select(1, t).fill_((int64_t)probe_text[t] + 1);
+  instr = instr.to(dev);
+  gw::Precision precision(p);
   auto pre = s_tuple(s_probe_call(p.main, "prefill", {images, proprio, instr}), 3, "main.prefill");
   if (pre[0].dim() < 1 || pre[0].size(0) != B || pre[0].device() != dev)
     throw Error(GW_ESHAPE, "main.prefill state: shape " + gw::shape_str(pre[0].sizes()) + " on " +
                                pre[0].device().str() + ", expected [2, ...] on " + dev.str());
-  gw::expect_tensor(pre[1], {B, G, K}, at::kFloat, dev, "main.prefill logits0");
-  gw::expect_tensor(pre[2], {B, D}, at::kFloat, dev, "main.prefill hidden");
+  gw::expect_float(p, pre[1], {B, G, K}, "main.prefill logits0");
+  gw::expect_float(p, pre[2], {B, D}, "main.prefill hidden");
   s_finite(pre[1], "main.prefill logits0");
   s_finite(pre[2], "main.prefill hidden");
   at::Tensor codes = at::zeros({B, L, G}, at::dtype(at::kLong).device(dev));
   at::Tensor pos = at::tensor({int64_t(0), L - 1}, at::kLong).to(dev);
   auto st = s_tuple(s_probe_call(p.main, "step", {pre[0], codes, pos}), 2, "main.step");
-  gw::expect_tensor(st[0], {B, G, K}, at::kFloat, dev, "main.step logits");
-  gw::expect_tensor(st[1], {B, D}, at::kFloat, dev, "main.step hidden");
+  gw::expect_float(p, st[0], {B, G, K}, "main.step logits");
+  gw::expect_float(p, st[1], {B, D}, "main.step hidden");
+  s_finite(st[0], "main.step logits");
   int64_t n = std::min<int64_t>(m.decoding.gamma, L - 1);
   auto ve = s_tuple(s_probe_call(p.main, "verify", {pre[0], codes, at::zeros({B}, at::dtype(at::kLong).device(dev)), n}),
                     2, "main.verify");
-  gw::expect_tensor(ve[0], {B, n + 1, G, K}, at::kFloat, dev, "main.verify logits");
-  gw::expect_tensor(ve[1], {B, n + 1, D}, at::kFloat, dev, "main.verify hidden");
+  gw::expect_float(p, ve[0], {B, n + 1, G, K}, "main.verify logits");
+  gw::expect_float(p, ve[1], {B, n + 1, D}, "main.verify hidden");
   s_finite(ve[0], "main.verify logits");
   int64_t gamma = m.decoding.gamma;
   c10::IValue pr = s_probe_call(p.draft, "propose", {pre[2], codes, at::ones({B}, at::dtype(at::kLong).device(dev)), gamma});
@@ -445,6 +484,7 @@ void s_probe(gw_policy_t &p) {
     if (!pp.isTensor()) throw Error(GW_ESHAPE, "draft.propose_paths: expected a tensor");
     gw::expect_tensor(pp.toTensor(), {B, 2, gamma, G}, at::kLong, dev, "draft.propose_paths codes");
   }
+  at::autocast::set_autocast_enabled(dev.type(), false);  // tokenizer.decode runs in float32 (Precision restores)
   c10::IValue ck = s_probe_call(p.tokenizer, "decode", {codes});
   if (!ck.isTensor()) throw Error(GW_ESHAPE, "tokenizer.decode: expected a tensor");
   gw::expect_tensor(ck.toTensor(), {B, m.chunk_horizon, m.action_dim}, at::kFloat, dev, "tokenizer.decode chunk");
@@ -503,9 +543,13 @@ extern "C" int gw_policy_open(const char *dir, const gw_policy_opts_t *opts, gw_
   if (policy_out) *policy_out = nullptr;
   return s_guard([&] {
     if (!dir || !opts || !policy_out) throw Error(GW_EINVAL, "gw_policy_open: dir, opts and policy_out are required");
-    c10::InferenceMode guard;
+    gw::NoAutograd no_autograd(opts->dtype);
     std::unique_ptr<gw_policy_t> p(new gw_policy_t());
     p->device = s_device(opts->device);  // before reading the package: a bad device is the caller's error
+    if (opts->dtype < GW_DTYPE_FLOAT32 || opts->dtype > GW_DTYPE_FLOAT16)
+      throw Error(GW_EINVAL, "dtype " + std::to_string(opts->dtype) + " is not float32, bfloat16 or float16");
+    p->dtype = opts->dtype;
+    p->compute = p->dtype == GW_DTYPE_BFLOAT16 ? at::kBFloat16 : p->dtype == GW_DTYPE_FLOAT16 ? at::kHalf : at::kFloat;
     if (opts->num_threads > 0) at::set_num_threads(opts->num_threads);
     Parsed pm;
     s_parse_manifest(dir, opts->unnorm_key, opts->any_unnorm_key != 0, *p, pm);
@@ -552,9 +596,12 @@ extern "C" int gw_policy_set_unnorm_key(gw_policy_t *policy, const char *unnorm_
 
 extern "C" void gw_policy_destroy(gw_policy_t **self_p) {
   if (!self_p || !*self_p) return;
+  if ((*self_p)->dtype != GW_DTYPE_FLOAT32) at::autocast::clear_cache();  // this thread's casts of its weights
   delete *self_p;
   *self_p = nullptr;
 }
+
+extern "C" int gw_policy_dtype(const gw_policy_t *policy) { return policy ? policy->dtype : GW_DTYPE_FLOAT32; }
 
 extern "C" const gw_manifest_t *gw_policy_manifest(const gw_policy_t *policy) { return policy ? &policy->m : nullptr; }
 
@@ -595,7 +642,7 @@ extern "C" int gw_policy_decode(gw_policy_t *policy, const gw_obs_t *obs, int n,
       if (s_obs_ok(policy->m, obs[i], r)) rows.push_back(i);
     }
     if (rows.empty()) return;
-    c10::InferenceMode guard;
+    gw::NoAutograd no_autograd(policy->dtype);
     gw::Batch b = s_batch(*policy, obs, rows);
     gw::decode_batch(*policy, b, prm, results);
   });
@@ -627,7 +674,7 @@ extern "C" int gw_policy_main_argmax(gw_policy_t *policy, const gw_obs_t *obs, i
       if (ok) rows.push_back(i);
     }
     if (rows.empty()) return;
-    c10::InferenceMode guard;
+    gw::NoAutograd no_autograd(policy->dtype);
     gw::Batch b = s_batch(*policy, obs, rows);
     at::Tensor c = at::empty({(int64_t)rows.size(), m.layers, m.groups}, at::kLong);
     for (size_t r = 0; r < rows.size(); r++)

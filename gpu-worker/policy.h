@@ -84,6 +84,19 @@ typedef struct {
                                   * width rows per request (docs/model-package.md, "Decoding") */
 } gw_decode_params_t;
 
+/* ---- precision ------------------------------------------------------------------------------------ */
+typedef enum {
+  GW_DTYPE_FLOAT32 = 0,  /* every operator in float32: the package as exported (the default) */
+  GW_DTYPE_BFLOAT16 = 1, /* main and draft under libtorch's autocast: matrix products and convolutions in
+                          * bfloat16, norms, softmax and reductions in float32; tokenizer.decode in float32 */
+  GW_DTYPE_FLOAT16 = 2   /* the same with float16 */
+} gw_dtype_t;
+
+/* Parses "float32" / "bfloat16" / "float16"; -1 for anything else. */
+int gw_dtype_parse(const char *name);
+/* The name of a precision ("float32", "bfloat16", "float16"; "?" for another value). */
+const char *gw_dtype_name(int dtype);
+
 /* ---- the package --------------------------------------------------------------------------------- */
 /* What the manifest declares, after validation (docs/model-package.md). */
 typedef struct {
@@ -113,6 +126,8 @@ typedef struct {
   int verify_hash;          /* nonzero: check content_hash against the module files (recommended) */
   int any_unnorm_key;       /* nonzero: unnorm_key may be NULL, and then the package's first key is selected
                              * (a server that picks the key per request with gw_policy_set_unnorm_key) */
+  int dtype;                /* gw_dtype_t: the precision main and draft run at (0: float32). Results depend on it:
+                             * spec stays equal to ar at the same precision, not across precisions */
 } gw_policy_opts_t;
 
 typedef struct gw_policy_t gw_policy_t;
@@ -128,6 +143,8 @@ int gw_policy_open(const char *dir, const gw_policy_opts_t *opts, gw_policy_t **
 int gw_policy_set_unnorm_key(gw_policy_t *policy, const char *unnorm_key);
 /* Frees a policy; idempotent, sets *self_p = NULL. self_p and *self_p may be NULL. */
 void gw_policy_destroy(gw_policy_t **self_p);
+/* The precision the policy runs at (gw_dtype_t), as opened. */
+int gw_policy_dtype(const gw_policy_t *policy);
 /* The validated manifest (borrowed; lives as long as the policy). */
 const gw_manifest_t *gw_policy_manifest(const gw_policy_t *policy);
 

@@ -5,8 +5,10 @@
 // also writes the numbers. Not a test: timing belongs here, not in ctest.
 //
 //   policy_bench [PACKAGE_DIR] [--json FILE] [--threads N] [--seconds S] [--gamma G] [--radius R]
-//                [--device cpu|cuda:N] [--obs DIR] [--width W] [--codes FILE]
+//                [--device cpu|cuda:N] [--obs DIR] [--width W] [--codes FILE] [--dtype float32|bfloat16|float16]
 //
+// --dtype: the precision main and draft run at (gw_policy_opts_t.dtype; the exactness pass then compares spec
+// with ar at that precision).
 // --width W: W draft paths per request and round in the spec modes (draft.propose_paths; 1 = propose).
 //
 // Observations are random images and proprio unless --obs names a recorded set (train/export_bench_obs.py):
@@ -21,7 +23,9 @@
 // First, the cost of one call of each module method at batch 1 and 64 (median µs of 200 calls after 20
 // warm-ups, each call waited for on a CUDA device), called as the engine calls them: main.prefill,
 // main.step, main.verify over gamma layers, draft.propose(gamma), tokenizer.decode, with the number of
-// top-level ATen operators one call runs (counted through a RecordFunction callback). On a device where
+// top-level ATen operators one call runs (counted through a RecordFunction callback) and its casts (every
+// aten::_to_copy, nested or not: under --dtype bfloat16/float16 autocast casts activations inside the
+// operators that take them, once the weights' casts are cached). On a device where
 // calls are bound by their number of operators (docs/benchmarks.md: about 8 µs each on an H100, eager),
 // a spec round (propose + verify) against an ar layer (step) decides whether spec can be faster; this
 // table says it without the decoding around it.
@@ -35,6 +39,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -106,31 +111,31 @@ struct CallCost {
   int batch;
   double us;
   long ops;  // top-level ATen operators of one call
+  long casts;  // aten::_to_copy at any depth in one call: casts (autocast's, inside other operators) and copies
 };
 
 static thread_local int tl_op_depth = 0;
-static thread_local long tl_ops = 0;
+static thread_local long tl_ops = 0, tl_casts = 0;
 
-// Top-level ATen operators that fn() runs on this thread (an operator that calls others counts once).
+// Top-level ATen operators that fn() runs on this thread (an operator that calls others counts once); with
+// casts_out, also every aten::_to_copy, nested or not (autocast's casts run inside the operator they feed).
 template <typename F>
-static long s_count_ops(F fn) {
+static long s_count_ops(F fn, long *casts_out = nullptr) {
   tl_op_depth = 0;
-  tl_ops = 0;
+  tl_ops = tl_casts = 0;
   at::CallbackHandle h = at::addThreadLocalCallback(
       at::RecordFunctionCallback(
-          [](const at::RecordFunction &) -> std::unique_ptr<at::ObserverContext> {
+          [](const at::RecordFunction &fn) -> std::unique_ptr<at::ObserverContext> {
             if (tl_op_depth++ == 0) tl_ops++;
+            if (std::strcmp(fn.name(), "aten::_to_copy") == 0) tl_casts++;
             return nullptr;
           },
           [](const at::RecordFunction &, at::ObserverContext *) { tl_op_depth--; })
           .scopes({at::RecordScope::FUNCTION}));
   fn();
   at::removeCallback(h);
+  if (casts_out) *casts_out = tl_casts;
   return tl_ops;
-}
-
-static long s_count_ops(torch::jit::Module &mod, const char *method, const std::vector<c10::IValue> &args) {
-  return s_count_ops([&] { mod.get_method(method)(args); });
 }
 
 // Median µs of one call of mod.method(args) (see the top of the file).
@@ -156,7 +161,7 @@ static std::vector<CallCost> s_call_costs(gw_policy_t &p, const std::vector<uint
   const int64_t img = (int64_t)m.num_cameras * m.image_height * m.image_width * 3;
   const int64_t nv = std::min<int64_t>(gamma, L - 2);  // verify from layer 1: logits for layers 1..1+nv
   std::vector<CallCost> out;
-  c10::InferenceMode guard;
+  gw::NoAutograd no_autograd(p.dtype);
   torch::jit::GraphOptimizerEnabledGuard no_optimizer(false);
   for (int b : {1, 64}) {
     std::vector<uint8_t> im((size_t)img * b);
@@ -170,7 +175,10 @@ static std::vector<CallCost> s_call_costs(gw_policy_t &p, const std::vector<uint
                               .to(p.device);
     at::Tensor proprio_t = at::from_blob(pr.data(), {b, m.proprio_dim}, at::kFloat).to(p.device);
     at::Tensor instr_t = at::randint(1, 200, {b, m.instr_max_tokens}, at::kLong).to(p.device);
-    c10::IValue pre = p.main.get_method("prefill")({images_t, proprio_t, instr_t});
+    c10::IValue pre = [&] {
+      gw::Precision precision(p);
+      return p.main.get_method("prefill")({images_t, proprio_t, instr_t});
+    }();
     at::Tensor state = pre.toTupleRef().elements()[0].toTensor();
     at::Tensor hidden = pre.toTupleRef().elements()[2].toTensor();
     at::Tensor codes = at::randint(0, m.levels, {b, L, G}, at::kLong).to(p.device);
@@ -185,14 +193,21 @@ static std::vector<CallCost> s_call_costs(gw_policy_t &p, const std::vector<uint
                  {"main.verify(" + std::to_string(nv) + ")", &p.main, "verify", {state, codes, pos, nv}},
                  {"draft.propose(" + std::to_string(gamma) + ")", &p.draft, "propose", {hidden, codes, pos, (int64_t)gamma}},
                  {"tokenizer.decode", &p.tokenizer, "decode", {codes}}};
-    for (auto &c : calls)
-      out.push_back({c.name, b, s_time_call(*c.mod, c.method, c.args, p.device), s_count_ops(*c.mod, c.method, c.args)});
+    for (auto &c : calls) {
+      std::unique_ptr<gw::Precision> precision;  // as the engine runs them: main and draft at the policy's
+      if (c.mod != &p.tokenizer) precision.reset(new gw::Precision(p));  // precision, the tokenizer in float32
+      const double us = s_time_call(*c.mod, c.method, c.args, p.device);  // warm: autocast's weight casts are cached
+      long casts = 0;
+      const long ops = s_count_ops([&] { c.mod->get_method(c.method)(c.args); }, &casts);
+      out.push_back({c.name, b, us, ops, casts});
+    }
   }
   return out;
 }
 
 int main(int argc, char **argv) {
-  const char *dir = GW_DEFAULT_PACKAGE, *json = nullptr, *device = "cpu", *obs_dir = nullptr, *codes_out = nullptr;
+  const char *dir = GW_DEFAULT_PACKAGE, *json = nullptr, *device = "cpu", *obs_dir = nullptr, *codes_out = nullptr,
+             *dtype_name = "float32";
   int threads = 0, gamma = 0, radius = 1, width = 0;
   double seconds = 1.0;
   for (int i = 1; i < argc; i++) {
@@ -205,15 +220,22 @@ int main(int argc, char **argv) {
     else if (!std::strcmp(argv[i], "--obs") && i + 1 < argc) obs_dir = argv[++i];
     else if (!std::strcmp(argv[i], "--width") && i + 1 < argc) width = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--codes") && i + 1 < argc) codes_out = argv[++i];
+    else if (!std::strcmp(argv[i], "--dtype") && i + 1 < argc) dtype_name = argv[++i];
     else if (argv[i][0] != '-') dir = argv[i];
     else {
       std::fprintf(stderr, "usage: policy_bench [PACKAGE_DIR] [--json FILE] [--threads N] [--seconds S] "
-                           "[--gamma G] [--radius R] [--device cpu|cuda:N] [--obs DIR] [--width W] [--codes FILE]\n");
+                           "[--gamma G] [--radius R] [--device cpu|cuda:N] [--obs DIR] [--width W] [--codes FILE]\n"
+                           "                    [--dtype float32|bfloat16|float16]\n");
       return 2;
     }
   }
   // Any unnorm_key of the package will do: the first.
-  gw_policy_opts_t opts = {device, nullptr, threads, 1, 1};
+  const int dtype = gw_dtype_parse(dtype_name);
+  if (dtype < 0) {
+    std::fprintf(stderr, "policy_bench: --dtype '%s' is not float32, bfloat16 or float16\n", dtype_name);
+    return 2;
+  }
+  gw_policy_opts_t opts = {device, nullptr, threads, 1, 1, dtype};
   gw_policy_t *p = nullptr;
   int rc = gw_policy_open(dir, &opts, &p);
   if (rc != GW_OK) {
@@ -250,16 +272,17 @@ int main(int argc, char **argv) {
   std::vector<int32_t> codes((size_t)L * G * maxb);
   std::vector<gw_result_t> res(maxb);
 
-  std::printf("policy_bench: %s (%s) on %s, L=%d G=%d K=%d, gamma=%d, width=%d, relaxed radius=%d, threads=%d, "
-              "observations: %s\n", dir, m->name, device, L, G, m->levels, gamma ? gamma : m->decoding.gamma,
+  std::printf("policy_bench: %s (%s) on %s in %s, L=%d G=%d K=%d, gamma=%d, width=%d, relaxed radius=%d, threads=%d, "
+              "observations: %s\n", dir, m->name, device, gw_dtype_name(dtype), L, G, m->levels, gamma ? gamma : m->decoding.gamma,
               width ? width : m->decoding.width, radius, threads, obs_dir ? obs_dir : "random");
   const int g_used = gamma ? gamma : m->decoding.gamma;
   std::vector<CallCost> calls = s_call_costs(*p, images, proprio, nobs, g_used);
-  std::printf("%-20s %12s %12s %16s %10s\n", "call", "us batch 1", "us batch 64", "x main.step (1)", "operators");
+  std::printf("%-20s %12s %12s %16s %10s %8s\n", "call", "us batch 1", "us batch 64", "x main.step (1)", "operators",
+              "casts");
   const double step1 = calls[1].us;
   for (size_t i = 0; i < calls.size() / 2; i++)
-    std::printf("%-20s %12.1f %12.1f %16.2f %10ld\n", calls[i].call.c_str(), calls[i].us, calls[i + calls.size() / 2].us,
-                calls[i].us / step1, calls[i].ops);
+    std::printf("%-20s %12.1f %12.1f %16.2f %10ld %8ld\n", calls[i].call.c_str(), calls[i].us,
+                calls[i + calls.size() / 2].us, calls[i].us / step1, calls[i].ops, calls[i].casts);
   std::printf("%-13s %5s %10s %9s %9s %9s %9s  %s\n", "mode", "batch", "chunks/s", "p50 ms", "p99 ms", "main/ch",
               "draft/ch", "acceptance per layer 1..L-1");
   std::vector<Row> rows;
@@ -405,17 +428,17 @@ int main(int argc, char **argv) {
       std::fprintf(stderr, "policy_bench: cannot write %s\n", json);
       return 1;
     }
-    std::fprintf(f, "{\"package\": \"%s\", \"device\": \"%s\", \"threads\": %d, \"gamma\": %d, \"width\": %d, "
+    std::fprintf(f, "{\"package\": \"%s\", \"device\": \"%s\", \"dtype\": \"%s\", \"threads\": %d, \"gamma\": %d, \"width\": %d, "
                     "\"observations\": \"%s\", "
                     "\"spec_ne_ar\": {\"observations\": %d, \"batch_1\": %d, \"batch_16\": %d}, "
                     "\"spec_main_forwards_per_chunk_all\": {\"batch_1\": %.4f, \"batch_16\": %.4f},\n",
-                 m->name, device, threads, gamma ? gamma : m->decoding.gamma, width ? width : m->decoding.width,
+                 m->name, device, gw_dtype_name(dtype), threads, gamma ? gamma : m->decoding.gamma, width ? width : m->decoding.width,
                  obs_dir ? obs_dir : "random", checked, differ[0], differ[1], (double)spec_main[0] / nobs,
                  (double)spec_main[1] / nobs);
     std::fprintf(f, "  \"calls_us\": [");
     for (size_t i = 0; i < calls.size(); i++)
-      std::fprintf(f, "%s{\"call\": \"%s\", \"batch\": %d, \"us\": %.1f, \"operators\": %ld}", i ? ", " : "",
-                   calls[i].call.c_str(), calls[i].batch, calls[i].us, calls[i].ops);
+      std::fprintf(f, "%s{\"call\": \"%s\", \"batch\": %d, \"us\": %.1f, \"operators\": %ld, \"casts\": %ld}",
+                   i ? ", " : "", calls[i].call.c_str(), calls[i].batch, calls[i].us, calls[i].ops, calls[i].casts);
     std::fprintf(f, "],\n  \"operators_per_chunk_batch_1\": [");
     for (size_t i = 0; i < ops_rows.size(); i++)
       std::fprintf(f, "%s{\"mode\": \"%s\", \"total\": %.1f, \"modules\": %.1f, \"engine\": %.1f}", i ? ", " : "",

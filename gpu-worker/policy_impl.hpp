@@ -3,6 +3,7 @@
 #ifndef RSD_GW_POLICY_IMPL_HPP
 #define RSD_GW_POLICY_IMPL_HPP
 
+#include <ATen/autocast_mode.h>
 #include <torch/script.h>
 
 #include <stdexcept>
@@ -15,6 +16,8 @@
 struct gw_policy_t {
   gw_manifest_t m{};             // validated manifest; m.unnorm_key is the key chosen at load
   torch::Device device{torch::kCPU};
+  int dtype = GW_DTYPE_FLOAT32;  // gw_dtype_t the policy was opened with
+  at::ScalarType compute = at::kFloat;  // its scalar type: float outputs of main and draft are this or float32
   torch::jit::Module main, draft, tokenizer;  // on `device`, eval mode
   bool has_paths = false;        // the draft has the optional method propose_paths
   std::vector<float> q01, q99;   // [A] statistics of m.unnorm_key
@@ -34,6 +37,37 @@ struct Error : std::runtime_error {
 
 // "[2, 4, 9]"
 std::string shape_str(at::IntArrayRef s);
+
+// Runs the module calls of its scope at the policy's precision. For bfloat16 and float16 it turns libtorch's
+// autocast on for the policy's device type (the TorchScript interpreter dispatches through it) and restores
+// the thread's previous autocast state when it ends. Autocast's cast cache stays on and is not cleared, so
+// the lower-precision copies of the weights are made once per thread, not per call (gw_policy_destroy clears
+// it). tokenizer.decode runs outside such a scope: the chunk stays float32.
+class Precision {
+ public:
+  explicit Precision(const gw_policy_t &p);
+  ~Precision();
+  Precision(const Precision &) = delete;
+  Precision &operator=(const Precision &) = delete;
+
+ private:
+  at::DeviceType dev_;
+  bool on_ = false, prev_enabled_ = false, prev_cache_ = false;
+  at::ScalarType prev_dtype_ = at::kFloat;
+};
+
+// No autograd while a policy loads or runs. In float32 that is InferenceMode. In a lower precision it is
+// no_grad only: autocast keeps no cast cache under InferenceMode, and would then cast every weight again
+// in every call (on a GPU at batch 1, one more operator per weight; docs/benchmarks.md).
+struct NoAutograd {
+  c10::InferenceMode inference;
+  torch::NoGradGuard no_grad;
+  explicit NoAutograd(int dtype) : inference(dtype == GW_DTYPE_FLOAT32) {}
+};
+
+// Throws GW_ESHAPE unless t has exactly `shape`, is on the policy's device, and is float32 or the policy's
+// compute type (under autocast a module's floating output may be either); `what` names the output.
+void expect_float(const gw_policy_t &p, const at::Tensor &t, std::vector<int64_t> shape, const std::string &what);
 
 // Throws GW_ESHAPE unless t is a tensor of exactly `shape` and `dtype` on `dev`; `what` names the output.
 void expect_tensor(const at::Tensor &t, std::vector<int64_t> shape, at::ScalarType dtype,

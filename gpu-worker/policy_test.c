@@ -71,10 +71,12 @@ typedef struct {
   gw_result_t r;
 } s_res_t;
 
+static int s_dtype = GW_DTYPE_FLOAT32; /* the precision s_open opens at */
+
 static gw_policy_t *s_open(const char *pkg, const char *key, int *rc_out) {
   char path[512];
   snprintf(path, sizeof path, "%s/%s", s_dir, pkg);
-  gw_policy_opts_t opts = {s_device, key, 1, 1, 0};
+  gw_policy_opts_t opts = {s_device, key, 1, 1, 0, s_dtype};
   gw_policy_t *p = NULL;
   int rc = gw_policy_open(path, &opts, &p);
   if (rc_out) *rc_out = rc;
@@ -146,7 +148,7 @@ static void s_suite_load(void) {
 
   char path[512];
   snprintf(path, sizeof path, "%s/exact", s_dir);
-  gw_policy_opts_t opts = {"cuda:0", "libero_spatial", 1, 1, 0};
+  gw_policy_opts_t opts = {"cuda:0", "libero_spatial", 1, 1, 0, GW_DTYPE_FLOAT32};
   rc = gw_policy_open(path, &opts, &p);
   if (strncmp(s_device, "cuda", 4) == 0)  /* a GPU machine: cuda:0 must open */
     CHECK(rc == GW_OK && p != NULL, "cuda:0 opens on the GPU machine: %d %s", rc, gw_errmsg());
@@ -595,9 +597,75 @@ static void s_suite_errors(void) {
   gw_policy_destroy(&ref);
 }
 
+/* bfloat16 and float16 (main and draft under autocast): spec stays equal to ar at that precision, in every batch
+ * composition tried, with forwards that replay from the acceptance; spec-relaxed at radius 0 equals spec; chunks
+ * are finite; the names parse both ways. */
+static void s_suite_precision(void) {
+  CHECK(gw_dtype_parse("float32") == GW_DTYPE_FLOAT32 && gw_dtype_parse("bfloat16") == GW_DTYPE_BFLOAT16 &&
+            gw_dtype_parse("float16") == GW_DTYPE_FLOAT16 && gw_dtype_parse("fp16") == -1 && gw_dtype_parse(NULL) == -1,
+        "gw_dtype_parse");
+  CHECK(strcmp(gw_dtype_name(GW_DTYPE_BFLOAT16), "bfloat16") == 0 && strcmp(gw_dtype_name(9), "?") == 0,
+        "gw_dtype_name");
+  int rc;
+  s_dtype = 7;
+  gw_policy_t *bad = s_open("mixed", "libero_spatial", &rc);
+  CHECK(rc == GW_EINVAL && bad == NULL && strstr(gw_errmsg(), "dtype 7"), "dtype 7: %d %s", rc, gw_errmsg());
+  const int dtypes[] = {GW_DTYPE_BFLOAT16, GW_DTYPE_FLOAT16};
+  const int sizes[] = {1, 3, 8, 16, 32};
+  s_res_t out[32];
+  static int32_t f32_codes[NOBS][32];  /* ar in float32: a lower precision must change some of them */
+  s_dtype = GW_DTYPE_FLOAT32;
+  gw_policy_t *p32 = s_open_with_ar("mixed");
+  if (!p32) return;
+  for (int i = 0; i < NOBS; i++) memcpy(f32_codes[i], s_ar[i].codes, sizeof f32_codes[i]);
+  gw_policy_destroy(&p32);
+  for (int d = 0; d < 2; d++) {
+    s_dtype = dtypes[d];
+    gw_policy_t *p = s_open_with_ar("mixed");
+    if (!p) continue;
+    CHECK(gw_policy_dtype(p) == dtypes[d], "gw_policy_dtype %d", gw_policy_dtype(p));
+    int changed = 0;
+    for (int i = 0; i < NOBS; i++) changed += memcmp(f32_codes[i], s_ar[i].codes, sizeof f32_codes[i]) != 0;
+    printf("precision %-8s ar codes differ from float32 ar in %d of %d observations\n", gw_dtype_name(dtypes[d]),
+           changed, NOBS);
+    if (dtypes[d] == GW_DTYPE_BFLOAT16) CHECK(changed > 0, "bfloat16 changed no ar code: is the precision applied?");
+    long rows = 0, mismatches = 0, bad_accounting = 0, relaxed_ne = 0, accepted = 0, nonfinite = 0;
+    for (int g = 1; g <= 5; g += 2)
+      for (int s = 0; s < 5; s++) {
+        int idx[32], n = sizes[s];
+        s_pick(idx, n);
+        gw_decode_params_t prm = s_params(GW_DECODE_SPEC, g, 0);
+        rc = s_decode(p, idx, n, &prm, out);
+        CHECK(rc == GW_OK, "%s spec decode: %d %s", gw_dtype_name(dtypes[d]), rc, gw_errmsg());
+        for (int i = 0; i < n; i++) {
+          CHECK(out[i].r.status == GW_OK, "row status %d %s", out[i].r.status, out[i].r.message);
+          mismatches += !s_codes_eq(&out[i], &s_ar[idx[i]], 32);
+          int acc;
+          bad_accounting += !s_accounting_ok(&out[i].r.stats, 8, g, &acc);
+          accepted += acc;
+          for (int k = 0; k < 8 * 7; k++) nonfinite += !isfinite(out[i].chunk[k]);
+          rows++;
+        }
+        prm.mode = GW_DECODE_SPEC_RELAXED;
+        rc = s_decode(p, idx, n, &prm, out);
+        CHECK(rc == GW_OK, "%s relaxed decode: %d %s", gw_dtype_name(dtypes[d]), rc, gw_errmsg());
+        for (int i = 0; i < n; i++) relaxed_ne += !s_codes_eq(&out[i], &s_ar[idx[i]], 32);
+      }
+    printf("precision %-8s rows %ld, spec != ar %ld, layers accepted %ld\n", gw_dtype_name(dtypes[d]), rows,
+           mismatches, accepted);
+    CHECK(mismatches == 0, "%s: %ld of %ld spec rows differ from ar", gw_dtype_name(dtypes[d]), mismatches, rows);
+    CHECK(bad_accounting == 0, "%s: %ld rows whose forwards do not replay", gw_dtype_name(dtypes[d]), bad_accounting);
+    CHECK(relaxed_ne == 0, "%s: radius 0 differs from ar in %ld rows", gw_dtype_name(dtypes[d]), relaxed_ne);
+    CHECK(accepted > 0, "%s: the mixed draft accepted no layer", gw_dtype_name(dtypes[d]));
+    CHECK(nonfinite == 0, "%s: %ld non-finite chunk values", gw_dtype_name(dtypes[d]), nonfinite);
+    gw_policy_destroy(&p);
+  }
+  s_dtype = GW_DTYPE_FLOAT32;
+}
+
 int main(int argc, char **argv) {
   if (argc != 3) {
-    fprintf(stderr, "usage: gw_policy_test load|lossless|relaxed|paths|batching|errors MODELDIR\n");
+    fprintf(stderr, "usage: gw_policy_test load|lossless|relaxed|paths|batching|errors|precision MODELDIR\n");
     return 2;
   }
   s_dir = argv[2];
@@ -610,6 +678,7 @@ int main(int argc, char **argv) {
   else if (strcmp(argv[1], "paths") == 0) s_suite_paths();
   else if (strcmp(argv[1], "batching") == 0) s_suite_batching();
   else if (strcmp(argv[1], "errors") == 0) s_suite_errors();
+  else if (strcmp(argv[1], "precision") == 0) s_suite_precision();
   else {
     fprintf(stderr, "unknown suite '%s'\n", argv[1]);
     return 2;

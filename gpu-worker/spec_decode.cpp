@@ -79,7 +79,7 @@ struct Logits {
 };
 
 Logits s_read_logits(const at::Tensor &logits) {
-  at::Tensor l = logits.to(at::kCPU);
+  at::Tensor l = logits.to(at::kCPU, at::kFloat);  // one copy, also from a lower precision
   if (!l.is_contiguous()) l = l.contiguous();
   const int64_t K = l.size(-1), G = l.size(-2), cells = K ? l.numel() / K : 0;
   const float *x = l.data_ptr<float>();
@@ -155,8 +155,8 @@ struct Run {
     if (out[0].dim() < 1 || out[0].size(0) != B)
       throw Error(GW_ESHAPE, "main.prefill state: shape " + gw::shape_str(out[0].sizes()) + ", expected [" +
                                  std::to_string(B) + ", ...]");
-    gw::expect_tensor(out[1], {B, G, K}, at::kFloat, p.device, "main.prefill logits0");
-    gw::expect_tensor(out[2], {B, D}, at::kFloat, p.device, "main.prefill hidden");
+    gw::expect_float(p, out[1], {B, G, K}, "main.prefill logits0");
+    gw::expect_float(p, out[2], {B, D}, "main.prefill hidden");
     state = out[0];
     hidden = out[2];
     hrows.resize(B);
@@ -179,8 +179,8 @@ struct Run {
     for (int64_t r = 0; r < n; r++) pv[r] = pos[act[r]];
     auto out = s_call(p.main, "step", {select(state, act), select(codes, act).to(p.device), s_index(pv, p.device)}, 2,
                       "main.step");
-    gw::expect_tensor(out[0], {n, G, K}, at::kFloat, p.device, "main.step logits");
-    gw::expect_tensor(out[1], {n, D}, at::kFloat, p.device, "main.step hidden");
+    gw::expect_float(p, out[0], {n, G, K}, "main.step logits");
+    gw::expect_float(p, out[1], {n, D}, "main.step hidden");
     Logits lg = s_read_logits(out[0]);
     auto C = codes.accessor<int64_t, 3>();
     for (int64_t r = 0; r < n; r++) {
@@ -254,8 +254,8 @@ struct Run {
     }
     const int64_t nw = n * W;
     auto out = s_call(p.main, "verify", {st, cdw.to(p.device), pw, nv}, 2, "main.verify");
-    gw::expect_tensor(out[0], {nw, nv + 1, G, K}, at::kFloat, p.device, "main.verify logits");
-    gw::expect_tensor(out[1], {nw, nv + 1, D}, at::kFloat, p.device, "main.verify hidden");
+    gw::expect_float(p, out[0], {nw, nv + 1, G, K}, "main.verify logits");
+    gw::expect_float(p, out[1], {nw, nv + 1, D}, "main.verify hidden");
     Logits lg = s_read_logits(out[0]);  // layer j of verify row rw: k = rw * (nv + 1) + j
     at::Tensor hfin = at::isfinite(out[1]).all(2).to(at::kCPU);
     auto HF = hfin.accessor<bool, 2>();
@@ -365,14 +365,19 @@ struct Run {
 void gw::decode_batch(gw_policy_t &p, const Batch &b, const gw_decode_params_t &prm, gw_result_t *results) {
   auto t0 = std::chrono::steady_clock::now();
   Run run(p, b, results);
-  run.prefill();
-  double prefill_us = s_us_since(t0);
-  auto t1 = std::chrono::steady_clock::now();
-  for (std::vector<int64_t> act = run.active(); !act.empty(); act = run.active()) {
-    if (prm.mode == GW_DECODE_AR)
-      run.ar_round(act);
-    else
-      run.spec_round(act, prm);
+  double prefill_us;
+  auto t1 = t0;
+  {
+    gw::Precision precision(p);  // main and draft at the policy's precision; the tokenizer after, in float32
+    run.prefill();
+    prefill_us = s_us_since(t0);
+    t1 = std::chrono::steady_clock::now();
+    for (std::vector<int64_t> act = run.active(); !act.empty(); act = run.active()) {
+      if (prm.mode == GW_DECODE_AR)
+        run.ar_round(act);
+      else
+        run.spec_round(act, prm);
+    }
   }
   run.finish();
   double decode_us = s_us_since(t1);
@@ -384,11 +389,12 @@ void gw::decode_batch(gw_policy_t &p, const Batch &b, const gw_decode_params_t &
 
 at::Tensor gw::main_argmax(gw_policy_t &p, const Batch &b, const at::Tensor &codes, std::vector<bool> &row_ok) {
   const int64_t B = (int64_t)b.out.size(), L = p.m.layers, G = p.m.groups, K = p.m.levels;
+  gw::Precision precision(p);
   auto pre = s_call(p.main, "prefill", {b.images, b.proprio, b.instr}, 3, "main.prefill");
-  gw::expect_tensor(pre[1], {B, G, K}, at::kFloat, p.device, "main.prefill logits0");
+  gw::expect_float(p, pre[1], {B, G, K}, "main.prefill logits0");
   auto out = s_call(p.main, "verify", {pre[0], codes, at::zeros({B}, at::dtype(at::kLong).device(p.device)), L - 1},
                     2, "main.verify");
-  gw::expect_tensor(out[0], {B, L, G, K}, at::kFloat, p.device, "main.verify logits");
+  gw::expect_float(p, out[0], {B, L, G, K}, "main.verify logits");
   row_ok = s_rows_finite(out[0]);
-  return out[0].argmax(-1);
+  return out[0].to(at::kFloat).argmax(-1);  // the engine's argmax: over float32 values, first maximum
 }

@@ -3,10 +3,10 @@
  *
  *   rsd-gpu-worker --broker tcp://HOST:PORT --model DIR --device cpu|cuda:N [--max-batch N]
  *                  [--max-wait-us N] [--credit N] [--name NAME] [--heartbeat-ms N] [--record-obs DIR]
- *                  [--keys DIR]
+ *                  [--keys DIR] [--dtype float32|bfloat16|float16]
  *
  * It owns the conversation with the broker: a DEALER that says HELLO (role gpu, model name and content
- * hash, device, max_batch, capacity = credit), heartbeats, answers every INFER exactly once with ACTION
+ * hash, device, dtype, max_batch, capacity = credit), heartbeats, answers every INFER exactly once with ACTION
  * or ERROR, grants credit back with READY as answers go out, re-HELLOs on a new connection when the
  * broker falls silent, and leaves with BYE on SIGTERM / SIGINT / DRAIN after answering what it holds.
  *
@@ -49,6 +49,7 @@ typedef struct {
   const char *broker;   /* endpoint of the broker's GPU-side ROUTER */
   const char *model;    /* package directory */
   const char *device;   /* "cpu" or "cuda:N" */
+  int dtype;            /* gw_dtype_t: the precision main and draft run at */
   int max_batch;        /* 1..GW_MAX_BATCH */
   int64_t max_wait_us;  /* 0..60 s */
   int credit;           /* requests held at most: HELLO.capacity, 1..4096 */
@@ -64,10 +65,12 @@ static void s_usage(FILE *f) {
   fprintf(f,
           "usage: rsd-gpu-worker --broker ENDPOINT --model DIR --device cpu|cuda:N [--max-batch N]\n"
           "                      [--max-wait-us N] [--credit N] [--name NAME] [--heartbeat-ms N]\n"
-          "                      [--record-obs DIR] [--keys DIR]\n"
+          "                      [--record-obs DIR] [--keys DIR] [--dtype float32|bfloat16|float16]\n"
           "  --broker        the broker's GPU-side endpoint, e.g. tcp://10.0.0.2:5557\n"
           "  --model         a policy package directory (docs/model-package.md)\n"
           "  --device        cpu, or cuda:N in a build configured with -DRSD_CUDA=ON\n"
+          "  --dtype         precision of main and draft: float32 (default), or bfloat16 / float16 under\n"
+          "                  autocast; sent in HELLO, and the broker takes only its campaign's model_dtype\n"
           "  --max-batch     most requests decoded together (1..%d, default 8)\n"
           "  --max-wait-us   longest wait after a batch's oldest request before it runs part-full\n"
           "                  (0..60000000, default 2000)\n"
@@ -113,6 +116,13 @@ static int s_parse(int argc, char **argv, s_opts_t *o) {
     if (!strcmp(a, "--broker")) o->broker = v;
     else if (!strcmp(a, "--model")) o->model = v;
     else if (!strcmp(a, "--device")) o->device = v;
+    else if (!strcmp(a, "--dtype")) {
+      o->dtype = gw_dtype_parse(v);
+      if (o->dtype < 0) {
+        fprintf(stderr, "rsd-gpu-worker: --dtype '%s' is not float32, bfloat16 or float16\n", v);
+        return -1;
+      }
+    }
     else if (!strcmp(a, "--max-batch")) {
       if (!s_int_arg(a, v, 1, GW_MAX_BATCH, &n)) return -1;
       o->max_batch = (int)n;
@@ -372,10 +382,11 @@ static int s_hello(s_worker_t *w, bool new_connection) {
   snprintf(h->name, sizeof h->name, "%s", w->o.name);
   h->capacity = (uint32_t)w->o.credit;
   snprintf(h->software, sizeof h->software, "rsd-gpu-worker %s", RSD_VERSION);
-  h->has_model = h->has_model_hash = h->has_device = h->has_max_batch = true;
+  h->has_model = h->has_model_hash = h->has_device = h->has_dtype = h->has_max_batch = true;
   snprintf(h->model, sizeof h->model, "%s", w->m->name);
   snprintf(h->model_hash, sizeof h->model_hash, "%s", w->m->content_hash);
   snprintf(h->device, sizeof h->device, "%s", w->o.device);
+  snprintf(h->dtype, sizeof h->dtype, "%s", gw_dtype_name(w->o.dtype));
   h->max_batch = (uint32_t)w->o.max_batch;
   s_send(w, &m);
   w->last_heard_us = s_now_us();
@@ -843,11 +854,12 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
 
   gw_policy_opts_t popts = {.device = w.o.device, .unnorm_key = NULL, .num_threads = 0, .verify_hash = 1,
-                            .any_unnorm_key = 1};
+                            .any_unnorm_key = 1, .dtype = w.o.dtype};
   gw_policy_t *policy = NULL;
   int rc = gw_policy_open(w.o.model, &popts, &policy);
   if (rc != GW_OK) {
-    s_log("--model '%s' on --device '%s': %s: %s%s", w.o.model, w.o.device, gw_strerror(rc), gw_errmsg(),
+    s_log("--model '%s' on --device '%s' in %s: %s: %s%s", w.o.model, w.o.device, gw_dtype_name(w.o.dtype),
+          gw_strerror(rc), gw_errmsg(),
           rc == GW_EDEVICE && RSD_CUDA ? " [this rsd-gpu-worker is built with CUDA: no usable CUDA device is visible; "
                                          "check nvidia-smi and CUDA_VISIBLE_DEVICES]"
                                        : "");
@@ -862,8 +874,8 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
-  s_log("serving %s %s (%s) on %s, max_batch %d, max_wait %lld us, credit %d", w.m->name, w.m->version,
-        w.m->content_hash, w.o.device, w.o.max_batch, (long long)w.o.max_wait_us, w.o.credit);
+  s_log("serving %s %s (%s) on %s in %s, max_batch %d, max_wait %lld us, credit %d", w.m->name, w.m->version,
+        w.m->content_hash, w.o.device, gw_dtype_name(w.o.dtype), w.o.max_batch, (long long)w.o.max_wait_us, w.o.credit);
   w.batcher = gw_batcher_new(w.o.max_batch, w.o.max_wait_us);
   int pfd[2];
   if (!w.batcher || pipe(pfd) != 0) {

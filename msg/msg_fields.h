@@ -54,7 +54,8 @@
 #define MSG_FIRST_ACTIONS_MAX 8 /* actions in RESULT.first_actions (7 f32 each, as 56 hex digits) */
 
 /* HELLO (worker -> coordinator or broker): who I am and how much I can hold. id: a nonce.
- * A GPU worker (role "gpu") must send model and model_hash. */
+ * A GPU worker (role "gpu") must send model and model_hash; its dtype (the precision it runs main and draft at:
+ * float32, bfloat16 or float16) is float32 when absent. */
 #define MSG_FIELDS_HELLO(F)                                          \
   F(ENUM, role, "role", REQ, 0, 0, msg_role)                        \
   F(STR, name, "name", REQ, 1, MSG_NAME_MAX, 0)                     \
@@ -65,6 +66,7 @@
   F(STR, model, "model", OPT, 1, MSG_LABEL_MAX, 0)                  \
   F(STR, model_hash, "model_hash", OPT, 1, MSG_LABEL_MAX, 0)        \
   F(STR, device, "device", OPT, 1, MSG_NAME_MAX, 0)                 \
+  F(STR, dtype, "dtype", OPT, 1, MSG_NAME_MAX, 0)                   \
   F(U32, max_batch, "max_batch", OPT, 1, 4096, 0)
 
 /* WELCOME (coordinator or broker -> worker): accepted; the heartbeat contract. id: the HELLO's id.

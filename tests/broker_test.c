@@ -74,7 +74,7 @@ static void s_make_obs(void) {
 /* Decodes the observations in-process; returns the package's content hash (static) or NULL. */
 static const char *s_expect(const char *dir) {
   static char hash[128];
-  gw_policy_opts_t popts = {"cpu", "libero_spatial", 1, 1, 0};
+  gw_policy_opts_t popts = {"cpu", "libero_spatial", 1, 1, 0, GW_DTYPE_FLOAT32};
   gw_policy_t *p = NULL;
   CHECK(gw_policy_open(dir, &popts, &p) == GW_OK, "in-process policy %s: %s", dir, gw_errmsg());
   if (!p) return NULL;
@@ -389,7 +389,8 @@ static void s_phase_a(void) {
         ", %" PRIu64 ", %" PRIu64 ")", st.failed, st.expired, st.forwarded);
 }
 
-static void s_fake_hello(const char *model, const char *hash, uint32_t capacity) {
+/* dtype NULL: HELLO without one (float32). */
+static void s_fake_hello_dtype(const char *model, const char *hash, uint32_t capacity, const char *dtype) {
   msg_t h;
   msg_init(&h, MSG_HELLO, s_fake.nonce);
   h.hello.role = MSG_ROLE_GPU;
@@ -399,8 +400,16 @@ static void s_fake_hello(const char *model, const char *hash, uint32_t capacity)
   h.hello.has_model = h.hello.has_model_hash = true;
   snprintf(h.hello.model, sizeof h.hello.model, "%s", model);
   snprintf(h.hello.model_hash, sizeof h.hello.model_hash, "%s", hash);
+  if (dtype) {
+    h.hello.has_dtype = true;
+    snprintf(h.hello.dtype, sizeof h.hello.dtype, "%s", dtype);
+  }
   msg_error_t err;
   CHECK(msg_sock_send(s_fake.sock, NULL, &h, &err) == MSG_OK, "fake HELLO: %s", err.text);
+}
+
+static void s_fake_hello(const char *model, const char *hash, uint32_t capacity) {
+  s_fake_hello_dtype(model, hash, capacity, NULL);
 }
 
 static void s_fake_connect(const char *endpoint) {
@@ -444,7 +453,9 @@ static void s_phase_b(const char *gpu_ep, const char *hash) {
   /* an impostor: the campaign's model name with another content hash */
   s_fake_hello("tiny-mixed", "sha256:0000000000000000000000000000000000000000000000000000000000000000", 2);
   s_fake_expect_error(MSG_ERR_BAD_REQUEST, "HELLO", "B: HELLO with the wrong model hash");
-  (void)hash;
+  /* the campaign's package in another precision than the campaign's model_dtype (float32) */
+  s_fake_hello_dtype("tiny-mixed", hash, 2, "bfloat16");
+  s_fake_expect_error(MSG_ERR_BAD_REQUEST, "HELLO", "B: HELLO with dtype bfloat16 for a float32 campaign");
 
   s_fake_hello(FAKE_MODEL, "sha256:fake", 2);
   CHECK(s_pump(5000, s_fake_welcomed), "B: WELCOME with the HELLO's nonce");
@@ -517,8 +528,8 @@ static void s_phase_b(const char *gpu_ep, const char *hash) {
 
   co_broker_stats_t st;
   s_stats_until(s_b_counted, 5000, &st);
-  CHECK(st.gpu_joined == 2 && st.gpu_left == 2 && st.gpu_refused == 1 && st.gpu_workers == 0,
-        "B: 2 joined, 2 left, 1 refused, none now (%" PRIu64 ", %" PRIu64 ", %" PRIu64 ", %u)", st.gpu_joined,
+  CHECK(st.gpu_joined == 2 && st.gpu_left == 2 && st.gpu_refused == 2 && st.gpu_workers == 0,
+        "B: 2 joined, 2 left, 2 refused, none now (%" PRIu64 ", %" PRIu64 ", %" PRIu64 ", %u)", st.gpu_joined,
         st.gpu_left, st.gpu_refused, st.gpu_workers);
   CHECK(st.forwarded == 4 && st.actions == 1 && st.gpu_errors == 1 && st.lost == 2,
         "B: 4 forwarded, 1 ACTION, 1 GPU ERROR, 2 lost (%" PRIu64 ", %" PRIu64 ", %" PRIu64 ", %" PRIu64 ")",
@@ -568,7 +579,8 @@ int main(int argc, char **argv) {
   if (!hash) return check_summary("broker_test");
 
   co_broker_opts_t o = {.sim_bind = "tcp://127.0.0.1:*", .gpu_bind = "tcp://127.0.0.1:*", .heartbeat_ms = 200,
-                        .liveness = 5, .model = "tiny-mixed", .model_hash = hash, .no_worker_wait_ms = 4000};
+                        .liveness = 5, .model = "tiny-mixed", .model_hash = hash, .model_dtype = "float32",
+                        .no_worker_wait_ms = 4000};
   char err[512];
   s_broker = co_broker_new(&o, err, sizeof err);
   CHECK(s_broker != NULL, "co_broker_new: %s", err);

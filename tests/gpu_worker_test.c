@@ -266,7 +266,7 @@ static const char *s_device = "cpu";
 static void s_main_worker(const char *exe, const char *models, s_broker_t *b) {
   char dir[1024];
   snprintf(dir, sizeof dir, "%s/mixed", models);
-  gw_policy_opts_t popts = {s_device, "libero_spatial", 1, 1, 0};
+  gw_policy_opts_t popts = {s_device, "libero_spatial", 1, 1, 0, GW_DTYPE_FLOAT32};
   gw_policy_t *p = NULL;
   int rc = gw_policy_open(dir, &popts, &p);
   CHECK(rc == GW_OK, "in-process policy %s: %s", dir, gw_errmsg());
@@ -312,6 +312,7 @@ static void s_main_worker(const char *exe, const char *models, s_broker_t *b) {
             !strcmp(h->model_hash, man->content_hash),
         "HELLO model '%s' hash '%s'", h->model, h->model_hash);
   CHECK(h->has_device && !strcmp(h->device, s_device) && h->has_max_batch && h->max_batch == 4, "HELLO device/max_batch");
+  CHECK(h->has_dtype && !strcmp(h->dtype, "float32"), "HELLO dtype float32 without --dtype");
   s_welcome(b, hello, 1000, 10);
   msg_in_destroy(&hello);
   b->beat = true;
@@ -518,7 +519,7 @@ static void s_nan_worker(const char *exe, const char *models, s_broker_t *b, con
                          const char *train) {
   char dir[1024];
   snprintf(dir, sizeof dir, "%s/nan", models);
-  gw_policy_opts_t popts = {s_device, "libero_spatial", 1, 1, 0};
+  gw_policy_opts_t popts = {s_device, "libero_spatial", 1, 1, 0, GW_DTYPE_FLOAT32};
   gw_policy_t *p = NULL;
   CHECK(gw_policy_open(dir, &popts, &p) == GW_OK, "in-process nan policy: %s", gw_errmsg());
   if (!p) return;
@@ -624,6 +625,61 @@ static void s_record_full_worker(const char *exe, const char *models, s_broker_t
         "exit 1 and a message naming the recording and the row (got %d): %s", st, text);
 }
 
+/* --dtype bfloat16: HELLO says so, and the worker's answers are the in-process policy's at that precision
+ * (main and draft under autocast), code for code; a --dtype it does not know is refused, naming it. */
+static void s_dtype_worker(const char *exe, const char *models, s_broker_t *b, const char *tmp) {
+  char dir[1024], errf[1100], text[4096];
+  snprintf(dir, sizeof dir, "%s/mixed", models);
+  gw_policy_opts_t popts = {s_device, "libero_spatial", 1, 1, 0, GW_DTYPE_BFLOAT16};
+  gw_policy_t *p = NULL;
+  CHECK(gw_policy_open(dir, &popts, &p) == GW_OK, "in-process bfloat16 policy: %s", gw_errmsg());
+  if (!p) return;
+  static float ex[NOBS][HA];
+  static int32_t co[NOBS][LG];
+  int all[NOBS] = {0, 1, 2, 3};
+  s_expect(p, "libero_spatial", GW_DECODE_SPEC, all, NOBS, ex, co, NULL, 0, NULL);
+  char *argv[] = {(char *)exe, "--broker", (char *)msg_sock_endpoint(b->sock), "--model", dir, "--device",
+                  (char *)s_device, "--dtype", "bfloat16", "--max-batch", "4", "--max-wait-us", "30000000",
+                  "--name", "gwtest-bf16", NULL};
+  snprintf(errf, sizeof errf, "%s/bf16.stderr", tmp);
+  pid_t pid = proc_spawn(argv, errf, NULL, NULL);
+  msg_in_t *h = s_recv(b, 120000, false);
+  CHECK(h && h->msg.type == MSG_HELLO && h->msg.hello.has_dtype && !strcmp(h->msg.hello.dtype, "bfloat16"),
+        "HELLO with dtype bfloat16 (got %s)", h && h->msg.type == MSG_HELLO ? h->msg.hello.dtype : "no HELLO");
+  if (!h || h->msg.type != MSG_HELLO) {
+    msg_in_destroy(&h);
+    gw_policy_destroy(&p);
+    return;
+  }
+  s_welcome(b, h, 1000, 10);
+  msg_in_destroy(&h);
+  b->beat = true;
+  for (int i = 0; i < NOBS; i++) s_send_infer(b, 61 + i, i, INFER_OPTS(.mode = "spec", .unnorm_key = "libero_spatial"));
+  msg_in_t *r[NOBS];
+  s_collect(b, 61, NOBS, r);
+  for (int i = 0; i < NOBS; i++) s_check_action(r[i], 4, ex[i], co[i], "spec in bfloat16");
+  s_free_replies(r, NOBS);
+  kill(pid, SIGTERM);
+  msg_in_t *bye = s_recv(b, 30000, false);
+  CHECK(bye && bye->msg.type == MSG_BYE, "BYE from the bfloat16 worker");
+  msg_in_destroy(&bye);
+  CHECK(proc_wait(pid, 30) == 0, "the bfloat16 worker exits 0 on SIGTERM");
+  scratch_read(errf, text, sizeof text);
+  CHECK(strstr(text, "serving tiny-mixed") && strstr(text, "in bfloat16"), "the worker's log says it serves in "
+        "bfloat16: %s", text);
+  b->beat = false;
+  gw_policy_destroy(&p);
+
+  snprintf(errf, sizeof errf, "%s/dtype.stderr", tmp);
+  char *bad[] = {(char *)exe, "--broker", (char *)msg_sock_endpoint(b->sock), "--model", dir, "--device", "cpu",
+                 "--dtype", "float64", NULL};
+  pid = proc_spawn(bad, errf, NULL, NULL);
+  int st = proc_wait(pid, 60);
+  scratch_read(errf, text, sizeof text);
+  CHECK(st >= 1 && st < 128 && strstr(text, "'float64'"), "--dtype float64: exit 1..127 naming it (got %d): %s", st,
+        text);
+}
+
 /* --device cuda:0: a clear failure naming the device, or (CUDA build on a GPU machine) a HELLO with it. */
 static void s_cuda_device(const char *exe, const char *models, s_broker_t *b, const char *tmp) {
   char dir[1024], errf[1100];
@@ -677,6 +733,7 @@ int main(int argc, char **argv) {
   snprintf(rec, sizeof rec, "%s/rec", tmp);
   s_nan_worker(argv[1], argv[2], &b, rec, argv[3], argv[4]);
   s_record_full_worker(argv[1], argv[2], &b, tmp);
+  s_dtype_worker(argv[1], argv[2], &b, tmp);
   s_cuda_device(argv[1], argv[2], &b, tmp);
 
   zframe_destroy(&b.route);

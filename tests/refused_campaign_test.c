@@ -6,12 +6,15 @@
  * its infra_error RESULT (`error_code`), and the coordinator abandons the episode and the variant's
  * waiting episodes at once instead of retrying each max_attempts times (protocol 8.1 rule 7). The campaign
  * runs over CURVE (`rsd keys`, bind.keys): the local workers get --keys from rsd, so the real sim worker
- * (coordinator and broker sockets) and GPU worker (broker) take that path too.
+ * (coordinator and broker sockets) and GPU worker (broker) take that path too. And it runs the model in
+ * bfloat16 (model_dtype): rsd starts its GPU worker with --dtype bfloat16, which the broker accepts, and the
+ * report names the precision.
  *
  * Checks: rsd completes (exit 0) and prints the refusal once, naming the variant and propose_paths;
  * every `ar` episode is done; every `wide` episode is abandoned, none retried (attempts <= 1), with the
  * GPU worker's message as its last error; fewer `wide` episodes ran than exist (the waiting ones were
- * abandoned without running); `rsd report` lists them as abandoned.
+ * abandoned without running); `rsd report` lists them as abandoned; the GPU worker served in bfloat16 and
+ * report.md says so.
  *
  *   refused_campaign_test RSD RSD_SIM_WORKER RSD_GPU_WORKER MODEL_DIR */
 #include <stdlib.h>
@@ -39,7 +42,7 @@ int main(int argc, char **argv) {
   CHECK(proc_wait(proc_spawn((char *[]){rsd, "keys", keys, NULL}, log, NULL, NULL), 30) == 0, "rsd keys (log %s)", log);
   snprintf(text, sizeof text,
            "name: refused_campaign_test\nsuite: libero_spatial\ntasks: [0]\ntrials: %d\nmax_steps: 16\n"
-           "replan_every: 8\noutput: %s\nmodel: %s\nunnorm_key: libero_spatial\n"
+           "replan_every: 8\noutput: %s\nmodel: %s\nunnorm_key: libero_spatial\nmodel_dtype: bfloat16\n"
            "variants:\n  - name: ar\n    mode: ar\n  - name: wide\n    mode: spec\n    draft_len: 3\n"
            "    draft_width: 2\n"
            "videos: none\n"
@@ -59,6 +62,12 @@ int main(int argc, char **argv) {
   CHECK(line && strstr(line, "propose_paths") && !strstr(line + 1, "variant wide: the model refuses"),
         "rsd did not print the refusal of variant wide exactly once (log %s)", log);
   CHECK(strstr(lbuf, "CURVE on (bind.keys"), "rsd did not serve over CURVE (log %s)", log);
+  CHECK(strstr(lbuf, "--dtype bfloat16"), "rsd did not start its GPU worker with --dtype bfloat16 (log %s)", log);
+  char glog[200];
+  static char gbuf[1 << 16];
+  snprintf(glog, sizeof glog, "%s/logs/local-gpu-1.log", out);
+  CHECK(scratch_read(glog, gbuf, sizeof gbuf) > 0 && strstr(gbuf, "in bfloat16,"),
+        "the GPU worker did not serve in bfloat16 (log %s)", glog);
 
   co_journal_error_t je;
   co_journal_t *j = co_journal_open(out, CO_JOURNAL_READ_ONLY, NULL, NULL, &je);
@@ -95,6 +104,7 @@ int main(int argc, char **argv) {
   static char rbuf[1 << 18];
   CHECK(scratch_read(report, rbuf, sizeof rbuf) > 0 && strstr(rbuf, "does not fit the model"),
         "report.md does not list wide's abandoned episodes with their reason");
+  CHECK(strstr(rbuf, ", bfloat16)"), "report.md does not name the model's precision, bfloat16");
 
   scratch_done(dir);
   return check_summary("refused_campaign_test");

@@ -4,7 +4,8 @@
 # prefix (never into /), installs the mujoco wheel beside the machine's own python3 + torch, builds the GPU
 # worker with -DRSD_CUDA=ON, runs the GPU-worker tests on cuda:0 (gw_*, gpu_worker_test with
 # RSD_TEST_DEVICE=cuda:0: the decoding suites on CUDA, a real worker serving ZeroMQ requests from cuda:0) and
-# the policy benchmark of the reference packages on cuda:0 and on the CPU. Logs go to $OUT when set, with the
+# the policy benchmark of the reference packages on cuda:0 (float32, and the first one in bfloat16 too) and
+# on the CPU. Logs go to $OUT when set, with the
 # benchmark JSON packed into one bench_json.tar (the device tool brings back at most 8 files).
 #
 #   device run: command "bash ops/gpu/run.sh", carry [".device/debs", ".device/wheels", ".device/obs-cl"]
@@ -81,6 +82,9 @@ for pkg in $pkgs; do
       ${RSD_GPU_BENCH_ARGS:-} --json "$json/policy_bench_${pkg#rsd-}_$tag.json" 2>&1 | tee -a "$out/bench.log"
   done
 done
+first=$(printf "%s\n" $pkgs | head -n 1)
+"$build/gpu-worker/policy_bench" "models/$first" --device cuda:0 --dtype bfloat16 --seconds "$secs" ${obs:+--obs "$obs"} \
+  ${RSD_GPU_BENCH_ARGS:-} --json "$json/policy_bench_${first#rsd-}_cuda_bf16.json" 2>&1 | tee -a "$out/bench.log"
 "$build/gpu-worker/policy_bench" "$build/gpu-worker/test-models/mixed" --device cuda:0 --seconds "$secs" \
   --json "$json/policy_bench_mixed_cuda.json" 2>&1 | tee -a "$out/bench.log"
 tar -C "$json" -cf "$out/bench_json.tar" .
