@@ -330,13 +330,26 @@ static bool s_decimal(const char *s, uint32_t max) {
   return v <= max;
 }
 
+/* "auto", "cpu", "cuda:N", or "cuda:N,M,..." (local GPU workers spread over those devices). */
 static bool s_check_device(const void *field, char *why, size_t cap) {
   const char *s = field;
   if (strcmp(s, "auto") == 0 || strcmp(s, "cpu") == 0) return true;
-  if (strncmp(s, "cuda:", 5) == 0 && s_decimal(s + 5, 255)) return true;
+  bool ok = strncmp(s, "cuda:", 5) == 0;
+  for (const char *idx = s + 5; ok;) {
+    char one[16];
+    size_t len = strcspn(idx, ",");
+    ok = len > 0 && len < sizeof one;
+    if (!ok) break;
+    memcpy(one, idx, len);
+    one[len] = '\0';
+    ok = s_decimal(one, 255);
+    if (!idx[len]) break;
+    idx += len + 1;
+  }
+  if (ok) return true;
   char shown[96];
   s_show(s, strlen(s), shown, sizeof shown);
-  snprintf(why, cap, "'%s' is not one of auto, cpu, cuda:N (N = 0, 1, ...)", shown);
+  snprintf(why, cap, "'%s' is not one of auto, cpu, cuda:N, cuda:N,M,... (N = 0, 1, ...)", shown);
   return false;
 }
 

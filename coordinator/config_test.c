@@ -570,6 +570,26 @@ static void test_episodes(void) {
 }
 
 /* docs/config.md (beside configs/) documents every key the canonical JSON has. */
+/* workers.device: a list of CUDA devices spreads local GPU workers over them; malformed lists are refused. */
+static void test_devices(void) {
+  const char *ok[] = {"auto", "cpu", "cuda:0", "cuda:7", "cuda:0,1", "cuda:0,2,5,7", "cuda:3,3"};
+  const char *bad[] = {"cuda:", "cuda:0,", "cuda:,1", "cuda:0,,1", "cuda:256", "cuda:0,x", "cuda:01", "gpu:0,1"};
+  char y[512];
+  co_config_t c;
+  co_config_error_t err;
+  for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+    snprintf(y, sizeof y, "name: d\nsuite: libero_spatial\nvariants: [{name: e, policy: expert}]\n"
+                          "workers: {device: '%s'}\n", ok[i]);
+    CHECK(s_parse(y, &c, &err) && strcmp(c.workers.device, ok[i]) == 0, "device '%s' refused: %s", ok[i], err.text);
+  }
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    snprintf(y, sizeof y, "name: d\nsuite: libero_spatial\nvariants: [{name: e, policy: expert}]\n"
+                          "workers: {device: '%s'}\n", bad[i]);
+    CHECK(!s_parse(y, &c, &err) && strstr(err.text, "workers.device") && strstr(err.text, bad[i]),
+          "device '%s' accepted (or the message does not name it: %s)", bad[i], err.text);
+  }
+}
+
 static void test_docs(void) {
   char path[1024];
   snprintf(path, sizeof path, "%s/../docs/config.md", s_configs);
@@ -628,6 +648,7 @@ int main(int argc, char **argv) {
   test_json();
   test_diff();
   test_episodes();
+  test_devices();
   test_docs();
   return check_summary("config_test");
 }

@@ -24,6 +24,7 @@ typedef struct {
   int restarts;       /* in a row: since the last run that lasted healthy_ms */
   int64_t started_ms; /* monotonic clock at the last start */
   char name[32];
+  char device[64];    /* GPU workers: this slot's --device (kept across restarts); "" for sim workers */
 } s_slot_t;
 
 #define S_MAX_ARGS 16
@@ -99,10 +100,14 @@ static int s_spawn(co_local_t *l, uint32_t i, char *err, size_t errlen) {
   s_slot_t *s = &l->slots[i];
   char log[1200];
   snprintf(log, sizeof log, "%s/%s.log", l->log_dir, s->name);
-  char *argv[S_MAX_ARGS + 4];
+  char *argv[S_MAX_ARGS + 6];
   int k = 0;
   argv[k++] = l->exe;
   for (int a = 0; a < l->nargs; a++) argv[k++] = l->args[a];
+  if (s->device[0]) {
+    argv[k++] = "--device";
+    argv[k++] = s->device;
+  }
   argv[k++] = "--name";
   argv[k++] = s->name;
   argv[k] = NULL;
@@ -138,9 +143,11 @@ static int s_spawn(co_local_t *l, uint32_t i, char *err, size_t errlen) {
   return 0;
 }
 
-/* Starts n workers of exe with args (then "--name PREFIX-K"). */
+/* Starts n workers of exe with args (then "--device DEV" when `device` is given: the config's workers.device,
+ * resolved per slot by co_local_gpu_device; then "--name PREFIX-K"). */
 static co_local_t *s_start(const char *what, const char *prefix, const char *exe, const char *endpoint,
-                           const char *const *args, int nargs, uint32_t n, const char *log_dir, char *err, size_t errlen) {
+                           const char *const *args, int nargs, const char *device, uint32_t n, const char *log_dir,
+                           char *err, size_t errlen) {
   co_local_t *l = calloc(1, sizeof *l);
   if (!l || !(l->slots = calloc(n ? n : 1, sizeof *l->slots))) {
     free(l);
@@ -162,6 +169,7 @@ static co_local_t *s_start(const char *what, const char *prefix, const char *exe
   }
   for (uint32_t i = 0; i < n; i++) {
     snprintf(l->slots[i].name, sizeof l->slots[i].name, "%s-%u", prefix, i + 1);
+    if (device) co_local_gpu_device(device, i, l->slots[i].device, sizeof l->slots[i].device);
     if (s_spawn(l, i, err, errlen)) {
       co_local_stop(&l, 0);
       return NULL;
@@ -175,7 +183,8 @@ co_local_t *co_local_start(const char *exe, const char *endpoint, uint32_t n, ui
   char cap[16];
   snprintf(cap, sizeof cap, "%u", capacity);
   const char *args[] = {"--coordinator", endpoint, "--capacity", cap, "--keys", keys};
-  return s_start("sim worker", "local-sim", exe, endpoint, args, keys && keys[0] ? 6 : 4, n, log_dir, err, errlen);
+  return s_start("sim worker", "local-sim", exe, endpoint, args, keys && keys[0] ? 6 : 4, NULL, n, log_dir, err,
+                 errlen);
 }
 
 co_local_t *co_local_start_gpu(const char *exe, const co_local_gpu_t *g, uint32_t n, const char *log_dir, char *err,
@@ -183,19 +192,49 @@ co_local_t *co_local_start_gpu(const char *exe, const co_local_gpu_t *g, uint32_
   char batch[16], wait[16];
   snprintf(batch, sizeof batch, "%u", g->max_batch < 1 ? 1 : g->max_batch > 256 ? 256 : g->max_batch);
   snprintf(wait, sizeof wait, "%u", g->max_wait_us);
-  const char *args[] = {"--broker", g->broker, "--model", g->model, "--device", g->device, "--dtype", g->dtype,
+  const char *args[] = {"--broker", g->broker, "--model", g->model, "--dtype", g->dtype,
                         "--max-batch", batch, "--max-wait-us", wait, "--keys", g->keys};
-  return s_start("gpu worker", "local-gpu", exe, g->broker, args, g->keys && g->keys[0] ? 14 : 12, n, log_dir, err,
-                 errlen);
+  return s_start("gpu worker", "local-gpu", exe, g->broker, args, g->keys && g->keys[0] ? 12 : 10, g->device, n,
+                 log_dir, err, errlen);
 }
 
-void co_local_gpu_device(const char *config_device, char *out, size_t cap) {
-  if (strcmp(config_device, "auto") != 0) {
-    snprintf(out, cap, "%s", config_device);
+void co_local_gpu_device_pick(const char *config_device, uint32_t k, int cuda_build, uint32_t gpus, char *out,
+                              size_t cap) {
+  if (strcmp(config_device, "auto") == 0) {
+    if (cuda_build && gpus > 0) snprintf(out, cap, "cuda:%u", k % gpus);
+    else snprintf(out, cap, "cpu");
     return;
   }
-  bool cuda = RSD_GPU_CUDA && access("/dev/nvidia0", F_OK) == 0;
-  snprintf(out, cap, "%s", cuda ? "cuda:0" : "cpu");
+  if (strncmp(config_device, "cuda:", 5) != 0 || !strchr(config_device, ',')) {
+    snprintf(out, cap, "%s", config_device); /* "cpu", "cuda:N" */
+    return;
+  }
+  /* "cuda:N,M,...": the (k mod count)-th index (the config checked the list) */
+  uint32_t count = 1;
+  for (const char *c = config_device + 5; *c; c++) count += *c == ',';
+  const char *idx = config_device + 5;
+  for (uint32_t skip = k % count; skip > 0; skip--) idx = strchr(idx, ',') + 1;
+  snprintf(out, cap, "cuda:%.*s", (int)strcspn(idx, ","), idx);
+}
+
+uint32_t co_local_visible_gpus(void) {
+  const char *v = getenv("CUDA_VISIBLE_DEVICES");
+  uint32_t n = 0;
+  if (v) {
+    if (!*v || strncmp(v, "-1", 2) == 0) return 0;
+    for (n = 1; *v; v++) n += *v == ',';
+    return n;
+  }
+  char node[32];
+  for (int i = 0; i < 64; i++) {
+    snprintf(node, sizeof node, "/dev/nvidia%d", i);
+    if (access(node, F_OK) == 0) n++;
+  }
+  return n;
+}
+
+void co_local_gpu_device(const char *config_device, uint32_t k, char *out, size_t cap) {
+  co_local_gpu_device_pick(config_device, k, RSD_GPU_CUDA, co_local_visible_gpus(), out, cap);
 }
 
 void co_local_poll(co_local_t *l) {

@@ -2,8 +2,8 @@
  * `workers.sim_workers`) and GPU workers (`workers.gpu_workers`, for campaigns with policy-model variants).
  *
  * A sim worker is `rsd-sim-worker --coordinator ENDPOINT --capacity N --name local-sim-K`, a GPU worker
- * `rsd-gpu-worker --broker ENDPOINT --model DIR --device DEV --max-batch N --max-wait-us N --name
- * local-gpu-K`; each child's stderr and stdout go to <output>/logs/<name>.log. A worker that dies while the
+ * `rsd-gpu-worker --broker ENDPOINT --model DIR --dtype T --max-batch N --max-wait-us N --device DEV_K --name
+ * local-gpu-K`, where DEV_K spreads the workers over the machine's GPUs (co_local_gpu_device); each child's stderr and stdout go to <output>/logs/<name>.log. A worker that dies while the
  * campaign runs (a crash, the OOM killer) is started again, at most CO_LOCAL_RESTARTS times in a row per
  * slot: a worker that ran CO_LOCAL_HEALTHY_S seconds before it died was healthy, and its count starts
  * again (so a long sweep survives rare crashes, while a worker that dies at start is given up on); a
@@ -43,7 +43,7 @@ co_local_t *co_local_start(const char *exe, const char *endpoint, uint32_t n, ui
 typedef struct {
   const char *broker;   /* the broker's GPU-side endpoint */
   const char *model;    /* package directory */
-  const char *device;   /* "cpu" or "cuda:N" (see co_local_gpu_device) */
+  const char *device;   /* the config's workers.device: worker K gets co_local_gpu_device(device, K - 1) */
   const char *dtype;    /* --dtype: "float32", "bfloat16" or "float16" (the config's model_dtype) */
   uint32_t max_batch;   /* --max-batch (clamped to what rsd-gpu-worker takes, 256) */
   uint32_t max_wait_us; /* --max-wait-us */
@@ -54,10 +54,19 @@ typedef struct {
 co_local_t *co_local_start_gpu(const char *exe, const co_local_gpu_t *g, uint32_t n, const char *log_dir, char *err,
                                size_t errlen);
 
-/* The --device for local GPU workers from the config's workers.device: "cpu" and "cuda:N" as they are;
- * "auto" is "cuda:0" when this rsd was built with RSD_CUDA and the machine shows an NVIDIA device
- * (/dev/nvidia0), else "cpu". */
-void co_local_gpu_device(const char *config_device, char *out, size_t cap);
+/* The --device of local GPU worker k (0-based) from the config's workers.device: "cpu" and "cuda:N" as they
+ * are, for every worker; "cuda:N,M,..." the (k mod count)-th of the list; "auto" cuda:(k mod G) when this rsd
+ * was built with RSD_CUDA and G = co_local_visible_gpus() > 0, else "cpu". So gpu_workers: 8 on an 8-GPU
+ * machine puts one worker on each GPU. */
+void co_local_gpu_device(const char *config_device, uint32_t k, char *out, size_t cap);
+
+/* co_local_gpu_device with the build and the machine given: cuda_build (RSD_CUDA), gpus visible. */
+void co_local_gpu_device_pick(const char *config_device, uint32_t k, int cuda_build, uint32_t gpus, char *out,
+                              size_t cap);
+
+/* NVIDIA GPUs a child process can use: the entries of CUDA_VISIBLE_DEVICES when it is set (none when it is
+ * empty or starts with -1: CUDA's way to hide every device), else the /dev/nvidiaN device nodes. */
+uint32_t co_local_visible_gpus(void);
 
 /* Reaps workers that exited and restarts those that died, within the restart budget. Call now and then
  * (each progress tick). */

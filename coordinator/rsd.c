@@ -329,12 +329,20 @@ static int s_serve(co_config_t *cfg, co_journal_t *j, bool created, const char *
     return 1;
   }
   if (inference && cfg->workers.gpu_workers > 0) {
-    char log_dir[CO_PATH_MAX + 16], local_ep[512], device[CO_DEVICE_MAX];
+    char log_dir[CO_PATH_MAX + 16], local_ep[512], devices[256] = "";
     snprintf(log_dir, sizeof log_dir, "%s/logs", cfg->output);
     co_endpoint_local(co_broker_gpu_endpoint(s_broker), local_ep, sizeof local_ep);
-    co_local_gpu_device(cfg->workers.device, device, sizeof device);
-    co_local_gpu_t g = {local_ep, cfg->model, device, co_dtype_names[cfg->model_dtype], cfg->workers.max_batch,
-                        cfg->workers.max_wait_us, cfg->bind.has_keys ? cfg->bind.keys : NULL};
+    for (uint32_t k = 0; k < cfg->workers.gpu_workers; k++) { /* the devices the workers get, each named once */
+      char dev[64], item[72], all[260];
+      co_local_gpu_device(cfg->workers.device, k, dev, sizeof dev);
+      snprintf(item, sizeof item, " %s,", dev);
+      snprintf(all, sizeof all, " %s,", devices); /* "cuda:0, cuda:1" -> " cuda:0, cuda:1," */
+      if (strstr(all, item)) continue;
+      snprintf(item, sizeof item, "%s%s", devices[0] ? ", " : "", dev);
+      if (strlen(devices) + strlen(item) < sizeof devices) strcat(devices, item);
+    }
+    co_local_gpu_t g = {local_ep, cfg->model, cfg->workers.device, co_dtype_names[cfg->model_dtype],
+                        cfg->workers.max_batch, cfg->workers.max_wait_us, cfg->bind.has_keys ? cfg->bind.keys : NULL};
     if (!(s_local_gpu = co_local_start_gpu(gpu_exe, &g, cfg->workers.gpu_workers, log_dir, err, sizeof err))) {
       fprintf(stderr, "rsd: %s\n", err);
       co_server_destroy(&server);
@@ -342,7 +350,7 @@ static int s_serve(co_config_t *cfg, co_journal_t *j, bool created, const char *
       return 1;
     }
     fprintf(stderr, "[rsd] started %u local GPU workers (%s, --device %s, --dtype %s, max_batch %u; logs in %s)\n",
-            cfg->workers.gpu_workers, gpu_exe, device, co_dtype_names[cfg->model_dtype], cfg->workers.max_batch,
+            cfg->workers.gpu_workers, gpu_exe, devices, co_dtype_names[cfg->model_dtype], cfg->workers.max_batch,
             log_dir);
   }
   if (cfg->workers.sim_workers > 0) {
