@@ -869,6 +869,11 @@ static co_config_err_t s_finish(s_ctx_t *x) {
     const s_seen_t *h = &x->top[T_MODEL_HASH];
     return s_fail(x, CO_CONFIG_ERR_CONFLICT, h->val, "model_hash is set but no model is: it pins a package's content");
   }
+  if (c->model_dtype != CO_DTYPE_FLOAT32 && !c->has_model) {
+    const s_seen_t *d = &x->top[T_MODEL_DTYPE];
+    return s_fail(x, CO_CONFIG_ERR_CONFLICT, d->val, "model_dtype is %s but no model is set: it is the precision the "
+                  "GPU workers run a model at", co_dtype_names[c->model_dtype]);
+  }
   if (c->workers.gpu_workers == UINT32_MAX) c->workers.gpu_workers = first_model >= 0 ? 1 : 0;
 
   c->baseline = x->explicit_baseline >= 0 ? x->explicit_baseline : first_ar;

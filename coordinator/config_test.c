@@ -207,6 +207,7 @@ static void test_full(void) {
   CHECK(c.seed == UINT64_MAX && c.image_size == 224, "seed %llu image %u", (unsigned long long)c.seed, c.image_size);
   CHECK(c.has_model && strcmp(c.model, "models/my \"quoted\" model\\v2") == 0, "model '%s'", c.model);
   CHECK(strcmp(c.unnorm_key, "libero_spatial_no_noops") == 0, "unnorm_key");
+  CHECK(c.model_dtype == CO_DTYPE_BFLOAT16, "model_dtype %d", (int)c.model_dtype);
   CHECK(c.variants_count == 5, "variants %u", c.variants_count);
   const co_variant_t *v = c.variants;
   CHECK(v[0].has_draft_len && v[0].draft_len == 3 && v[0].mode == MSG_MODE_SPEC, "spec variant");
@@ -363,6 +364,21 @@ static void test_json(void) {
         "short buffer");
   CHECK(co_config_to_json(&c, NULL, 0) == len, "length only");
 
+  /* A config stored before model_dtype existed reads back as float32 and equals the same config now. */
+  const char *key = "  \"model_dtype\": \"float32\",\n";
+  char *at = strstr(json, key);
+  CHECK(at != NULL, "JSON lacks %s", key);
+  if (at) {
+    static char old[CO_CONFIG_JSON_MAX];
+    snprintf(old, sizeof old, "%.*s%s", (int)(at - json), json, at + strlen(key));
+    co_config_t back;
+    co_config_error_t e;
+    CHECK(co_config_from_json(old, strlen(old), &back, &e) == CO_CONFIG_OK, "stored JSON without model_dtype: %s",
+          e.text);
+    CHECK(back.model_dtype == CO_DTYPE_FLOAT32 && co_config_equal(&back, &c), "a config stored without "
+          "model_dtype differs from the same config loaded now");
+  }
+
   /* The largest config there can be still fits CO_CONFIG_JSON_MAX (strings of quotes double in size). */
   co_config_t big;
   memset(&big, 0, sizeof big);
@@ -372,6 +388,7 @@ static void test_json(void) {
   for (uint32_t i = 0; i < CO_MAX_TASKS; i++) big.tasks[i] = 99999;
   big.trials = big.max_steps = big.wait_steps = big.replan_every = big.image_size = UINT32_MAX;
   big.seed = UINT64_MAX;
+  big.model_dtype = CO_DTYPE_BFLOAT16;
   big.has_model = big.has_unnorm_key = true;
   memset(big.model, '"', sizeof big.model - 1);
   memset(big.unnorm_key, '\\', sizeof big.unnorm_key - 1);

@@ -869,7 +869,7 @@ static json_t *s_json(const s_rep_t *r) {
   json_object_set_new(root, "model",
                       json_pack("{s:o, s:o, s:o}", "name", s_jstr(r->has_cfg && r->cfg.has_model ? r->cfg.model : NULL),
                                 "hash", s_jstr(r->has_cfg && r->cfg.has_model_hash ? r->cfg.model_hash : NULL),
-                                "dtype", s_jstr(r->has_cfg ? co_dtype_names[r->cfg.model_dtype] : NULL)));
+                                "dtype", s_jstr(r->has_cfg && r->cfg.has_model ? co_dtype_names[r->cfg.model_dtype] : NULL)));
   json_object_set_new(root, "baseline", r->baseline >= 0 ? json_string(r->vars[r->baseline].name) : json_null());
   json_object_set_new(root, "baseline_rule", s_jstr(r->baseline_rule));
   json_object_set_new(root, "methods",
@@ -1150,7 +1150,8 @@ static void s_markdown(FILE *f, const s_rep_t *r) {
   s_md_text(f, r->has_cfg && r->cfg.has_model ? r->cfg.model : NULL);
   fprintf(f, " (hash: ");
   s_md_text(f, r->has_cfg && r->cfg.has_model_hash ? r->cfg.model_hash : NULL);
-  fprintf(f, ", %s)\n- Config hash: ", r->has_cfg ? co_dtype_names[r->cfg.model_dtype] : S_DASH);
+  fprintf(f, "; model_dtype: %s)\n- Config hash: ",
+          r->has_cfg && r->cfg.has_model ? co_dtype_names[r->cfg.model_dtype] : S_DASH);
   s_md_text(f, r->config_hash);
   fprintf(f, "\n- Journal created: %s by ", s_time(r->created_us).s);
   s_md_text(f, r->journal_version);
@@ -1550,7 +1551,8 @@ static void s_html(FILE *f, const s_rep_t *r) {
   s_html_text(f, r->has_cfg && r->cfg.has_model ? r->cfg.model : NULL);
   fprintf(f, " (");
   s_html_text(f, r->has_cfg && r->cfg.has_model_hash ? r->cfg.model_hash : NULL);
-  fprintf(f, ", %s) · config hash ", r->has_cfg ? co_dtype_names[r->cfg.model_dtype] : S_DASH);
+  fprintf(f, "; model_dtype %s) · config hash ",
+          r->has_cfg && r->cfg.has_model ? co_dtype_names[r->cfg.model_dtype] : S_DASH);
   s_html_text(f, r->config_hash);
   fprintf(f, " · baseline: %s</p>\n", r->baseline >= 0 ? r->vars[r->baseline].name : S_DASH);
   fprintf(f, "<p class=\"meta\">Journal created %s by ", s_time(r->created_us).s);

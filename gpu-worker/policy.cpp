@@ -95,7 +95,11 @@ void gw::expect_tensor(const at::Tensor &t, std::vector<int64_t> shape, at::Scal
 }
 
 void gw::expect_float(const gw_policy_t &p, const at::Tensor &t, std::vector<int64_t> shape, const std::string &what) {
-  expect_tensor(t, shape, t.defined() && t.scalar_type() == p.compute ? p.compute : at::kFloat, p.device, what);
+  if (t.defined() && t.scalar_type() != at::kFloat && t.scalar_type() != p.compute)
+    throw Error(GW_ESHAPE, what + ": dtype " + std::string(c10::toString(t.scalar_type())) + ", expected Float" +
+                               (p.compute == at::kFloat ? "" : std::string(" or ") + c10::toString(p.compute)) +
+                               " (running at " + gw_dtype_name(p.dtype) + ")");
+  expect_tensor(t, shape, t.defined() ? t.scalar_type() : at::kFloat, p.device, what);
 }
 
 gw::Precision::Precision(const gw_policy_t &p) : dev_(p.device.type()) {
@@ -570,7 +574,12 @@ extern "C" int gw_policy_open(const char *dir, const gw_policy_opts_t *opts, gw_
                                   " but the draft module has no method 'propose_paths' (expected "
                                   "propose_paths(hidden, codes, pos, gamma, width))");
     s_need_method(p->tokenizer, "tokenizer", "decode", 1, "decode(codes)");
-    s_probe(*p);
+    try {
+      s_probe(*p);
+    } catch (...) {  // a probe that failed part-way may have left casts of the weights in autocast's cache
+      if (p->dtype != GW_DTYPE_FLOAT32) at::autocast::clear_cache();
+      throw;
+    }
     *policy_out = p.release();
   });
 }
@@ -596,7 +605,8 @@ extern "C" int gw_policy_set_unnorm_key(gw_policy_t *policy, const char *unnorm_
 
 extern "C" void gw_policy_destroy(gw_policy_t **self_p) {
   if (!self_p || !*self_p) return;
-  if ((*self_p)->dtype != GW_DTYPE_FLOAT32) at::autocast::clear_cache();  // this thread's casts of its weights
+  // Autocast's cast cache (one for the process) holds lower-precision copies of this policy's weights.
+  if ((*self_p)->dtype != GW_DTYPE_FLOAT32) at::autocast::clear_cache();
   delete *self_p;
   *self_p = nullptr;
 }

@@ -88,7 +88,8 @@ typedef struct {
 typedef enum {
   GW_DTYPE_FLOAT32 = 0,  /* every operator in float32: the package as exported (the default) */
   GW_DTYPE_BFLOAT16 = 1, /* main and draft under libtorch's autocast: matrix products and convolutions in
-                          * bfloat16, norms, softmax and reductions in float32; tokenizer.decode in float32 */
+                          * bfloat16 (on CUDA norms, softmax and reductions in float32; on the CPU in the type
+                          * of their input); tokenizer.decode in float32 */
   GW_DTYPE_FLOAT16 = 2   /* the same with float16 */
 } gw_dtype_t;
 
@@ -127,7 +128,8 @@ typedef struct {
   int any_unnorm_key;       /* nonzero: unnorm_key may be NULL, and then the package's first key is selected
                              * (a server that picks the key per request with gw_policy_set_unnorm_key) */
   int dtype;                /* gw_dtype_t: the precision main and draft run at (0: float32). Results depend on it:
-                             * spec stays equal to ar at the same precision, not across precisions */
+                             * spec stays equal to ar at the same precision, not across precisions. Below float32
+                             * autocast's process-wide cast cache holds the weights' casts until destroy */
 } gw_policy_opts_t;
 
 typedef struct gw_policy_t gw_policy_t;

@@ -41,8 +41,10 @@ std::string shape_str(at::IntArrayRef s);
 // Runs the module calls of its scope at the policy's precision. For bfloat16 and float16 it turns libtorch's
 // autocast on for the policy's device type (the TorchScript interpreter dispatches through it) and restores
 // the thread's previous autocast state when it ends. Autocast's cast cache stays on and is not cleared, so
-// the lower-precision copies of the weights are made once per thread, not per call (gw_policy_destroy clears
-// it). tokenizer.decode runs outside such a scope: the chunk stays float32.
+// the lower-precision copies of the weights are made once, not per call. That cache is libtorch's, one for
+// the process, and keeps only float32 parameters that require grad (a module's buffers are cast in every
+// call); gw_policy_destroy clears it, and another open lower-precision policy then casts its weights again.
+// tokenizer.decode runs outside such a scope: the chunk stays float32.
 class Precision {
  public:
   explicit Precision(const gw_policy_t &p);

@@ -613,22 +613,32 @@ static void s_suite_precision(void) {
   const int dtypes[] = {GW_DTYPE_BFLOAT16, GW_DTYPE_FLOAT16};
   const int sizes[] = {1, 3, 8, 16, 32};
   s_res_t out[32];
-  static int32_t f32_codes[NOBS][32];  /* ar in float32: a lower precision must change some of them */
+  static s_res_t f32[NOBS];  /* ar in float32: a lower precision must change some codes, and no chunk of equal codes */
   s_dtype = GW_DTYPE_FLOAT32;
   gw_policy_t *p32 = s_open_with_ar("mixed");
   if (!p32) return;
-  for (int i = 0; i < NOBS; i++) memcpy(f32_codes[i], s_ar[i].codes, sizeof f32_codes[i]);
+  memcpy(f32, s_ar, sizeof f32);
   gw_policy_destroy(&p32);
   for (int d = 0; d < 2; d++) {
     s_dtype = dtypes[d];
     gw_policy_t *p = s_open_with_ar("mixed");
     if (!p) continue;
     CHECK(gw_policy_dtype(p) == dtypes[d], "gw_policy_dtype %d", gw_policy_dtype(p));
-    int changed = 0;
-    for (int i = 0; i < NOBS; i++) changed += memcmp(f32_codes[i], s_ar[i].codes, sizeof f32_codes[i]) != 0;
+    int changed = 0, same = 0, chunk_ne = 0;
+    for (int i = 0; i < NOBS; i++) {
+      if (!s_codes_eq(&f32[i], &s_ar[i], 32)) {
+        changed++;
+        continue;
+      }
+      same++;  /* the same codes: tokenizer.decode runs in float32 at every precision, so the same chunk */
+      chunk_ne += memcmp(f32[i].norm, s_ar[i].norm, sizeof f32[i].norm) != 0 ||
+                  memcmp(f32[i].chunk, s_ar[i].chunk, sizeof f32[i].chunk) != 0;
+    }
     printf("precision %-8s ar codes differ from float32 ar in %d of %d observations\n", gw_dtype_name(dtypes[d]),
            changed, NOBS);
-    if (dtypes[d] == GW_DTYPE_BFLOAT16) CHECK(changed > 0, "bfloat16 changed no ar code: is the precision applied?");
+    CHECK(changed > 0, "%s changed no ar code: is the precision applied?", gw_dtype_name(dtypes[d]));
+    CHECK(same > 0 && chunk_ne == 0, "%s: %d of %d observations with float32's codes got another chunk (the "
+          "tokenizer must run in float32)", gw_dtype_name(dtypes[d]), chunk_ne, same);
     long rows = 0, mismatches = 0, bad_accounting = 0, relaxed_ne = 0, accepted = 0, nonfinite = 0;
     for (int g = 1; g <= 5; g += 2)
       for (int s = 0; s < 5; s++) {

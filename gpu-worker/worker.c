@@ -875,7 +875,8 @@ int main(int argc, char **argv) {
     }
   }
   s_log("serving %s %s (%s) on %s in %s, max_batch %d, max_wait %lld us, credit %d", w.m->name, w.m->version,
-        w.m->content_hash, w.o.device, gw_dtype_name(w.o.dtype), w.o.max_batch, (long long)w.o.max_wait_us, w.o.credit);
+        w.m->content_hash, w.o.device, gw_dtype_name(gw_policy_dtype(policy)), w.o.max_batch,
+        (long long)w.o.max_wait_us, w.o.credit);
   w.batcher = gw_batcher_new(w.o.max_batch, w.o.max_wait_us);
   int pfd[2];
   if (!w.batcher || pipe(pfd) != 0) {

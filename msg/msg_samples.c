@@ -48,6 +48,7 @@ void msg_sample(msg_type_t type, msg_t *m) {
       S_OPT_STR(m, hello, model, "rsd-ref-spatial");
       S_OPT_STR(m, hello, model_hash, "sha256:ab12");
       S_OPT_STR(m, hello, device, "cuda:0");
+      S_OPT_STR(m, hello, dtype, "bfloat16");
       S_SET(m, hello, max_batch, 32);
       break;
     case MSG_WELCOME:

@@ -104,7 +104,7 @@ int main(int argc, char **argv) {
   static char rbuf[1 << 18];
   CHECK(scratch_read(report, rbuf, sizeof rbuf) > 0 && strstr(rbuf, "does not fit the model"),
         "report.md does not list wide's abandoned episodes with their reason");
-  CHECK(strstr(rbuf, ", bfloat16)"), "report.md does not name the model's precision, bfloat16");
+  CHECK(strstr(rbuf, "; model_dtype: bfloat16)"), "report.md does not name the model's precision, bfloat16");
 
   scratch_done(dir);
   return check_summary("refused_campaign_test");
