@@ -31,8 +31,8 @@
 // table says it without the decoding around it.
 //
 // After the timed rows, the operators of a whole chunk at batch 1 per mode (gw_policy_decode on the first
-// 32 observations, one at a time): in all, in the module calls (the per-call counts times the forwards the
-// chunk needed) and the engine's own tensor work around them (the rest).
+// 32 observations, one at a time): in all, in the module calls (the operators that ran inside a TorchScript
+// method, as the callback sees them: exact at any --width) and the engine's own tensor work around them.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -114,27 +114,40 @@ struct CallCost {
   long casts;  // aten::_to_copy at any depth in one call: casts (autocast's, inside other operators) and copies
 };
 
-static thread_local int tl_op_depth = 0;
-static thread_local long tl_ops = 0, tl_casts = 0;
+static thread_local std::vector<at::RecordScope> tl_scopes;  // the records open now, outermost first
+static thread_local long tl_ops = 0, tl_casts = 0, tl_module_ops = 0;
 
-// Top-level ATen operators that fn() runs on this thread (an operator that calls others counts once); with
-// casts_out, also every aten::_to_copy, nested or not (autocast's casts run inside the operator they feed).
+// Top-level ATen operators that fn() runs on this thread: an operator that calls others counts once, and an
+// operator that a TorchScript method runs counts as top-level inside it. *module_ops_out (nullable) gets those
+// of them that ran inside a module method (the rest are the caller's own), *casts_out (nullable) every
+// aten::_to_copy, nested or not (autocast's casts run inside the operator they feed).
 template <typename F>
-static long s_count_ops(F fn, long *casts_out = nullptr) {
-  tl_op_depth = 0;
-  tl_ops = tl_casts = 0;
+static long s_count_ops(F fn, long *casts_out = nullptr, long *module_ops_out = nullptr) {
+  tl_scopes.clear();
+  tl_ops = tl_casts = tl_module_ops = 0;
   at::CallbackHandle h = at::addThreadLocalCallback(
       at::RecordFunctionCallback(
           [](const at::RecordFunction &fn) -> std::unique_ptr<at::ObserverContext> {
-            if (tl_op_depth++ == 0) tl_ops++;
-            if (std::strcmp(fn.name(), "aten::_to_copy") == 0) tl_casts++;
+            if (fn.scope() == at::RecordScope::FUNCTION) {
+              bool top = true, in_module = false;  // only TorchScript methods around it: top-level
+              for (at::RecordScope sc : tl_scopes) {
+                top = top && sc == at::RecordScope::TORCHSCRIPT_FUNCTION;
+                in_module = true;
+              }
+              if (top) tl_ops++, tl_module_ops += in_module;
+              if (std::strcmp(fn.name(), "aten::_to_copy") == 0) tl_casts++;
+            }
+            tl_scopes.push_back(fn.scope());
             return nullptr;
           },
-          [](const at::RecordFunction &, at::ObserverContext *) { tl_op_depth--; })
-          .scopes({at::RecordScope::FUNCTION}));
+          [](const at::RecordFunction &, at::ObserverContext *) {
+            if (!tl_scopes.empty()) tl_scopes.pop_back();
+          })
+          .scopes({at::RecordScope::FUNCTION, at::RecordScope::TORCHSCRIPT_FUNCTION}));
   fn();
   at::removeCallback(h);
   if (casts_out) *casts_out = tl_casts;
+  if (module_ops_out) *module_ops_out = tl_module_ops;
   return tl_ops;
 }
 
@@ -354,23 +367,20 @@ int main(int argc, char **argv) {
       if (gamma) prm.gamma = gamma;
       if (width) prm.width = width;
       for (int l = 0; l < L; l++) prm.radii[l] = radius;
-      long ops = 0, mf = 0, df = 0;
+      long ops = 0, in_modules = 0;
       for (int i = 0; i < n1; i++) {
         std::memset(&res[0], 0, sizeof res[0]);
         res[0].chunk = chunks.data();
         res[0].codes = codes.data();
-        ops += s_count_ops([&] { rc = gw_policy_decode(p, &obs[i], 1, &prm, res.data()); });
+        long mod_ops = 0;
+        ops += s_count_ops([&] { rc = gw_policy_decode(p, &obs[i], 1, &prm, res.data()); }, nullptr, &mod_ops);
+        in_modules += mod_ops;
         if (rc != GW_OK || res[0].status != GW_OK) {
           std::fprintf(stderr, "policy_bench: decode failed: %s (%s)\n", gw_strerror(rc), res[0].message);
           return 1;
         }
-        mf += res[0].stats.main_forwards;
-        df += res[0].stats.draft_forwards;
       }
-      // calls[0..4] at batch 1: prefill, step, verify, propose, decode
-      const double later = (double)(mf - n1) * (mode == GW_DECODE_AR ? calls[1].ops : calls[2].ops);
-      const double mods = ((double)n1 * (calls[0].ops + calls[4].ops) + later + (double)df * calls[3].ops) / n1;
-      OpsRow o{gw_mode_name(mode), (double)ops / n1, mods, (double)ops / n1 - mods};
+      OpsRow o{gw_mode_name(mode), (double)ops / n1, (double)in_modules / n1, (double)(ops - in_modules) / n1};
       std::printf("%-13s %14.1f %14.1f %14.1f\n", o.mode.c_str(), o.total, o.modules, o.engine);
       ops_rows.push_back(o);
     }
