@@ -151,7 +151,8 @@ static const s_sect_t s_bind = {s_bind_keys, sizeof s_bind_keys / sizeof s_bind_
 
 enum {
   T_NAME, T_SUITE, T_TASKS, T_TRIALS, T_MAX_STEPS, T_WAIT_STEPS, T_REPLAN_EVERY, T_SEED, T_IMAGE_SIZE,
-  T_MODEL, T_UNNORM_KEY, T_MODEL_HASH, T_MODEL_DTYPE, T_VARIANTS, T_OUTPUT, T_VIDEOS, T_MAX_VIDEOS, T_WORKERS, T_LEASES, T_BIND,
+  T_MODEL, T_UNNORM_KEY, T_MODEL_HASH, T_MODEL_DTYPE, T_VARIANTS, T_OUTPUT, T_VIDEOS, T_MAX_VIDEOS, T_WORKERS,
+  T_LEASES, T_BIND,
   T_COUNT_
 };
 static const s_key_t s_top_keys[T_COUNT_] = {

@@ -3,8 +3,9 @@
  *
  * A sim worker is `rsd-sim-worker --coordinator ENDPOINT --capacity N --name local-sim-K`, a GPU worker
  * `rsd-gpu-worker --broker ENDPOINT --model DIR --dtype T --max-batch N --max-wait-us N --device DEV_K --name
- * local-gpu-K`, where DEV_K spreads the workers over the machine's GPUs (co_local_gpu_device); each child's stderr and stdout go to <output>/logs/<name>.log. A worker that dies while the
- * campaign runs (a crash, the OOM killer) is started again, at most CO_LOCAL_RESTARTS times in a row per
+ * local-gpu-K`, where DEV_K spreads the workers over the machine's GPUs (co_local_gpu_device); each
+ * child's stderr and stdout go to <output>/logs/<name>.log. A worker that dies while the campaign runs (a
+ * crash, the OOM killer) is started again, at most CO_LOCAL_RESTARTS times in a row per
  * slot: a worker that ran CO_LOCAL_HEALTHY_S seconds before it died was healthy, and its count starts
  * again (so a long sweep survives rare crashes, while a worker that dies at start is given up on); a
  * sim worker's leases come back through the coordinator's liveness check, a GPU worker's requests through

@@ -869,7 +869,8 @@ static json_t *s_json(const s_rep_t *r) {
   json_object_set_new(root, "model",
                       json_pack("{s:o, s:o, s:o}", "name", s_jstr(r->has_cfg && r->cfg.has_model ? r->cfg.model : NULL),
                                 "hash", s_jstr(r->has_cfg && r->cfg.has_model_hash ? r->cfg.model_hash : NULL),
-                                "dtype", s_jstr(r->has_cfg && r->cfg.has_model ? co_dtype_names[r->cfg.model_dtype] : NULL)));
+                                "dtype",
+                                s_jstr(r->has_cfg && r->cfg.has_model ? co_dtype_names[r->cfg.model_dtype] : NULL)));
   json_object_set_new(root, "baseline", r->baseline >= 0 ? json_string(r->vars[r->baseline].name) : json_null());
   json_object_set_new(root, "baseline_rule", s_jstr(r->baseline_rule));
   json_object_set_new(root, "methods",

@@ -455,7 +455,8 @@ void s_probe(gw_policy_t &p) {
   at::Tensor proprio = at::zeros({B, m.proprio_dim}, at::dtype(at::kFloat).device(dev));
   at::Tensor instr = at::zeros({B, m.instr_max_tokens}, at::kLong);
   const char *probe_text = "probe";
-  for (int64_t t = 0; t < m.instr_max_tokens && probe_text[t]; t++) instr.select(1, t).fill_((int64_t)probe_text[t] + 1);
+  for (int64_t t = 0; t < m.instr_max_tokens && probe_text[t]; t++)
+    instr.select(1, t).fill_((int64_t)probe_text[t] + 1);  // the bytes tokenizer: byte + 1
   instr = instr.to(dev);
   gw::Precision precision(p);
   auto pre = s_tuple(s_probe_call(p.main, "prefill", {images, proprio, instr}), 3, "main.prefill");

@@ -286,7 +286,8 @@ int main(int argc, char **argv) {
   std::vector<gw_result_t> res(maxb);
 
   std::printf("policy_bench: %s (%s) on %s in %s, L=%d G=%d K=%d, gamma=%d, width=%d, relaxed radius=%d, threads=%d, "
-              "observations: %s\n", dir, m->name, device, gw_dtype_name(dtype), L, G, m->levels, gamma ? gamma : m->decoding.gamma,
+              "observations: %s\n", dir, m->name, device, gw_dtype_name(dtype), L, G, m->levels,
+              gamma ? gamma : m->decoding.gamma,
               width ? width : m->decoding.width, radius, threads, obs_dir ? obs_dir : "random");
   const int g_used = gamma ? gamma : m->decoding.gamma;
   std::vector<CallCost> calls = s_call_costs(*p, images, proprio, nobs, g_used);
@@ -438,11 +439,13 @@ int main(int argc, char **argv) {
       std::fprintf(stderr, "policy_bench: cannot write %s\n", json);
       return 1;
     }
-    std::fprintf(f, "{\"package\": \"%s\", \"device\": \"%s\", \"dtype\": \"%s\", \"threads\": %d, \"gamma\": %d, \"width\": %d, "
+    std::fprintf(f, "{\"package\": \"%s\", \"device\": \"%s\", \"dtype\": \"%s\", \"threads\": %d, "
+                    "\"gamma\": %d, \"width\": %d, "
                     "\"observations\": \"%s\", "
                     "\"spec_ne_ar\": {\"observations\": %d, \"batch_1\": %d, \"batch_16\": %d}, "
                     "\"spec_main_forwards_per_chunk_all\": {\"batch_1\": %.4f, \"batch_16\": %.4f},\n",
-                 m->name, device, gw_dtype_name(dtype), threads, gamma ? gamma : m->decoding.gamma, width ? width : m->decoding.width,
+                 m->name, device, gw_dtype_name(dtype), threads, gamma ? gamma : m->decoding.gamma,
+                 width ? width : m->decoding.width,
                  obs_dir ? obs_dir : "random", checked, differ[0], differ[1], (double)spec_main[0] / nobs,
                  (double)spec_main[1] / nobs);
     std::fprintf(f, "  \"calls_us\": [");
