@@ -458,38 +458,38 @@ void s_probe(gw_policy_t &p) {
   for (int64_t t = 0; t < m.instr_max_tokens && probe_text[t]; t++)
     instr.select(1, t).fill_((int64_t)probe_text[t] + 1);  // the bytes tokenizer: byte + 1
   instr = instr.to(dev);
-  gw::Precision precision(p);
-  auto pre = s_tuple(s_probe_call(p.main, "prefill", {images, proprio, instr}), 3, "main.prefill");
-  if (pre[0].dim() < 1 || pre[0].size(0) != B || pre[0].device() != dev)
-    throw Error(GW_ESHAPE, "main.prefill state: shape " + gw::shape_str(pre[0].sizes()) + " on " +
-                               pre[0].device().str() + ", expected [2, ...] on " + dev.str());
-  gw::expect_float(p, pre[1], {B, G, K}, "main.prefill logits0");
-  gw::expect_float(p, pre[2], {B, D}, "main.prefill hidden");
-  s_finite(pre[1], "main.prefill logits0");
-  s_finite(pre[2], "main.prefill hidden");
   at::Tensor codes = at::zeros({B, L, G}, at::dtype(at::kLong).device(dev));
-  at::Tensor pos = at::tensor({int64_t(0), L - 1}, at::kLong).to(dev);
-  auto st = s_tuple(s_probe_call(p.main, "step", {pre[0], codes, pos}), 2, "main.step");
-  gw::expect_float(p, st[0], {B, G, K}, "main.step logits");
-  gw::expect_float(p, st[1], {B, D}, "main.step hidden");
-  s_finite(st[0], "main.step logits");
-  int64_t n = std::min<int64_t>(m.decoding.gamma, L - 1);
-  auto ve = s_tuple(s_probe_call(p.main, "verify", {pre[0], codes, at::zeros({B}, at::dtype(at::kLong).device(dev)), n}),
-                    2, "main.verify");
-  gw::expect_float(p, ve[0], {B, n + 1, G, K}, "main.verify logits");
-  gw::expect_float(p, ve[1], {B, n + 1, D}, "main.verify hidden");
-  s_finite(ve[0], "main.verify logits");
-  int64_t gamma = m.decoding.gamma;
-  c10::IValue pr = s_probe_call(p.draft, "propose", {pre[2], codes, at::ones({B}, at::dtype(at::kLong).device(dev)), gamma});
-  if (!pr.isTensor()) throw Error(GW_ESHAPE, "draft.propose: expected a tensor");
-  gw::expect_tensor(pr.toTensor(), {B, gamma, G}, at::kLong, dev, "draft.propose codes");
-  if (p.has_paths) {
-    c10::IValue pp = s_probe_call(p.draft, "propose_paths",
-                                  {pre[2], codes, at::ones({B}, at::dtype(at::kLong).device(dev)), gamma, int64_t(2)});
-    if (!pp.isTensor()) throw Error(GW_ESHAPE, "draft.propose_paths: expected a tensor");
-    gw::expect_tensor(pp.toTensor(), {B, 2, gamma, G}, at::kLong, dev, "draft.propose_paths codes");
+  {
+    gw::Precision precision(p);  // main and draft at the policy's precision; the tokenizer after, in float32
+    auto pre = s_tuple(s_probe_call(p.main, "prefill", {images, proprio, instr}), 3, "main.prefill");
+    if (pre[0].dim() < 1 || pre[0].size(0) != B || pre[0].device() != dev)
+      throw Error(GW_ESHAPE, "main.prefill state: shape " + gw::shape_str(pre[0].sizes()) + " on " +
+                                 pre[0].device().str() + ", expected [2, ...] on " + dev.str());
+    gw::expect_float(p, pre[1], {B, G, K}, "main.prefill logits0");
+    gw::expect_float(p, pre[2], {B, D}, "main.prefill hidden");
+    s_finite(pre[1], "main.prefill logits0");
+    s_finite(pre[2], "main.prefill hidden");
+    at::Tensor pos = at::tensor({int64_t(0), L - 1}, at::kLong).to(dev);
+    auto st = s_tuple(s_probe_call(p.main, "step", {pre[0], codes, pos}), 2, "main.step");
+    gw::expect_float(p, st[0], {B, G, K}, "main.step logits");
+    gw::expect_float(p, st[1], {B, D}, "main.step hidden");
+    s_finite(st[0], "main.step logits");
+    int64_t n = std::min<int64_t>(m.decoding.gamma, L - 1);
+    at::Tensor at0 = at::zeros({B}, at::dtype(at::kLong).device(dev)), at1 = at0 + 1;  // rows' positions
+    auto ve = s_tuple(s_probe_call(p.main, "verify", {pre[0], codes, at0, n}), 2, "main.verify");
+    gw::expect_float(p, ve[0], {B, n + 1, G, K}, "main.verify logits");
+    gw::expect_float(p, ve[1], {B, n + 1, D}, "main.verify hidden");
+    s_finite(ve[0], "main.verify logits");
+    int64_t gamma = m.decoding.gamma;
+    c10::IValue pr = s_probe_call(p.draft, "propose", {pre[2], codes, at1, gamma});
+    if (!pr.isTensor()) throw Error(GW_ESHAPE, "draft.propose: expected a tensor");
+    gw::expect_tensor(pr.toTensor(), {B, gamma, G}, at::kLong, dev, "draft.propose codes");
+    if (p.has_paths) {
+      c10::IValue pp = s_probe_call(p.draft, "propose_paths", {pre[2], codes, at1, gamma, int64_t(2)});
+      if (!pp.isTensor()) throw Error(GW_ESHAPE, "draft.propose_paths: expected a tensor");
+      gw::expect_tensor(pp.toTensor(), {B, 2, gamma, G}, at::kLong, dev, "draft.propose_paths codes");
+    }
   }
-  at::autocast::set_autocast_enabled(dev.type(), false);  // tokenizer.decode runs in float32 (Precision restores)
   c10::IValue ck = s_probe_call(p.tokenizer, "decode", {codes});
   if (!ck.isTensor()) throw Error(GW_ESHAPE, "tokenizer.decode: expected a tensor");
   gw::expect_tensor(ck.toTensor(), {B, m.chunk_horizon, m.action_dim}, at::kFloat, dev, "tokenizer.decode chunk");

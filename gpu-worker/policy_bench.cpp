@@ -40,6 +40,7 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -207,8 +208,8 @@ static std::vector<CallCost> s_call_costs(gw_policy_t &p, const std::vector<uint
                  {"draft.propose(" + std::to_string(gamma) + ")", &p.draft, "propose", {hidden, codes, pos, (int64_t)gamma}},
                  {"tokenizer.decode", &p.tokenizer, "decode", {codes}}};
     for (auto &c : calls) {
-      std::unique_ptr<gw::Precision> precision;  // as the engine runs them: main and draft at the policy's
-      if (c.mod != &p.tokenizer) precision.reset(new gw::Precision(p));  // precision, the tokenizer in float32
+      std::optional<gw::Precision> precision;  // as the engine runs them: main and draft at the policy's
+      if (c.mod != &p.tokenizer) precision.emplace(p);  // precision, the tokenizer in float32
       const double us = s_time_call(*c.mod, c.method, c.args, p.device);  // warm: autocast's weight casts are cached
       long casts = 0;
       const long ops = s_count_ops([&] { c.mod->get_method(c.method)(c.args); }, &casts);
