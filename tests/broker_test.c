@@ -668,6 +668,19 @@ int main(int argc, char **argv) {
   CHECK(s_broker == NULL, "E: destroyed");
   int status = proc_wait(b, 30);
   CHECK(status == 0, "E: gw-b left after DRAIN with exit status 0 (%d)", status);
+
+  /* F: a bfloat16 campaign: a HELLO without dtype is a float32 worker of the campaign's model, refused */
+  o.model_dtype = "bfloat16";
+  s_broker = co_broker_new(&o, err, sizeof err);
+  CHECK(s_broker != NULL, "F: co_broker_new: %s", err);
+  if (!s_broker) return check_summary("broker_test");
+  s_fake_connect(co_broker_gpu_endpoint(s_broker));
+  s_fake_hello("tiny-mixed", hash, 2);
+  s_fake_expect_error(MSG_ERR_BAD_REQUEST, "HELLO", "F: HELLO without dtype (float32) for a bfloat16 campaign");
+  s_fake_hello_dtype("tiny-mixed", hash, 2, "bfloat16");
+  CHECK(s_pump(5000, s_fake_welcomed), "F: a bfloat16 HELLO for the campaign's model is welcomed");
+  msg_sock_destroy(&s_fake.sock);
+  co_broker_destroy(&s_broker, 2000);
   for (int c = 0; c < NSIMS; c++) msg_sock_destroy(&s_sims[c]);
   return check_summary("broker_test");
 }
