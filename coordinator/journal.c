@@ -16,6 +16,11 @@
  *     variant TEXT, task INTEGER, trial INTEGER     PRIMARY KEY
  *     state TEXT      pending | leased | done | infra_error_retrying | abandoned   (CHECKed)
  *     attempts        attempts that ended in an infrastructure failure (expired lease, infra_error)
+ *     attempts_base   attempts when the episode was last requeued (co_journal_requeue_abandoned, `rsd
+ *                     resume --retry-abandoned`), else 0: an episode is abandoned when attempts -
+ *                     attempts_base reaches max_attempts, so a requeue gives it a fresh budget while
+ *                     attempts keeps counting every failure. Added after the first journals: opening an
+ *                     older journal for writing adds it (0 in every row); readers never read it.
  *     lease_id        the current lease while leased, else NULL (unique index over non-NULL)
  *     worker          the worker that holds or last held it
  *     deadline_us     lease deadline while leased (informational: the coordinator's timer decides)
@@ -143,6 +148,8 @@ const char *co_event_name(co_event_t event) {
 #define S_EP_COLS_E \
   "e.variant, e.task, e.trial, e.state, e.attempts, e.lease_id, e.worker, e.deadline_us, e.updated_us, e.last_error"
 #define S_WAITING "('pending', 'infra_error_retrying')"
+/* The episodes column added after the first journals (see the schema): in new tables and by ALTER TABLE. */
+#define S_ATTEMPTS_BASE_DEF "attempts_base INTEGER NOT NULL DEFAULT 0"
 #define S_BUSY "('done', 'leased')"
 
 #define S_STMTS(X)                                                                                              \
@@ -191,6 +198,15 @@ const char *co_event_name(co_event_t event) {
   X(abandon_waiting_episodes,                                                                                    \
     "UPDATE episodes SET state = 'abandoned', updated_us = ?1, last_error = ?3 "                                \
     "WHERE variant = ?2 AND state IN " S_WAITING)                                                                \
+  X(requeue_events,                                                                                              \
+    "INSERT INTO worker_events (time_us, worker, event, variant, task, trial, lease_id, detail) "               \
+    "SELECT ?1, worker, 'requeued', variant, task, trial, NULL, "                                               \
+    "'abandoned after ' || attempts || ' attempts (last: ' || COALESCE(last_error, '-') || '); ' || ?3 "        \
+    "FROM episodes WHERE state = 'abandoned' AND (?2 IS NULL OR variant = ?2) ORDER BY rowid")                  \
+  X(requeue_episodes,                                                                                            \
+    "UPDATE episodes SET state = CASE WHEN attempts > 0 THEN 'infra_error_retrying' ELSE 'pending' END, "      \
+    "attempts_base = attempts, updated_us = ?1 WHERE state = 'abandoned' AND (?2 IS NULL OR variant = ?2)")     \
+  X(episode_base, "SELECT attempts_base FROM episodes WHERE rowid = ?1")                                        \
   X(event_add,                                                                                                   \
     "INSERT INTO worker_events (time_us, worker, event, variant, task, trial, lease_id, detail) "               \
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")                                                                   \
@@ -594,7 +610,7 @@ static co_journal_err_t s_create_schema(co_journal_t *self, const co_journal_cam
   s_sb_add(&sb,
            ")),\n"
            "  attempts INTEGER NOT NULL DEFAULT 0, lease_id INTEGER, worker TEXT, deadline_us INTEGER,\n"
-           "  updated_us INTEGER NOT NULL, last_error TEXT,\n"
+           "  updated_us INTEGER NOT NULL, last_error TEXT, " S_ATTEMPTS_BASE_DEF ",\n"
            "  PRIMARY KEY (variant, task, trial));\n"
            "CREATE UNIQUE INDEX episodes_lease ON episodes (lease_id) WHERE lease_id IS NOT NULL;\n"
            "CREATE TABLE cells (\n"
@@ -683,6 +699,21 @@ static co_journal_err_t s_result_columns(co_journal_t *self, const char *op, co_
   return CO_JOURNAL_OK;
 }
 
+/* In a writing handle: adds episodes.attempts_base to a journal made before it existed. */
+static co_journal_err_t s_episode_columns(co_journal_t *self, const char *op, co_journal_error_t *err) {
+  int64_t has = 0;
+  co_journal_err_t code =
+      s_query_int(self, op, "SELECT COUNT(*) FROM pragma_table_info('episodes') WHERE name = 'attempts_base'", &has, err);
+  if (code || has) return code;
+  return s_exec(self, op, "add episodes column", "ALTER TABLE episodes ADD COLUMN " S_ATTEMPTS_BASE_DEF, err);
+}
+
+/* Statements only a writing handle prepares: they write, or read a column an older journal may lack. */
+static bool s_writer_only(int id) {
+  return id == S_ST_insert_result || id == S_ST_episode_base || id == S_ST_requeue_events ||
+         id == S_ST_requeue_episodes;
+}
+
 /* Prepares every statement; the results ones are generated here. */
 static co_journal_err_t s_prepare(co_journal_t *self, const char *op, co_journal_error_t *err) {
   s_sb_t ins = {0}, sel = {0};
@@ -706,7 +737,7 @@ static co_journal_err_t s_prepare(co_journal_t *self, const char *op, co_journal
   if (ins.failed || sel.failed) code = s_fail(err, CO_JOURNAL_ERR_NOMEM, "%s: out of memory building SQL", op);
   for (int i = 0; !code && i < S_ST_COUNT_; i++) {
     const char *sql = i == S_ST_insert_result ? ins.s : i == S_ST_select_results ? sel.s : s_stmt_sql[i];
-    if (i == S_ST_insert_result && self->read_only) continue; /* a reader never inserts */
+    if (s_writer_only(i) && self->read_only) continue;
     int rc = sqlite3_prepare_v3(self->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &self->st[i], NULL);
     if (rc != SQLITE_OK) {
       code = s_code_of(rc);
@@ -874,6 +905,7 @@ static co_journal_err_t s_open(co_journal_t *self, const char *dir, co_journal_m
     }
   }
   if ((code = s_result_columns(self, op, err))) return code;
+  if (!self->read_only && (code = s_episode_columns(self, op, err))) return code;
   if ((code = s_prepare(self, op, err))) return code;
   return s_load_campaign_name(self, op, err);
 }
@@ -1279,9 +1311,18 @@ static co_journal_err_t s_unlease(co_journal_t *self, uint64_t lease_id, bool co
   if (!code && !found)
     code = s_fail(err, CO_JOURNAL_ERR_NO_LEASE, "%s: no episode holds lease %" PRIu64 " (it ended, or never existed)",
                   op, lease_id);
+  uint32_t base = 0; /* attempts at the episode's last requeue: the budget counts from there */
+  if (!code && count) {
+    sqlite3_stmt *bs = s_st(self, S_ST_episode_base);
+    bool row = false;
+    int rc = sqlite3_bind_int64(bs, 1, rowid);
+    code = rc ? s_bindfail(self, err, op, S_ST_episode_base, rc) : s_step(self, S_ST_episode_base, op, &row, err);
+    if (!code && row) base = (uint32_t)sqlite3_column_int64(bs, 0);
+    sqlite3_reset(bs);
+  }
   if (!code) {
     if (count) ep.attempts++;
-    ep.state = count && ep.attempts >= max_attempts ? CO_EPISODE_ABANDONED
+    ep.state = count && ep.attempts - base >= max_attempts ? CO_EPISODE_ABANDONED
                : ep.attempts > 0                    ? CO_EPISODE_RETRYING
                                                     : CO_EPISODE_PENDING;
     ep.lease_id = 0;
@@ -1299,8 +1340,12 @@ static co_journal_err_t s_unlease(co_journal_t *self, uint64_t lease_id, bool co
   }
   if (!code) code = s_event(self, event, ep.worker, &ep.key, lease_id, reason, op, err);
   if (!code && ep.state == CO_EPISODE_ABANDONED) {
-    char detail[MSG_TEXT_MAX + 64];
-    snprintf(detail, sizeof detail, "after %" PRIu32 " attempts; last: %s", ep.attempts, reason ? reason : "-");
+    char detail[MSG_TEXT_MAX + 96];
+    if (base)
+      snprintf(detail, sizeof detail, "after %" PRIu32 " attempts since its requeue (%" PRIu32 " in all); last: %s",
+               ep.attempts - base, ep.attempts, reason ? reason : "-");
+    else
+      snprintf(detail, sizeof detail, "after %" PRIu32 " attempts; last: %s", ep.attempts, reason ? reason : "-");
     code = s_event(self, CO_EVENT_ABANDONED, ep.worker, &ep.key, lease_id, detail, op, err);
   }
   code = s_end(self, code, op, err);
@@ -1343,6 +1388,30 @@ co_journal_err_t co_journal_recover(co_journal_t *self, size_t *recovered, co_jo
   return code;
 }
 
+/* One transaction of two statements over the episodes of `variant` (NULL: every variant, where the
+ * statement allows it), each bound to ?1 now, ?2 variant and, where it has one, ?3 text: the events
+ * statement first, then the episodes one, whose changed rows are counted into *changed. */
+static co_journal_err_t s_bulk_change(co_journal_t *self, const char *op, s_stmt_id_t events, s_stmt_id_t episodes,
+                                      const char *variant, const char *text, size_t *changed, co_journal_error_t *err) {
+  co_journal_err_t code = s_begin(self, false, op, err);
+  if (code) return code;
+  const int64_t now = s_now_us();
+  const s_stmt_id_t ids[2] = {events, episodes};
+  size_t n = 0;
+  for (int k = 0; k < 2 && !code; k++) {
+    sqlite3_stmt *st = s_st(self, ids[k]);
+    int rc = SQLITE_OK;
+    s_b(&rc, sqlite3_bind_int64(st, 1, now));
+    s_b(&rc, variant ? sqlite3_bind_text(st, 2, variant, -1, SQLITE_TRANSIENT) : sqlite3_bind_null(st, 2));
+    if (sqlite3_bind_parameter_count(st) >= 3) s_b(&rc, sqlite3_bind_text(st, 3, text, -1, SQLITE_TRANSIENT));
+    code = rc ? s_bindfail(self, err, op, ids[k], rc) : s_run(self, ids[k], op, err);
+    n = code ? 0 : (size_t)sqlite3_changes(self->db);
+  }
+  code = s_end(self, code, op, err);
+  if (!code && changed) *changed = n;
+  return code;
+}
+
 co_journal_err_t co_journal_abandon_waiting(co_journal_t *self, const char *variant, const char *reason,
                                             size_t *abandoned, co_journal_error_t *err) {
   const char *op = "co_journal_abandon_waiting";
@@ -1350,22 +1419,18 @@ co_journal_err_t co_journal_abandon_waiting(co_journal_t *self, const char *vari
   co_journal_err_t code = s_writable(self, op, err);
   if (code) return code;
   if (!variant || !reason) return s_fail(err, CO_JOURNAL_ERR_ARG, "%s: variant and reason are required", op);
-  if ((code = s_begin(self, false, op, err))) return code;
-  const int64_t now = s_now_us();
-  const s_stmt_id_t ids[2] = {S_ST_abandon_waiting_events, S_ST_abandon_waiting_episodes};
-  size_t n = 0;
-  for (int k = 0; k < 2 && !code; k++) {
-    sqlite3_stmt *st = s_st(self, ids[k]);
-    int rc = SQLITE_OK;
-    s_b(&rc, sqlite3_bind_int64(st, 1, now));
-    s_b(&rc, sqlite3_bind_text(st, 2, variant, -1, SQLITE_TRANSIENT));
-    s_b(&rc, sqlite3_bind_text(st, 3, reason, -1, SQLITE_TRANSIENT));
-    code = rc ? s_bindfail(self, err, op, ids[k], rc) : s_run(self, ids[k], op, err);
-    n = code ? 0 : (size_t)sqlite3_changes(self->db);
-  }
-  code = s_end(self, code, op, err);
-  if (!code && abandoned) *abandoned = n;
-  return code;
+  return s_bulk_change(self, op, S_ST_abandon_waiting_events, S_ST_abandon_waiting_episodes, variant, reason,
+                       abandoned, err);
+}
+
+co_journal_err_t co_journal_requeue_abandoned(co_journal_t *self, const char *variant, const char *note,
+                                              size_t *requeued, co_journal_error_t *err) {
+  const char *op = "co_journal_requeue_abandoned";
+  if (requeued) *requeued = 0;
+  co_journal_err_t code = s_writable(self, op, err);
+  if (code) return code;
+  if (!note) return s_fail(err, CO_JOURNAL_ERR_ARG, "%s: a note is required", op);
+  return s_bulk_change(self, op, S_ST_requeue_events, S_ST_requeue_episodes, variant, note, requeued, err);
 }
 
 /* ---- results --------------------------------------------------------------------------------------- */

@@ -122,6 +122,7 @@ typedef struct {
   E(LEASE_EXPIRED, "lease_expired")         \
   E(INFRA_ERROR, "infra_error")             \
   E(ABANDONED, "abandoned")                 \
+  E(REQUEUED, "requeued")                   \
   E(RELEASED, "released")                   \
   E(RECOVERED, "recovered")                 \
   E(DUPLICATE_RESULT, "duplicate_result")   \
@@ -229,7 +230,7 @@ co_journal_err_t co_journal_release(co_journal_t *self, uint64_t lease_id, const
                                     co_journal_error_t *err);
 
 /* The lease expired (no heartbeat in time, worker died): attempts + 1, then infra_error_retrying, or
- * abandoned when attempts reach `max_attempts` (>= 1). Writes a lease_expired event (and an abandoned
+ * abandoned when the attempts since its last requeue (all of them if never requeued) reach `max_attempts` (>= 1). Writes a lease_expired event (and an abandoned
  * one). CO_JOURNAL_ERR_NO_LEASE when no episode holds the lease (stale: it ended already). */
 co_journal_err_t co_journal_expire(co_journal_t *self, uint64_t lease_id, const char *reason, uint32_t max_attempts,
                                    co_episode_t *out, co_journal_error_t *err);
@@ -245,6 +246,14 @@ co_journal_err_t co_journal_infra_error(co_journal_t *self, uint64_t lease_id, c
  * many. */
 co_journal_err_t co_journal_abandon_waiting(co_journal_t *self, const char *variant, const char *reason,
                                             size_t *abandoned, co_journal_error_t *err);
+
+/* Puts every abandoned episode (of `variant`, or of all variants when NULL) back in the queue
+ * (`rsd run|resume --retry-abandoned`): infra_error_retrying (pending if it never failed), with a fresh
+ * budget of max_attempts counted from now; `attempts` keeps every earlier failure, so the report's retries
+ * still count them. A requeued event each, whose detail names the earlier attempts, the last error and
+ * `note` (required, borrowed). `requeued` (nullable) receives how many. */
+co_journal_err_t co_journal_requeue_abandoned(co_journal_t *self, const char *variant, const char *note,
+                                              size_t *requeued, co_journal_error_t *err);
 
 /* At the start of a resumed campaign: every leased episode waits again (its lease died with the old
  * coordinator; that is not the episode's fault, so no attempt is counted), with a recovered event each.

@@ -669,6 +669,86 @@ static void test_abandon_waiting(void) {
   co_journal_close(&j);
 }
 
+/* --retry-abandoned: abandoned episodes (of one variant, or all) wait again with a fresh budget of
+ * max_attempts, while attempts keeps every failure; a requeued event each. A journal made before
+ * attempts_base existed is read as it is and migrated by a writer. */
+static void test_requeue_abandoned(void) {
+  char dir[256];
+  co_journal_t *j = s_new_journal(dir, sizeof dir);
+  co_journal_error_t err;
+  co_episode_t ep;
+  co_episode_key_t kf = s_key("spec", 1, 0), kr = s_key("ar", 2, 3);
+  for (int a = 0; a < 2; a++) { /* two infrastructure failures at max_attempts 2: abandoned */
+    CHECK(co_journal_lease(j, &kf, "sim-a", 0, &ep, &err) == CO_JOURNAL_OK, "lease: %s", err.text);
+    CHECK(co_journal_infra_error(j, ep.lease_id, "render failed", 2, &ep, &err) == CO_JOURNAL_OK, "infra: %s", err.text);
+  }
+  CHECK(ep.state == CO_EPISODE_ABANDONED && ep.attempts == 2, "abandoned after 2: %d %u", ep.state, ep.attempts);
+  size_t n = 99;
+  CHECK(co_journal_abandon_waiting(j, "ar", "variant ar does not fit the model", &n, &err) == CO_JOURNAL_OK && n == 12,
+        "ar's 12 abandoned without running: %zu %s", n, err.text);
+  CHECK(s_counts(j).by_state[CO_EPISODE_ABANDONED] == 13, "13 abandoned");
+
+  CHECK(co_journal_requeue_abandoned(j, NULL, NULL, &n, &err) == CO_JOURNAL_ERR_ARG && n == 0, "no note refused");
+  CHECK(co_journal_requeue_abandoned(j, "spec", "by the test", &n, &err) == CO_JOURNAL_OK && n == 1,
+        "spec's one requeued: %zu %s", n, err.text);
+  ep = s_episode(j, &kf);
+  CHECK(ep.state == CO_EPISODE_RETRYING && ep.attempts == 2 && strcmp(ep.last_error, "render failed") == 0,
+        "requeued: retrying, attempts and last error kept: %d %u '%s'", ep.state, ep.attempts, ep.last_error);
+  CHECK(s_episode(j, &kr).state == CO_EPISODE_ABANDONED, "the other variant is left abandoned");
+  /* A fresh budget: one failure more is a retry, the second abandons it again, naming both counts. */
+  CHECK(co_journal_lease(j, &kf, "sim-b", 0, &ep, &err) == CO_JOURNAL_OK, "lease: %s", err.text);
+  CHECK(co_journal_infra_error(j, ep.lease_id, "timeout", 2, &ep, &err) == CO_JOURNAL_OK &&
+            ep.state == CO_EPISODE_RETRYING && ep.attempts == 3,
+        "first failure after the requeue retries: %d %u %s", ep.state, ep.attempts, err.text);
+  CHECK(co_journal_lease(j, &kf, "sim-b", 0, &ep, &err) == CO_JOURNAL_OK, "lease: %s", err.text);
+  CHECK(co_journal_expire(j, ep.lease_id, "no heartbeat", 2, &ep, &err) == CO_JOURNAL_OK &&
+            ep.state == CO_EPISODE_ABANDONED && ep.attempts == 4,
+        "second failure after the requeue abandons: %d %u %s", ep.state, ep.attempts, err.text);
+
+  /* All variants: ar's never-run episodes wait as pending, spec's one as retrying. */
+  CHECK(co_journal_requeue_abandoned(j, NULL, "again", &n, &err) == CO_JOURNAL_OK && n == 13, "all 13: %zu", n);
+  CHECK(s_episode(j, &kr).state == CO_EPISODE_PENDING && s_episode(j, &kr).attempts == 0, "never failed: pending");
+  co_journal_counts_t c = s_counts(j);
+  CHECK(c.by_state[CO_EPISODE_ABANDONED] == 0 && c.by_state[CO_EPISODE_PENDING] == 23 &&
+            c.by_state[CO_EPISODE_RETRYING] == 1 && c.infra_failures == 4,
+        "nothing abandoned, 23 pending, 1 retrying, the 4 failures still counted (attempts %llu)",
+        (unsigned long long)c.infra_failures);
+  CHECK(co_journal_requeue_abandoned(j, NULL, "none left", &n, &err) == CO_JOURNAL_OK && n == 0, "none left: %zu", n);
+  uint64_t ev[CO_EVENT_COUNT_];
+  CHECK(co_journal_event_counts(j, ev, NULL, &err) == CO_JOURNAL_OK && ev[CO_EVENT_REQUEUED] == 14,
+        "requeued events: %llu", (unsigned long long)ev[CO_EVENT_REQUEUED]);
+  co_journal_close(&j);
+  sqlite3 *db = s_raw(dir, true);
+  char detail[512];
+  s_raw_text(db, "SELECT detail FROM worker_events WHERE event = 'requeued' AND variant = 'spec' ORDER BY id DESC", detail,
+             sizeof detail);
+  CHECK(strcmp(detail, "abandoned after 4 attempts (last: no heartbeat); again") == 0, "requeued detail: '%s'", detail);
+  s_raw_text(db, "SELECT detail FROM worker_events WHERE event = 'abandoned' AND variant = 'spec' ORDER BY id DESC",
+             detail, sizeof detail);
+  CHECK(strstr(detail, "after 2 attempts since its requeue (4 in all)") != NULL, "abandoned detail: '%s'", detail);
+  CHECK(s_cells_mismatch(db) == 0, "cells agree with episodes");
+
+  /* An older journal, without attempts_base: a reader reads it, a writer adds the column (0 everywhere). */
+  s_raw_exec(db, "ALTER TABLE episodes DROP COLUMN attempts_base");
+  sqlite3_close(db);
+  co_journal_t *ro = co_journal_open(dir, CO_JOURNAL_READ_ONLY, NULL, NULL, &err);
+  CHECK(ro != NULL, "read-only open without attempts_base: %s", err.text);
+  if (ro) CHECK(s_counts(ro).by_state[CO_EPISODE_PENDING] == 23, "counts of the older file");
+  co_journal_close(&ro);
+  j = co_journal_open(dir, CO_JOURNAL_RESUME, NULL, NULL, &err);
+  CHECK(j != NULL, "writer open without attempts_base: %s", err.text);
+  if (!j) return;
+  CHECK(co_journal_lease(j, &kf, "sim-c", 0, &ep, &err) == CO_JOURNAL_OK, "lease: %s", err.text);
+  CHECK(co_journal_infra_error(j, ep.lease_id, "x", 6, &ep, &err) == CO_JOURNAL_OK && ep.state == CO_EPISODE_RETRYING,
+        "5 attempts of 6 after migration: retrying: %s", err.text);
+  co_journal_close(&j);
+  db = s_raw(dir, false);
+  CHECK(s_raw_int(db, "SELECT COUNT(*) FROM pragma_table_info('episodes') WHERE name = 'attempts_base'") == 1 &&
+            s_raw_int(db, "SELECT SUM(attempts_base) FROM episodes") == 0,
+        "the writer added attempts_base, 0 in every row");
+  sqlite3_close(db);
+}
+
 static void test_reopen_and_recover(void) {
   char dir[256];
   co_journal_t *j = s_new_journal(dir, sizeof dir);
@@ -1280,6 +1360,7 @@ int main(void) {
   test_lease_result_duplicate();
   test_expire_infra_abandon();
   test_abandon_waiting();
+  test_requeue_abandoned();
   test_reopen_and_recover();
   test_lock_and_read_only();
   test_counts_per_variant();

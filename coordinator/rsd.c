@@ -1,7 +1,9 @@
 /* rsd.c: the `rsd` command.
  *
- *   rsd run CONFIG [--out DIR]   open or resume the campaign CONFIG describes and serve it to sim workers
- *   rsd resume DIR               resume the campaign stored in DIR's journal (its stored config), same serving
+ *   rsd run CONFIG [--out DIR] [--retry-abandoned]
+ *                                open or resume the campaign CONFIG describes and serve it to sim workers
+ *   rsd resume DIR [--retry-abandoned]
+ *                                resume the campaign stored in DIR's journal (its stored config), same serving
  *   rsd status DIR               progress of the campaign in DIR, from its journal (also while it runs)
  *   rsd keys DIR                 make a CURVE keys directory (bind.keys; msg.h, msg_keys_make)
  *
@@ -13,7 +15,9 @@
  * `workers.gpu_workers` local GPU workers start before the sim workers. When the config binds an ephemeral
  * TCP port (`tcp://HOST:*`) and that file names a port from an earlier run (e.g. one killed with -9), the
  * coordinator binds that port again if it is free, so workers reconnect where they were; otherwise it
- * takes a new one and the file says which. Ctrl-C (SIGINT) or SIGTERM stops cleanly: leases go back to
+ * takes a new one and the file says which. --retry-abandoned puts the campaign's abandoned episodes back in
+ * the queue before serving, each with leases.max_attempts attempts again (co_journal_requeue_abandoned):
+ * for episodes an outage abandoned (no GPU worker for a night, a broken node), once the cause is fixed. Ctrl-C (SIGINT) or SIGTERM stops cleanly: leases go back to
  * the queue and a later `rsd run` or `rsd resume` continues. A live progress line goes to stderr:
  * rewritten in place once a second on a terminal, a plain line every 10 s otherwise.
  * With bind.keys every socket is a CURVE server: the process's authenticator (a zauth thread) starts
@@ -50,11 +54,15 @@ static void s_on_signal(int sig) {
 
 static int s_usage(void) {
   fprintf(stderr,
-          "usage: rsd run CONFIG [--out DIR]   serve the campaign CONFIG describes (resumes DIR if it holds it)\n"
-          "       rsd resume DIR              resume the campaign stored in DIR\n"
-          "       rsd status DIR              progress of the campaign in DIR\n"
-          "       rsd report DIR [--out D]    write report.json, report.md, report.html from DIR's journal\n"
-          "       rsd keys DIR                make a CURVE keys directory (config bind.keys, workers' --keys)\n");
+          "usage: rsd run CONFIG [--out DIR] [--retry-abandoned]\n"
+          "                                 serve the campaign CONFIG describes (resumes DIR if it holds it)\n"
+          "       rsd resume DIR [--retry-abandoned]\n"
+          "                                 resume the campaign stored in DIR\n"
+          "       rsd status DIR            progress of the campaign in DIR\n"
+          "       rsd report DIR [--out D]  write report.json, report.md, report.html from DIR's journal\n"
+          "       rsd keys DIR              make a CURVE keys directory (config bind.keys, workers' --keys)\n"
+          "--retry-abandoned: first put the campaign's abandoned episodes back in the queue, each with\n"
+          "leases.max_attempts attempts again (once the outage that abandoned them is over)\n");
   return 2;
 }
 
@@ -251,8 +259,9 @@ static void s_stop_inference(int grace_ms, co_broker_stats_t *out) {
 }
 
 /* Serves the campaign in j (config cfg) until it is complete, stopped or failing. `created`: the journal
- * is new (nothing to recover). `again` is the command that continues it, for the stop message. */
-static int s_serve(co_config_t *cfg, co_journal_t *j, bool created, const char *again) {
+ * is new (nothing to recover). `retry_abandoned`: abandoned episodes go back in the queue first
+ * (co_journal_requeue_abandoned). `again` is the command that continues it, for the stop message. */
+static int s_serve(co_config_t *cfg, co_journal_t *j, bool created, bool retry_abandoned, const char *again) {
   co_journal_error_t je;
   if (!created) {
     size_t recovered = 0;
@@ -262,6 +271,16 @@ static int s_serve(co_config_t *cfg, co_journal_t *j, bool created, const char *
     }
     fprintf(stderr, "[rsd] resuming campaign %s (%zu leases of the previous run back in the queue)\n", cfg->name,
             recovered);
+  }
+  if (retry_abandoned) {
+    size_t requeued = 0;
+    if (co_journal_requeue_abandoned(j, NULL, "requeued by --retry-abandoned", &requeued, &je)) {
+      fprintf(stderr, "rsd: %s\n", je.text);
+      return 1;
+    }
+    fprintf(stderr, "[rsd] --retry-abandoned: %zu abandoned episodes back in the queue, each with %u attempts again "
+                    "(leases.max_attempts); their earlier failures stay counted\n",
+            requeued, cfg->leases.max_attempts);
   }
   uint64_t n = co_config_episodes(cfg);
   co_episode_key_t *keys = calloc(n ? n : 1, sizeof *keys);
@@ -413,8 +432,13 @@ static int s_serve(co_config_t *cfg, co_journal_t *j, bool created, const char *
 
 static int s_run_cli(int argc, char **argv) {
   const char *config_path = argc >= 1 ? argv[0] : NULL, *out_override = NULL;
-  if (argc == 3 && strcmp(argv[1], "--out") == 0) out_override = argv[2];
-  else if (argc != 1) return s_usage();
+  bool retry_abandoned = false;
+  if (argc < 1 || argv[0][0] == '-') return s_usage();
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--out") == 0 && i + 1 < argc && !out_override) out_override = argv[++i];
+    else if (strcmp(argv[i], "--retry-abandoned") == 0) retry_abandoned = true;
+    else return s_usage();
+  }
   static co_config_t cfg;
   co_config_error_t cerr;
   if (co_config_load(config_path, &cfg, &cerr)) {
@@ -476,14 +500,15 @@ static int s_run_cli(int argc, char **argv) {
   }
   char again[CO_PATH_MAX + 64];
   snprintf(again, sizeof again, "rsd run %s", config_path);
-  status = s_serve(&cfg, j, created, again);
+  status = s_serve(&cfg, j, created, retry_abandoned, again);
 done:
   co_journal_close(&j);
   return status;
 }
 
 static int s_resume_cli(int argc, char **argv) {
-  if (argc != 1) return s_usage();
+  const bool retry_abandoned = argc == 2 && strcmp(argv[1], "--retry-abandoned") == 0;
+  if (argc != 1 && !retry_abandoned) return s_usage();
   const char *dir = argv[0];
   co_journal_error_t je;
   co_journal_t *j = co_journal_open(dir, CO_JOURNAL_RESUME, NULL, NULL, &je);
@@ -504,7 +529,7 @@ static int s_resume_cli(int argc, char **argv) {
     snprintf(cfg.output, sizeof cfg.output, "%s", dir); /* the directory given, wherever the config said */
     char again[CO_PATH_MAX + 64];
     snprintf(again, sizeof again, "rsd resume %s", dir);
-    status = s_serve(&cfg, j, false, again);
+    status = s_serve(&cfg, j, false, retry_abandoned, again);
   }
   co_journal_close(&j);
   return status;
