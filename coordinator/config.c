@@ -1150,6 +1150,12 @@ static void s_diff_sect(s_diff_t *d, const s_sect_t *s, const char *a, const cha
       const co_variant_t *va = (const co_variant_t *)(a + k->off), *vb = (const co_variant_t *)(b + k->off);
       for (uint32_t j = 0; j < na || j < nb; j++) {
         char sub[180];
+        if (j >= na) { /* appended now: the stored variants' episodes are untouched by it */
+          d->differ++;
+          s_put(&d->out, "%s[%" PRIu32 "]: (absent) -> \"%s\" (a new variant: may be added on resume)\n", key, j,
+                vb[j].name);
+          continue;
+        }
         snprintf(sub, sizeof sub, "%s[%" PRIu32 "].", key, j);
         s_diff_sect(d, k->sub, j < na ? (const char *)&va[j] : NULL, j < nb ? (const char *)&vb[j] : NULL, sub);
       }

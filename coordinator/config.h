@@ -186,7 +186,9 @@ bool co_config_equal(const co_config_t *a, const co_config_t *b);
  * (cap bytes, nullable when cap is 0; truncated lines end in "..."), "key: stored -> now", with
  * " (may change on resume)" after those that do not forbid resuming. Returns how many differing keys
  * forbid resuming the stored campaign: all but workers.*, output, videos, max_videos, bind.*,
- * leases.heartbeat_ms and leases.liveness (docs/config.md, "Resuming"). */
+ * leases.heartbeat_ms and leases.liveness, and variants appended after the stored ones (one line each,
+ * "variants[i]: (absent) -> \"NAME\" (a new variant: ...)"); a variant removed, reordered or changed forbids it
+ * (docs/config.md, "Resuming"). */
 int co_config_diff(const co_config_t *stored, const co_config_t *now, char *out, size_t cap);
 
 /* ---- episodes -------------------------------------------------------------------------------- */

@@ -484,18 +484,24 @@ static void test_diff(void) {
                "leases.max_attempts: 3 -> 4\n") == 0,
         "lines:\n%s", out);
 
-  /* An added variant: every key of it (7), from (absent). */
+  /* A variant appended after the stored ones may be added (one line); a removed one forbids (every key of
+   * it, 7), and so does one that takes the baseline from a stored variant. */
   b = a;
   b.variants_count = 4;
   b.variants[3] = a.variants[0];
   snprintf(b.variants[3].name, sizeof b.variants[3].name, "ar2");
   b.variants[3].baseline = false;
-  CHECK(co_config_diff(&a, &b, out, sizeof out) == 7, "added variant:\n%s", out);
-  CHECK(strstr(out, "variants[3].name: (absent) -> \"ar2\"\n") &&
-            strstr(out, "variants[3].baseline: (absent) -> false\n"),
-        "added variant lines:\n%s", out);
-  CHECK(co_config_diff(&b, &a, out, sizeof out) == 7 && strstr(out, "variants[3].mode: \"ar\" -> (absent)\n"),
+  CHECK(co_config_diff(&a, &b, out, sizeof out) == 0 &&
+            strcmp(out, "variants[3]: (absent) -> \"ar2\" (a new variant: may be added on resume)\n") == 0,
+        "added variant:\n%s", out);
+  CHECK(!co_config_equal(&a, &b), "an added variant is a difference");
+  CHECK(co_config_diff(&b, &a, out, sizeof out) == 7 && strstr(out, "variants[3].mode: \"ar\" -> (absent)\n") &&
+            strstr(out, "variants[3].name: \"ar2\" -> (absent)\n"),
         "removed variant:\n%s", out);
+  b.variants[3].baseline = true;
+  b.variants[0].baseline = false;
+  CHECK(co_config_diff(&a, &b, out, sizeof out) == 1 && strstr(out, "variants[0].baseline: true -> false\n"),
+        "an added variant that becomes the baseline:\n%s", out);
 
   /* Tasks and trials through YAML: fewer tasks forbid. */
   co_config_error_t err;

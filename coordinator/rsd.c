@@ -497,6 +497,18 @@ static int s_run_cli(int argc, char **argv) {
       status = 2;
       goto done;
     }
+    if (cfg.variants_count > stored.variants_count) { /* appended variants: the stored config gains them */
+      char names[CO_MAX_VARIANTS * (MSG_NAME_MAX + 2) + 1] = "";
+      for (uint32_t v = stored.variants_count; v < cfg.variants_count; v++)
+        snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", v > stored.variants_count ? ", " : "",
+                 cfg.variants[v].name);
+      if (co_journal_set_config(j, json, hash, NULL, &je)) {
+        fprintf(stderr, "rsd: %s\n", je.text);
+        goto done;
+      }
+      fprintf(stderr, "[rsd] campaign %s: variants added (%s), %llu episodes each; the stored config now has them\n",
+              cfg.name, names, (unsigned long long)cfg.tasks_count * cfg.trials);
+    }
   }
   char again[CO_PATH_MAX + 64];
   snprintf(again, sizeof again, "rsd run %s", config_path);

@@ -1,6 +1,6 @@
 # tests/coordinator_faults.cmake: kill -9 of the coordinator at several points of a campaign, `rsd resume`,
 # Ctrl-C, the progress line and `rsd status` (coordinator_faults_test), `--retry-abandoned`
-# (retry_abandoned_test), and the coordinator's capacity benchmark (coordinator_bench). Included by tests/CMakeLists.txt after fake_sim_worker is defined.
+# (campaign_resume_test), and the coordinator's capacity benchmark (coordinator_bench). Included by tests/CMakeLists.txt after fake_sim_worker is defined.
 rsd_add_test(coordinator_faults_test SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/coordinator_faults_test.c LIBS rsd_journal
              TIMEOUT 120 ARGS $<TARGET_FILE:rsd> $<TARGET_FILE:fake_sim_worker>)
 target_include_directories(coordinator_faults_test PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
@@ -12,10 +12,10 @@ set_tests_properties(coordinator_faults_test PROPERTIES RUN_SERIAL TRUE)
 
 # --retry-abandoned: episodes an outage abandoned (a worker dying at max_attempts 1) run again on `rsd run
 # --retry-abandoned`, each counted once, their earlier failures still in the report.
-rsd_add_test(retry_abandoned_test SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/retry_abandoned_test.c LIBS rsd_journal
+rsd_add_test(campaign_resume_test SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/campaign_resume_test.c LIBS rsd_journal
              TIMEOUT 120 ARGS $<TARGET_FILE:rsd> $<TARGET_FILE:fake_sim_worker>)
-target_include_directories(retry_abandoned_test PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
-add_dependencies(retry_abandoned_test rsd fake_sim_worker)
+target_include_directories(campaign_resume_test PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+add_dependencies(campaign_resume_test rsd fake_sim_worker)
 
 
 if(RSD_BENCH)
