@@ -26,6 +26,8 @@ RSD_DEBIAN_PACKAGES=(
   libclang-rt-14-dev
   libhdf5-dev       # HDF5 1.10: demonstrations in the robomimic/LIBERO layout (rsd-sim-worker collect)
   chromium          # headless Chromium: the report's HTML is rendered in a test
+  systemd           # systemd 252: systemd-analyze verifies the worker units (ops/systemd) in a test
+  procps            # pgrep / pkill for the launcher test
 )
 
 # Python packages, installed into the project's virtual environment (never the system Python).
