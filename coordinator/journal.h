@@ -230,8 +230,9 @@ co_journal_err_t co_journal_release(co_journal_t *self, uint64_t lease_id, const
                                     co_journal_error_t *err);
 
 /* The lease expired (no heartbeat in time, worker died): attempts + 1, then infra_error_retrying, or
- * abandoned when the attempts since its last requeue (all of them if never requeued) reach `max_attempts` (>= 1). Writes a lease_expired event (and an abandoned
- * one). CO_JOURNAL_ERR_NO_LEASE when no episode holds the lease (stale: it ended already). */
+ * abandoned when the attempts since its last requeue (all of them if never requeued) reach
+ * `max_attempts` (>= 1). Writes a lease_expired event (and an abandoned one). CO_JOURNAL_ERR_NO_LEASE when
+ * no episode holds the lease (stale: it ended already). */
 co_journal_err_t co_journal_expire(co_journal_t *self, uint64_t lease_id, const char *reason, uint32_t max_attempts,
                                    co_episode_t *out, co_journal_error_t *err);
 

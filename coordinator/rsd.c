@@ -17,9 +17,12 @@
  * coordinator binds that port again if it is free, so workers reconnect where they were; otherwise it
  * takes a new one and the file says which. --retry-abandoned puts the campaign's abandoned episodes back in
  * the queue before serving, each with leases.max_attempts attempts again (co_journal_requeue_abandoned):
- * for episodes an outage abandoned (no GPU worker for a night, a broken node), once the cause is fixed. Ctrl-C (SIGINT) or SIGTERM stops cleanly: leases go back to
- * the queue and a later `rsd run` or `rsd resume` continues. A live progress line goes to stderr:
- * rewritten in place once a second on a terminal, a plain line every 10 s otherwise.
+ * for episodes an outage abandoned (no GPU worker for a night, a broken node), once the cause is fixed.
+ * `rsd run` with a config whose only result-changing difference is variants appended after the stored
+ * ones adds them: the stored config gains them (co_config_diff, co_journal_set_config). Ctrl-C (SIGINT)
+ * or SIGTERM stops cleanly: leases go back to the queue and a later `rsd run` or `rsd resume` continues.
+ * A live progress line goes to stderr: rewritten in place once a second on a terminal, a plain line every
+ * 10 s otherwise.
  * With bind.keys every socket is a CURVE server: the process's authenticator (a zauth thread) starts
  * before any bind and accepts the certificates in DIR/clients; the local workers get --keys DIR.
  * Exit status: 0 campaign complete, 1 error, 2 usage or config error, 130 stopped before the end.

@@ -30,7 +30,10 @@
 // a spec round (propose + verify) against an ar layer (step) decides whether spec can be faster; this
 // table says it without the decoding around it.
 //
-// After the timed rows, the operators of a whole chunk at batch 1 per mode (gw_policy_decode on the first
+// After the timed rows, the speed target measured paired: ar and spec at batch 1 on each observation in turn
+// (the order alternating), spec's speedup as mean ar latency / mean spec latency with a 95% bootstrap interval
+// over the observations; drift in the machine's speed between the timed rows cannot bias it.
+// Then the operators of a whole chunk at batch 1 per mode (gw_policy_decode on the first
 // 32 observations, one at a time): in all, in the module calls (the operators that ran inside a TorchScript
 // method, as the callback sees them: exact at any --width) and the engine's own tensor work around them.
 #include <algorithm>
@@ -352,6 +355,68 @@ int main(int argc, char **argv) {
                   r.main_fwd, r.draft_fwd, acc_s.c_str());
       rows.push_back(r);
     }
+  // The speed target, paired: ar and spec at batch 1 on the same observations, one after the other (the order
+  // alternating between observations), so that drift in the machine's speed (clocks, other work) falls on
+  // both alike. At least one pass over the set and 64 pairs. Speedup = mean ar latency / mean spec latency
+  // (the ratio of chunks/s), with a 95% bootstrap interval over the observation pairs.
+  struct Paired {
+    int pairs = 0;
+    double ar_p50 = 0, spec_p50 = 0, speedup = 0, lo = 0, hi = 0, median_ratio = 0;
+  } pd;
+  {
+    std::vector<double> la, ls;
+    for (int i = 0; i < 6; i++) {  // warm-up of both modes
+      for (int mode : {(int)GW_DECODE_AR, (int)GW_DECODE_SPEC}) {
+        gw_decode_params_t prm = m->decoding;
+        prm.mode = mode;
+        if (gamma) prm.gamma = gamma;
+        if (width) prm.width = width;
+        std::memset(&res[0], 0, sizeof res[0]);
+        res[0].chunk = chunks.data();
+        gw_policy_decode(p, &obs[i % nobs], 1, &prm, res.data());
+      }
+    }
+    for (int i = 0; i < std::max(nobs, 64); i++) {
+      double us[2] = {0, 0};
+      for (int k = 0; k < 2; k++) {
+        const int mode = (k == i % 2) ? GW_DECODE_AR : GW_DECODE_SPEC;  // ar first on even observations
+        gw_decode_params_t prm = m->decoding;
+        prm.mode = mode;
+        if (gamma) prm.gamma = gamma;
+        if (width) prm.width = width;
+        std::memset(&res[0], 0, sizeof res[0]);
+        res[0].chunk = chunks.data();
+        auto t0 = std::chrono::steady_clock::now();
+        rc = gw_policy_decode(p, &obs[i % nobs], 1, &prm, res.data());
+        if (rc != GW_OK || res[0].status != GW_OK) {
+          std::fprintf(stderr, "policy_bench: paired decode failed: %s (%s)\n", gw_strerror(rc), res[0].message);
+          return 1;
+        }
+        us[mode == GW_DECODE_AR ? 0 : 1] = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+      }
+      la.push_back(us[0] / 1000.0);
+      ls.push_back(us[1] / 1000.0);
+    }
+    const int n = (int)la.size();
+    auto ratio = [&](const std::vector<int> &idx) {
+      double a = 0, b = 0;
+      for (int i : idx) a += la[i], b += ls[i];
+      return a / b;
+    };
+    std::vector<int> all(n), pick(n);
+    std::vector<double> per(n), boot;
+    for (int i = 0; i < n; i++) all[i] = i, per[i] = la[i] / ls[i];
+    std::mt19937 rng(7);
+    for (int r = 0; r < 2000; r++) {
+      for (int i = 0; i < n; i++) pick[i] = (int)(rng() % (unsigned)n);
+      boot.push_back(ratio(pick));
+    }
+    pd = Paired{n, s_pct(la, 0.5), s_pct(ls, 0.5), ratio(all), s_pct(boot, 0.025), s_pct(boot, 0.975), s_pct(per, 0.5)};
+    std::printf("paired at batch 1 (ar and spec on the same %d observations, alternating order): ar p50 %.3f ms, spec "
+                "p50 %.3f ms; spec speedup (mean ar / mean spec latency) %.3fx, 95%% interval %.3f-%.3fx; median "
+                "per-observation ratio %.3fx\n",
+                pd.pairs, pd.ar_p50, pd.spec_p50, pd.speedup, pd.lo, pd.hi, pd.median_ratio);
+  }
   // Operators per chunk at batch 1, the whole gw_policy_decode call: the module calls (from the per-call
   // counts and the forwards each chunk needed) and the engine's own tensor work around them (the rest).
   struct OpsRow {
@@ -449,6 +514,9 @@ int main(int argc, char **argv) {
                  width ? width : m->decoding.width,
                  obs_dir ? obs_dir : "random", checked, differ[0], differ[1], (double)spec_main[0] / nobs,
                  (double)spec_main[1] / nobs);
+    std::fprintf(f, "  \"paired_batch_1\": {\"pairs\": %d, \"ar_p50_ms\": %.4f, \"spec_p50_ms\": %.4f, \"speedup\": %.4f, "
+                    "\"speedup_ci95\": [%.4f, %.4f], \"median_ratio\": %.4f},\n",
+                 pd.pairs, pd.ar_p50, pd.spec_p50, pd.speedup, pd.lo, pd.hi, pd.median_ratio);
     std::fprintf(f, "  \"calls_us\": [");
     for (size_t i = 0; i < calls.size(); i++)
       std::fprintf(f, "%s{\"call\": \"%s\", \"batch\": %d, \"us\": %.1f, \"operators\": %ld, \"casts\": %ld}",
