@@ -430,6 +430,11 @@ static int s_serve(co_config_t *cfg, co_journal_t *j, bool created, bool retry_a
     return 130;
   }
   fprintf(stderr, "[rsd] campaign %s complete; results in %s/journal.sqlite\n", cfg->name, cfg->output);
+  co_journal_counts_t done;
+  if (co_journal_counts(j, &done, NULL, 0, NULL, &je) == CO_JOURNAL_OK && done.by_state[CO_EPISODE_ABANDONED])
+    fprintf(stderr, "[rsd] %llu episodes were abandoned ('rsd status %s' says why); once the cause is fixed, 'rsd resume "
+                    "%s --retry-abandoned' runs them again\n",
+            (unsigned long long)done.by_state[CO_EPISODE_ABANDONED], cfg->output, cfg->output);
   return 0;
 }
 
@@ -625,6 +630,42 @@ static int s_progress_from_journal(co_journal_t *j, bool running, co_progress_t 
   return 0;
 }
 
+/* The abandoned episodes of the campaign in j grouped by last error, most frequent first: up to `cap`
+ * groups into why[] / count[]; returns how many groups (or -1 with je set). */
+#define S_WHY_GROUPS 64
+static int s_abandoned_reasons(co_journal_t *j, char why[][MSG_TEXT_MAX + 1], uint64_t *count, int cap,
+                               co_journal_error_t *je) {
+  static char seen[S_WHY_GROUPS][MSG_TEXT_MAX + 1];
+  uint64_t n[S_WHY_GROUPS] = {0}, other = 0;
+  int groups = 0;
+  co_journal_iter_t *it = co_journal_episodes(j, CO_EPISODE_ABANDONED, je);
+  if (!it) return -1;
+  static co_episode_t ep;
+  while (co_journal_episodes_next(it, &ep, je)) {
+    int g = 0;
+    while (g < groups && strcmp(seen[g], ep.last_error) != 0) g++;
+    if (g == groups && groups < S_WHY_GROUPS) snprintf(seen[groups++], sizeof seen[0], "%s", ep.last_error);
+    if (g < groups) n[g]++;
+    else other++;
+  }
+  co_journal_iter_destroy(&it);
+  int out = 0;
+  for (; out < cap && out < groups; out++) { /* selection of the largest groups */
+    int best = -1;
+    for (int g = 0; g < groups; g++)
+      if (n[g] && (best < 0 || n[g] > n[best])) best = g;
+    if (best < 0) break;
+    snprintf(why[out], MSG_TEXT_MAX + 1, "%s", seen[best][0] ? seen[best] : "(no reason recorded)");
+    count[out] = n[best];
+    n[best] = 0;
+  }
+  if (other && out < cap) {
+    snprintf(why[out], MSG_TEXT_MAX + 1, "(other reasons)");
+    count[out++] = other;
+  }
+  return out;
+}
+
 static int s_status_cli(int argc, char **argv) {
   if (argc != 1) return s_usage();
   const char *dir = argv[0];
@@ -656,6 +697,19 @@ static int s_status_cli(int argc, char **argv) {
              (unsigned long long)p.variants[i].by_state[CO_EPISODE_DONE], (unsigned long long)p.variants[i].total,
              (unsigned long long)p.variants[i].successes,
              (unsigned long long)p.variants[i].by_state[CO_EPISODE_ABANDONED]);
+    if (p.abandoned) {
+      static char why[3][MSG_TEXT_MAX + 1];
+      uint64_t cnt[3];
+      int g = s_abandoned_reasons(j, why, cnt, 3, &je);
+      if (g < 0) {
+        fprintf(stderr, "rsd: %s: %s\n", dir, je.text);
+        status = 1;
+      } else {
+        printf("abandoned episodes by last error (most frequent first):\n");
+        for (int k = 0; k < g; k++) printf("%8llu  %.160s\n", (unsigned long long)cnt[k], why[k]);
+        printf("once the cause is fixed, 'rsd resume %s --retry-abandoned' runs them again\n", dir);
+      }
+    }
   }
   co_journal_close(&j);
   return status;

@@ -4,7 +4,8 @@
  *   1. `rsd run` with leases.max_attempts 1. A worker that dies (SIGKILL) holding leases after 2 RESULTs:
  *      its leases expire and, at one attempt, those episodes are abandoned (an outage in a real sweep). A
  *      second worker finishes the rest, and rsd exits 0 with a complete campaign that has abandoned
- *      episodes; `rsd report` lists them.
+ *      episodes; it says how to run them again, `rsd status` groups them by their last error (the dead
+ *      worker went silent), and `rsd report` lists them.
  *   2. `rsd run CONFIG --retry-abandoned` with a healthy worker: the abandoned episodes wait again and run;
  *      the campaign ends with every episode done, each key once, and the earlier failures still counted
  *      (journal attempts, the report's retries), with one requeued event per abandoned episode.
@@ -76,7 +77,7 @@ int main(int argc, char **argv) {
   atexit(proc_kill_all);
   alarm(110);
   char *rsd = argv[1], *fake = argv[2];
-  char dir[] = "/tmp/rsd-retry-XXXXXX";
+  char dir[] = "/tmp/rsd-resume-XXXXXX";
   CHECK(mkdtemp(dir) != NULL, "mkdtemp");
   char cfg[128], cfg2[128], out[128], at[160], wlog[128], logs[7][128], text[1024], report[160], rlog[160];
   snprintf(cfg, sizeof cfg, "%s/campaign.yaml", dir);
@@ -115,10 +116,25 @@ int main(int argc, char **argv) {
         "phase 1: %llu abandoned (want the dying worker's 1 or 2 leases), %llu done, %llu failures",
         (unsigned long long)lost, (unsigned long long)c.by_state[CO_EPISODE_DONE],
         (unsigned long long)c.infra_failures);
+  static char lbuf[1 << 16];
+  scratch_read(logs[0], lbuf, sizeof lbuf);
+  char want[512];
+  snprintf(want, sizeof want, "[rsd] %llu episodes were abandoned ('rsd status %s' says why); once the cause is fixed, "
+           "'rsd resume %s --retry-abandoned' runs them again", (unsigned long long)lost, out, out);
+  CHECK(strstr(lbuf, want) != NULL, "phase 1: rsd run's last lines lack '%s' (log %s)", want, logs[0]);
+  /* rsd status groups the abandoned episodes by their last error (a lease that expired). */
+  char status_out[160];
+  snprintf(status_out, sizeof status_out, "%s/status1.txt", dir);
+  rc = proc_wait(proc_spawn((char *[]){rsd, "status", out, NULL}, NULL, status_out, NULL), 20);
+  scratch_read(status_out, lbuf, sizeof lbuf);
+  snprintf(want, sizeof want, "abandoned episodes by last error (most frequent first):\n%8llu  ", (unsigned long long)lost);
+  const char *why = strstr(lbuf, want);
+  CHECK(rc == 0 && why && strstr(why, "went silent") && strstr(lbuf, "--retry-abandoned' runs them again"),
+        "phase 1: rsd status does not group the %llu abandoned episodes by their last error, the dead worker going silent (%s)",
+        (unsigned long long)lost, status_out);
   rc = proc_wait(proc_spawn((char *[]){rsd, "report", out, NULL}, rlog, NULL, NULL), 30);
   static char rbuf[1 << 18];
   CHECK(rc == 0 && scratch_read(report, rbuf, sizeof rbuf) > 0, "rsd report after phase 1 exited %d (%s)", rc, rlog);
-  char want[160];
   snprintf(want, sizeof want, "| abandoned episodes | %llu |", (unsigned long long)lost);
   CHECK(strstr(rbuf, want) != NULL, "report.md after phase 1 lacks '%s'", want);
 
@@ -129,7 +145,6 @@ int main(int argc, char **argv) {
   rc = proc_wait(co, 40);
   CHECK(rc == 0, "phase 2: rsd run --retry-abandoned exited %d (log %s)", rc, logs[1]);
   proc_wait(healthy, 5);
-  static char lbuf[1 << 16];
   scratch_read(logs[1], lbuf, sizeof lbuf);
   snprintf(want, sizeof want, "--retry-abandoned: %llu abandoned episodes back in the queue, each with 1 attempts",
            (unsigned long long)lost);
