@@ -1152,8 +1152,10 @@ static void s_diff_sect(s_diff_t *d, const s_sect_t *s, const char *a, const cha
         char sub[180];
         if (j >= na) { /* appended now: the stored variants' episodes are untouched by it */
           d->differ++;
-          s_put(&d->out, "%s[%" PRIu32 "]: (absent) -> \"%s\" (a new variant: may be added on resume)\n", key, j,
-                vb[j].name);
+          if (vb[j].baseline) d->forbid++; /* it would change the comparisons of the stored results */
+          s_put(&d->out, "%s[%" PRIu32 "]: (absent) -> \"%s\" (%s)\n", key, j, vb[j].name,
+                vb[j].baseline ? "a new variant that becomes the baseline: the stored results' comparisons would change"
+                               : "a new variant: may be added on resume");
           continue;
         }
         snprintf(sub, sizeof sub, "%s[%" PRIu32 "].", key, j);

@@ -500,8 +500,22 @@ static void test_diff(void) {
         "removed variant:\n%s", out);
   b.variants[3].baseline = true;
   b.variants[0].baseline = false;
-  CHECK(co_config_diff(&a, &b, out, sizeof out) == 1 && strstr(out, "variants[0].baseline: true -> false\n"),
-        "an added variant that becomes the baseline:\n%s", out);
+  CHECK(co_config_diff(&a, &b, out, sizeof out) == 2 && strstr(out, "variants[0].baseline: true -> false\n") &&
+            strstr(out, "variants[3]: (absent) -> \"ar2\" (a new variant that becomes the baseline"),
+        "an added variant that takes the baseline:\n%s", out);
+  /* A stored campaign without a baseline: a new variant may not become one either. */
+  co_config_t nb = a;
+  for (uint32_t v = 0; v < nb.variants_count; v++) nb.variants[v].baseline = false;
+  nb.baseline = -1;
+  b = nb;
+  b.variants_count = 4;
+  b.variants[3] = a.variants[0];
+  snprintf(b.variants[3].name, sizeof b.variants[3].name, "ar2");
+  b.variants[3].baseline = true;
+  b.baseline = 3;
+  CHECK(co_config_diff(&nb, &b, out, sizeof out) == 1 &&
+            strstr(out, "variants[3]: (absent) -> \"ar2\" (a new variant that becomes the baseline"),
+        "a first baseline added:\n%s", out);
 
   /* Tasks and trials through YAML: fewer tasks forbid. */
   co_config_error_t err;

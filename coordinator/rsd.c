@@ -343,13 +343,14 @@ static int s_serve(co_config_t *cfg, co_journal_t *j, bool created, bool retry_a
     fprintf(stderr, "[rsd] the previous endpoint %s is taken; workers must read the new one\n", prefer);
   if (s_write_endpoint(cfg->output, "coordinator.endpoint", endpoint) != 0)
     fprintf(stderr, "[rsd] warning: cannot write %s/coordinator.endpoint: %s\n", cfg->output, strerror(errno));
-  fprintf(stderr, "[rsd] campaign %s: %llu episodes; sim workers connect to %s\n", cfg->name, (unsigned long long)n,
-          endpoint);
   s_journal = j;
   if (inference && s_start_inference(cfg, &pkg, server) != 0) {
     co_server_destroy(&server);
     return 1;
   }
+  /* Last of the start-up lines: every endpoint file is written by now (launchers wait for this line). */
+  fprintf(stderr, "[rsd] campaign %s: %llu episodes in %s; sim workers connect to %s\n", cfg->name,
+          (unsigned long long)n, cfg->output, endpoint);
   if (inference && cfg->workers.gpu_workers > 0) {
     char log_dir[CO_PATH_MAX + 16], local_ep[512], devices[256] = "";
     snprintf(log_dir, sizeof log_dir, "%s/logs", cfg->output);
@@ -507,14 +508,21 @@ static int s_run_cli(int argc, char **argv) {
     }
     if (cfg.variants_count > stored.variants_count) { /* appended variants: the stored config gains them */
       char names[CO_MAX_VARIANTS * (MSG_NAME_MAX + 2) + 1] = "";
-      for (uint32_t v = stored.variants_count; v < cfg.variants_count; v++)
+      for (uint32_t v = stored.variants_count; v < cfg.variants_count; v++) {
         snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", v > stored.variants_count ? ", " : "",
                  cfg.variants[v].name);
-      if (co_journal_set_config(j, json, hash, NULL, &je)) {
+        stored.variants[v] = cfg.variants[v]; /* the stored config with them, and nothing else of today's */
+      }
+      stored.variants_count = cfg.variants_count;
+      static char grown[CO_CONFIG_JSON_MAX];
+      co_config_to_json(&stored, grown, sizeof grown);
+      s_hash(grown, hash);
+      if (co_journal_set_config(j, grown, hash, NULL, &je)) {
         fprintf(stderr, "rsd: %s\n", je.text);
         goto done;
       }
-      fprintf(stderr, "[rsd] campaign %s: variants added (%s), %llu episodes each; the stored config now has them\n",
+      fprintf(stderr, "[rsd] campaign %s: variants added (%s), %llu episodes each; the stored config now has them "
+                      "(and only them of this config's differences)\n",
               cfg.name, names, (unsigned long long)cfg.tasks_count * cfg.trials);
     }
   }

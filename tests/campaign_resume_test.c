@@ -10,10 +10,10 @@
  *      the campaign ends with every episode done, each key once, and the earlier failures still counted
  *      (journal attempts, the report's retries), with one requeued event per abandoned episode.
  *   3. `rsd resume DIR --retry-abandoned` on the finished campaign: nothing to requeue, exit 0 at once.
- *   4. `rsd run` with the config plus a variant appended: the variant is added (the stored config gains
- *      it) and its episodes run; the first variant's results stay as they were. Then the first config,
- *      without the new variant, is refused (exit 2), and `rsd resume DIR` serves the stored config with
- *      both variants (complete: exit 0 at once).
+ *   4. `rsd run` with the config plus a variant appended (and videos changed): the variant is added (the
+ *      stored config gains it, and keeps its own videos) and its episodes run; the first variant's results
+ *      stay as they were. Then the first config, without the new variant, is refused (exit 2), and `rsd
+ *      resume DIR` serves the stored config with both variants (complete: exit 0 at once).
  *
  *   campaign_resume_test RSD FAKE_SIM_WORKER */
 #include <stdlib.h>
@@ -91,12 +91,13 @@ int main(int argc, char **argv) {
   static const char *head =
       "name: campaign_resume_test\nsuite: libero_spatial\ntasks: [0, 1]\ntrials: 6\n"
       "workers:\n  sim_workers: 0\n"
-      "leases:\n  heartbeat_ms: 200\n  liveness: 5\n  max_attempts: 1\n"
+      "leases:\n  heartbeat_ms: 200\n  liveness: 15\n  max_attempts: 1\n"
       "bind:\n  coordinator: tcp://127.0.0.1:*\n"
       "variants:\n  - name: expert\n    policy: expert\n";
   snprintf(text, sizeof text, "%soutput: %s\n", head, out);
   CHECK(scratch_write(cfg, text), "write %s", cfg);
-  snprintf(text, sizeof text, "%s  - name: expert-b\n    policy: expert\noutput: %s\n", head, out);
+  /* cfg2: a variant appended, and videos changed (an operational key: allowed, but not stored). */
+  snprintf(text, sizeof text, "%s  - name: expert-b\n    policy: expert\noutput: %s\nvideos: none\n", head, out);
   CHECK(scratch_write(cfg2, text), "write %s", cfg2);
 
   /* 1. The dying worker, then a healthy one once it is gone. */
@@ -195,8 +196,9 @@ int main(int argc, char **argv) {
   co_journal_error_t je;
   co_journal_t *j = co_journal_open(out, CO_JOURNAL_READ_ONLY, NULL, NULL, &je);
   co_journal_info_t info;
-  CHECK(j && co_journal_info(j, &info, &je) == CO_JOURNAL_OK && strstr(info.config_json, "\"expert-b\""),
-        "phase 4: the stored config lacks expert-b: %s", je.text);
+  CHECK(j && co_journal_info(j, &info, &je) == CO_JOURNAL_OK && strstr(info.config_json, "\"expert-b\"") &&
+            strstr(info.config_json, "\"videos\": \"failures\""),
+        "phase 4: the stored config lacks expert-b, or took today's videos: %s", je.text);
   co_journal_close(&j);
   rc = proc_wait(proc_spawn((char *[]){rsd, "report", out, NULL}, rlog, NULL, NULL), 30);
   CHECK(rc == 0 && scratch_read(report, rbuf, sizeof rbuf) > 0 && strstr(rbuf, "| expert-b |"),

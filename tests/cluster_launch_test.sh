@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # cluster_launch_test.sh: the multi-machine launchers, run for real on this machine.
 #   1. ops/cluster/rsd.sbatch as Slurm runs it on a one-node job (srun replaced by a runner that runs its
-#      command here, as srun does on one node): rsd run from the config's output, workers.sh with two sim
-#      workers named HOST-sim-K, the scripted expert's campaign completes, the report is written.
+#      command here, as srun does on one node): rsd run into the config's output, workers.sh with two sim
+#      workers named HOST-sim-K, the scripted expert's campaign completes, the report is written. The same
+#      job again (a requeue: the same coordinator log, appended) on the finished campaign ends at once.
 #   2. The same script on a model campaign with RSD_GPUS=cpu and a tiny policy package: workers.sh starts a
 #      GPU worker from the broker's endpoint file; every episode is done.
 #   3. On a "two-node" job, a config that binds 127.0.0.1 is refused with the bind key named.
@@ -20,8 +21,10 @@ fails=0 passes=0
 check() { # CONDITION-STATUS MESSAGE
   if [ "$1" = 0 ]; then passes=$((passes + 1)); else fails=$((fails + 1)); echo "FAIL: $2" >&2; fi
 }
+gpid= spid=
 cleanup() {
   pkill -KILL -f "$tmp" 2>/dev/null
+  [ -n "$gpid$spid" ] && kill -KILL $gpid $spid 2>/dev/null
   if [ "$fails" = 0 ]; then rm -rf "$tmp"; else echo "kept $tmp for a look" >&2; fi
 }
 trap cleanup EXIT
@@ -86,27 +89,35 @@ status_has() { # OUT TEXT
 # 1. The Slurm script on one node, the expert campaign; the output directory from the config.
 expert_config "$tmp/expert.yaml" "$tmp/run1"
 (cd "$repo" && SLURM_JOB_ID=41 SLURM_SUBMIT_DIR=$repo SLURM_JOB_NUM_NODES=1 SRUN=$tmp/bin/srun RSD_SIM=2 \
-  RSD_CAPACITY=1 timeout 240 bash ops/cluster/rsd.sbatch "$tmp/expert.yaml" >"$tmp/job1.out" 2>&1)
+  RSD_CAPACITY=1 RSD_LOG=$tmp/rsd-41.log timeout 240 bash ops/cluster/rsd.sbatch "$tmp/expert.yaml" >"$tmp/job1.out" 2>&1)
 check $? "rsd.sbatch (expert) failed: $(tail -n 5 "$tmp/job1.out")"
 status_has "$tmp/run1" "3/3 episodes done, 0 abandoned"
 check $? "rsd.sbatch (expert): the campaign is not complete"
 [ -s "$tmp/run1/report.html" ] && grep -q "campaign complete; report in" "$tmp/job1.out"
 check $? "rsd.sbatch (expert): no report"
-[ -s "$tmp/run1/logs/$host/sim-1.log" ] && [ -s "$tmp/run1/logs/$host/sim-2.log" ] && [ -s "$tmp/run1/rsd-41.log" ]
+[ -s "$tmp/run1/logs/$host/sim-1.log" ] && [ -s "$tmp/run1/logs/$host/sim-2.log" ] && [ -s "$tmp/rsd-41.log" ] &&
+  grep -q "campaign output $tmp/run1; coordinator at tcp://127.0.0.1:" "$tmp/job1.out"
 check $? "rsd.sbatch (expert): no per-node worker logs or coordinator log"
 grep -q "^rsd-sim-worker $host-sim-1: expert task 0" "$tmp/run1/logs/$host/sim-1.log" &&
   grep -q "^rsd-sim-worker $host-sim-2: expert task 0" "$tmp/run1/logs/$host/sim-2.log"
 check $? "rsd.sbatch (expert): the workers did not run episodes as $host-sim-K"
+start=$SECONDS
+(cd "$repo" && SLURM_JOB_ID=41 SLURM_SUBMIT_DIR=$repo SLURM_JOB_NUM_NODES=1 SRUN=$tmp/bin/srun RSD_SIM=2 \
+  RSD_LOG=$tmp/rsd-41.log timeout 120 bash ops/cluster/rsd.sbatch "$tmp/expert.yaml" >"$tmp/job1b.out" 2>&1)
+rc=$?
+[ "$rc" = 0 ] && [ "$(grep -c "sim workers connect to" "$tmp/rsd-41.log")" = 2 ] &&
+  grep -q "campaign complete; report in" "$tmp/job1b.out" && [ $((SECONDS - start)) -lt 60 ]
+check $? "rsd.sbatch again on the finished campaign: exit $rc after $((SECONDS - start)) s ($tmp/job1b.out)"
 
 # 2. A model campaign: a GPU worker (on the CPU) per node from RSD_GPUS, OUTPUT_DIR given.
 model_config "$tmp/model.yaml" "$tmp/unused"
 (cd "$repo" && SLURM_JOB_ID=42 SLURM_SUBMIT_DIR=$repo SLURM_JOB_NUM_NODES=1 SRUN=$tmp/bin/srun RSD_SIM=1 \
-  RSD_GPUS=cpu RSD_MODEL=$model timeout 240 bash ops/cluster/rsd.sbatch "$tmp/model.yaml" "$tmp/run2" \
-  >"$tmp/job2.out" 2>&1)
+  RSD_GPUS=cpu RSD_MODEL=$model RSD_LOG=$tmp/rsd-42.log timeout 240 bash ops/cluster/rsd.sbatch "$tmp/model.yaml" \
+  "$tmp/run2" >"$tmp/job2.out" 2>&1)
 check $? "rsd.sbatch (model) failed: $(tail -n 5 "$tmp/job2.out")"
 status_has "$tmp/run2" "2/2 episodes done, 0 abandoned"
 check $? "rsd.sbatch (model): the campaign is not complete"
-grep -q "GPU worker $host-gpu-1 joined" "$tmp/run2/rsd-42.log"
+grep -q "GPU worker $host-gpu-1 joined" "$tmp/rsd-42.log"
 check $? "rsd.sbatch (model): no GPU worker $host-gpu-1 joined"
 [ ! -e "$tmp/unused" ]
 check $? "rsd.sbatch (model): OUTPUT_DIR did not replace the config's output"
@@ -114,7 +125,7 @@ check $? "rsd.sbatch (model): OUTPUT_DIR did not replace the config's output"
 # 3. Two nodes and a loopback bind: refused before any worker starts.
 expert_config "$tmp/loop.yaml" "$tmp/run3"
 (cd "$repo" && SLURM_JOB_ID=43 SLURM_SUBMIT_DIR=$repo SLURM_JOB_NUM_NODES=2 SRUN=$tmp/bin/srun \
-  timeout 60 bash ops/cluster/rsd.sbatch "$tmp/loop.yaml" >"$tmp/job3.out" 2>&1)
+  RSD_LOG=$tmp/rsd-43.log timeout 60 bash ops/cluster/rsd.sbatch "$tmp/loop.yaml" >"$tmp/job3.out" 2>&1)
 rc=$?
 [ "$rc" = 2 ] && grep -q "which other nodes cannot reach: set bind.coordinator" "$tmp/job3.out" && [ ! -d "$tmp/run3/logs" ]
 check $? "rsd.sbatch on 2 nodes with a 127.0.0.1 bind: exit $rc, want 2 and the bind named"
@@ -134,7 +145,7 @@ wpid=$!
 for _ in $(seq 100); do [ "$(pgrep -fc -- "--name $host-sim-.*$")" -ge 2 ] && break; sleep 0.1; done
 running=$(pgrep -f -- "--coordinator tcp://127.0.0.1:9 --capacity 1 --name $host-sim-" | wc -l)
 kill -TERM "$wpid"
-timeout 20 tail --pid="$wpid" -f /dev/null
+timeout 20 tail --pid="$wpid" -f /dev/null || kill -KILL "$wpid"
 wait "$wpid"
 rc=$?
 left=$(pgrep -f -- "--coordinator tcp://127.0.0.1:9 --capacity 1 --name $host-sim-" | wc -l)
@@ -163,13 +174,18 @@ sed -e "s#^RSD_HOME=.*#RSD_HOME=$repo#" -e "s#^RSD_COORDINATOR=.*#RSD_COORDINATO
   -e "s#^RSD_BROKER=.*#RSD_BROKER=$(cat "$tmp/run5/broker_gpu.endpoint")#" -e "s#^RSD_MODEL=.*#RSD_MODEL=$model#" \
   -e "s#^RSD_DATA=.*#RSD_DATA=${RSD_DATA:-$HOME/.cache/rsd}#" "$repo/ops/systemd/workers.env" >"$tmp/workers.env"
 (set -a && . "$tmp/workers.env" && set +a && exec bash "$repo/ops/systemd/start-worker.sh" gpu cpu) 2>"$tmp/gpu5.log" &
+gpid=$!
 (set -a && . "$tmp/workers.env" && set +a && exec bash "$repo/ops/systemd/start-worker.sh" sim 1) 2>"$tmp/sim5.log" &
-timeout 180 tail --pid="$rpid" -f /dev/null
+spid=$!
+timeout 180 tail --pid="$rpid" -f /dev/null || kill -KILL "$rpid"
 wait "$rpid"
 rc=$?
 [ "$rc" = 0 ] && status_has "$tmp/run5" "2/2 episodes done, 0 abandoned" && grep -q "GPU worker $host-gpu-cpu joined" "$tmp/rsd5.log"
 check $? "start-worker.sh: the campaign did not complete with its workers (rsd exit $rc, $tmp/rsd5.log)"
-wait
+for p in "$gpid" "$spid"; do # they leave on rsd's BYE and DRAIN
+  timeout 20 tail --pid="$p" -f /dev/null || kill -KILL "$p"
+  wait "$p"
+done
 env -i PATH="$PATH" RSD_HOME="$repo" bash "$repo/ops/systemd/start-worker.sh" sim 1 2>"$tmp/missing.log"
 rc=$?
 [ "$rc" = 2 ] && grep -q "RSD_COORDINATOR is not set" "$tmp/missing.log"

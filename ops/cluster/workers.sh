@@ -16,7 +16,8 @@
 #   --broker       the broker's GPU-side endpoint, or a file holding it (<output>/broker_gpu.endpoint),
 #                  read again at each start of a GPU worker
 #   --gpu DEVICES  GPU workers, one per device: a comma list (cuda:0,cuda:1 or cpu), or `all` for every
-#                  GPU nvidia-smi lists; needs --broker and --model
+#                  GPU this process may use (CUDA_VISIBLE_DEVICES where set, as Slurm sets it for --gres;
+#                  else every GPU nvidia-smi lists); needs --broker and --model
 #   --model DIR    the campaign's policy package (the same content hash as the campaign's)
 #   --dtype D      the campaign's model_dtype (default float32)
 #   --max-batch N  the GPU workers' max batch (default 16)
@@ -67,10 +68,14 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$coordinator" ] || [ "$nsim" = 0 ] || die "--coordinator is required (an endpoint, or the file rsd run writes)"
 [[ $nsim =~ ^[0-9]+$ ]] || die "--sim '$nsim' is not a number of workers"
-if [ "$gpus" = all ]; then
-  command -v nvidia-smi >/dev/null || die "--gpu all: nvidia-smi is not here; name the devices (--gpu cuda:0,cuda:1 or cpu)"
-  n=$(nvidia-smi -L | grep -c '^GPU ')
-  [ "$n" -gt 0 ] || die "--gpu all: nvidia-smi lists no GPU"
+if [ "$gpus" = all ]; then # the GPUs this process may use: CUDA_VISIBLE_DEVICES (Slurm sets it), else all
+  if [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then
+    n=$(tr ',' '\n' <<<"$CUDA_VISIBLE_DEVICES" | grep -c .)
+  else
+    command -v nvidia-smi >/dev/null || die "--gpu all: nvidia-smi is not here; name the devices (--gpu cuda:0,cuda:1 or cpu)"
+    n=$(nvidia-smi -L | grep -c '^GPU ')
+  fi
+  [ "$n" -gt 0 ] || die "--gpu all: no GPU visible (CUDA_VISIBLE_DEVICES '${CUDA_VISIBLE_DEVICES:-}', nvidia-smi -L)"
   gpus=$(seq -s, -f 'cuda:%g' 0 $((n - 1)))
 fi
 if [ -n "$gpus" ]; then
@@ -110,9 +115,11 @@ supervise() { # NAME LOG COMMAND...
   shift 2
   trap 'stop=1; [ -n "$child" ] && kill -TERM "$child" 2>/dev/null' TERM INT
   while :; do
+    [ "$stop" = 1 ] && exit 143 # a signal during the restart pause: start nothing
     t0=$SECONDS
     "$@" >>"$log" 2>&1 &
     child=$!
+    [ "$stop" = 1 ] && kill -TERM "$child" 2>/dev/null # a signal between the start and $!
     wait "$child"
     rc=$?
     while kill -0 "$child" 2>/dev/null; do # wait returned for a trapped signal: the child's own status next
@@ -139,14 +146,15 @@ supervise() { # NAME LOG COMMAND...
 pids=()
 stop_all() {
   trap - TERM INT
-  kill -TERM "${pids[@]}" 2>/dev/null
+  kill -TERM ${pids[@]+"${pids[@]}"} 2>/dev/null
   wait
   exit 143
 }
 trap stop_all TERM INT
 k=0
-IFS=, read -r -a devs <<<"$gpus"
-for dev in "${devs[@]}"; do # GPU workers first: the sim workers' first observations find them
+devs=()
+[ -n "$gpus" ] && IFS=, read -r -a devs <<<"$gpus"
+for dev in ${devs[@]+"${devs[@]}"}; do # GPU workers first: the sim workers' first observations find them
   k=$((k + 1))
   supervise "$host-gpu-$k" "$logs/gpu-$k.log" run_gpu "$k" "$dev" &
   pids+=($!)
@@ -157,7 +165,7 @@ for k in $(seq 1 "$nsim"); do
 done
 echo "[workers] $host: ${#devs[@]} GPU workers (${gpus:-none}), $nsim sim workers (capacity $capacity); logs in $logs"
 status=0
-for p in "${pids[@]}"; do
+for p in ${pids[@]+"${pids[@]}"}; do
   wait "$p" || status=1
 done
 echo "[workers] $host: every worker has ended (status $status)"

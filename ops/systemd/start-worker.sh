@@ -21,13 +21,13 @@ case $kind in
     data=()
     [ -n "${RSD_DATA:-}" ] && data=(--data "$RSD_DATA")
     exec "$build/sim-worker/rsd-sim-worker" --coordinator "$RSD_COORDINATOR" --capacity "${RSD_CAPACITY:-2}" \
-      --name "$host-sim-$inst" "${data[@]}" "${keys[@]}" ;;
+      --name "$host-sim-$inst" ${data[@]+"${data[@]}"} ${keys[@]+"${keys[@]}"} ;;
   gpu)
     need RSD_BROKER RSD_MODEL
     dev=$inst
     [[ $inst =~ ^[0-9]+$ ]] && dev=cuda:$inst
     exec "$build/gpu-worker/rsd-gpu-worker" --broker "$RSD_BROKER" --model "$RSD_MODEL" --device "$dev" \
-      --dtype "${RSD_DTYPE:-float32}" --max-batch "${RSD_MAX_BATCH:-16}" --name "$host-gpu-$inst" "${keys[@]}" ;;
+      --dtype "${RSD_DTYPE:-float32}" --max-batch "${RSD_MAX_BATCH:-16}" --name "$host-gpu-$inst" ${keys[@]+"${keys[@]}"} ;;
   *)
     echo "start-worker.sh: unknown kind '$kind' (sim or gpu)" >&2
     exit 2 ;;
