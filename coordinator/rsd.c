@@ -261,7 +261,16 @@ static void s_stop_inference(int grace_ms, co_broker_stats_t *out) {
   co_broker_destroy(&s_broker, 0);
 }
 
-/* Serves the campaign in j (config cfg) until it is complete, stopped or failing. `created`: the journal
+/* The line a complete campaign ends with when some of its episodes were abandoned. */
+static void s_say_abandoned(const co_journal_counts_t *c, const co_config_t *cfg) {
+  if (c->by_state[CO_EPISODE_ABANDONED])
+    fprintf(stderr, "[rsd] %llu episodes were abandoned ('rsd status %s' says why); once the cause is fixed, 'rsd resume "
+                    "%s --retry-abandoned' runs them again\n",
+            (unsigned long long)c->by_state[CO_EPISODE_ABANDONED], cfg->output, cfg->output);
+}
+
+/* Serves the campaign in j (config cfg) until it is complete, stopped or failing. A campaign complete
+ * already (every episode done or abandoned, after the requeue) is not served: no socket, no local worker. `created`: the journal
  * is new (nothing to recover). `retry_abandoned`: abandoned episodes go back in the queue first
  * (co_journal_requeue_abandoned). `again` is the command that continues it, for the stop message. */
 static int s_serve(co_config_t *cfg, co_journal_t *j, bool created, bool retry_abandoned, const char *again) {
@@ -300,6 +309,17 @@ static int s_serve(co_config_t *cfg, co_journal_t *j, bool created, bool retry_a
   if (arc) {
     fprintf(stderr, "rsd: %s\n", keys ? je.text : "out of memory for the episode list");
     return 1;
+  }
+  co_journal_counts_t now;
+  if (co_journal_counts(j, &now, NULL, 0, NULL, &je)) {
+    fprintf(stderr, "rsd: %s\n", je.text);
+    return 1;
+  }
+  if (now.by_state[CO_EPISODE_DONE] + now.by_state[CO_EPISODE_ABANDONED] == now.total) { /* nothing to serve */
+    fprintf(stderr, "[rsd] campaign %s is complete: all %llu episodes in %s are done or abandoned; nothing to serve\n",
+            cfg->name, (unsigned long long)now.total, cfg->output);
+    s_say_abandoned(&now, cfg);
+    return 0;
   }
   bool inference = false; /* a variant acts with the model: the campaign needs the broker */
   for (uint32_t v = 0; v < cfg->variants_count; v++) inference = inference || cfg->variants[v].policy == MSG_POLICY_MODEL;
@@ -432,10 +452,7 @@ static int s_serve(co_config_t *cfg, co_journal_t *j, bool created, bool retry_a
   }
   fprintf(stderr, "[rsd] campaign %s complete; results in %s/journal.sqlite\n", cfg->name, cfg->output);
   co_journal_counts_t done;
-  if (co_journal_counts(j, &done, NULL, 0, NULL, &je) == CO_JOURNAL_OK && done.by_state[CO_EPISODE_ABANDONED])
-    fprintf(stderr, "[rsd] %llu episodes were abandoned ('rsd status %s' says why); once the cause is fixed, 'rsd resume "
-                    "%s --retry-abandoned' runs them again\n",
-            (unsigned long long)done.by_state[CO_EPISODE_ABANDONED], cfg->output, cfg->output);
+  if (co_journal_counts(j, &done, NULL, 0, NULL, &je) == CO_JOURNAL_OK) s_say_abandoned(&done, cfg);
   return 0;
 }
 

@@ -3,7 +3,8 @@
 #   1. ops/cluster/rsd.sbatch as Slurm runs it on a one-node job (srun replaced by a runner that runs its
 #      command here, as srun does on one node): rsd run into the config's output, workers.sh with two sim
 #      workers named HOST-sim-K, the scripted expert's campaign completes, the report is written. The same
-#      job again (a requeue: the same coordinator log, appended) on the finished campaign ends at once.
+#      job again (a requeue: the same coordinator log, appended) on the finished campaign writes the report
+#      and starts no worker.
 #   2. The same script on a model campaign with RSD_GPUS=cpu and a tiny policy package: workers.sh starts a
 #      GPU worker from the broker's endpoint file; every episode is done.
 #   3. On a "two-node" job, a config that binds 127.0.0.1 is refused with the bind key named.
@@ -105,8 +106,10 @@ start=$SECONDS
 (cd "$repo" && SLURM_JOB_ID=41 SLURM_SUBMIT_DIR=$repo SLURM_JOB_NUM_NODES=1 SRUN=$tmp/bin/srun RSD_SIM=2 \
   RSD_LOG=$tmp/rsd-41.log timeout 120 bash ops/cluster/rsd.sbatch "$tmp/expert.yaml" >"$tmp/job1b.out" 2>&1)
 rc=$?
-[ "$rc" = 0 ] && [ "$(grep -c "sim workers connect to" "$tmp/rsd-41.log")" = 2 ] &&
-  grep -q "campaign complete; report in" "$tmp/job1b.out" && [ $((SECONDS - start)) -lt 60 ]
+[ "$rc" = 0 ] && [ "$(grep -c "sim workers connect to" "$tmp/rsd-41.log")" = 1 ] &&
+  grep -q "is complete: all 3 episodes in $tmp/run1 are done or abandoned; nothing to serve" "$tmp/rsd-41.log" &&
+  grep -q "campaign complete already; report in $tmp/run1/report.html" "$tmp/job1b.out" &&
+  ! grep -q "starting the workers" "$tmp/job1b.out" && [ $((SECONDS - start)) -lt 20 ]
 check $? "rsd.sbatch again on the finished campaign: exit $rc after $((SECONDS - start)) s ($tmp/job1b.out)"
 
 # 2. A model campaign: a GPU worker (on the CPU) per node from RSD_GPUS, OUTPUT_DIR given.
