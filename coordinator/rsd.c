@@ -674,6 +674,7 @@ static int s_abandoned_reasons(co_journal_t *j, char why[][MSG_TEXT_MAX + 1], ui
     else other++;
   }
   co_journal_iter_destroy(&it);
+  if (je->code) return -1;
   int out = 0;
   for (; out < cap && out < groups; out++) { /* selection of the largest groups */
     int best = -1;

@@ -294,6 +294,15 @@ int main(int argc, char **argv) {
               gamma ? gamma : m->decoding.gamma,
               width ? width : m->decoding.width, radius, threads, obs_dir ? obs_dir : "random");
   const int g_used = gamma ? gamma : m->decoding.gamma;
+  // The decoding parameters of a mode: the package's defaults with the command line's gamma, width, radius.
+  auto params = [&](int mode) {
+    gw_decode_params_t prm = m->decoding;
+    prm.mode = mode;
+    if (gamma) prm.gamma = gamma;
+    if (width) prm.width = width;
+    for (int l = 0; l < L; l++) prm.radii[l] = radius;
+    return prm;
+  };
   std::vector<CallCost> calls = s_call_costs(*p, images, proprio, nobs, g_used);
   std::printf("%-20s %12s %12s %16s %10s %8s\n", "call", "us batch 1", "us batch 64", "x main.step (1)", "operators",
               "casts");
@@ -306,11 +315,7 @@ int main(int argc, char **argv) {
   std::vector<Row> rows;
   for (int mode = 0; mode < 3; mode++)
     for (int b : {1, 4, 16, 64}) {
-      gw_decode_params_t prm = m->decoding;
-      prm.mode = mode;
-      if (gamma) prm.gamma = gamma;
-      if (width) prm.width = width;
-      for (int l = 0; l < L; l++) prm.radii[l] = radius;
+      const gw_decode_params_t prm = params(mode);
       std::vector<double> lat;
       std::vector<long> prop(L, 0), acc(L, 0);
       long chunks_done = 0, main_fwd = 0, draft_fwd = 0;
@@ -367,10 +372,7 @@ int main(int argc, char **argv) {
     std::vector<double> la, ls;
     for (int i = 0; i < 6; i++) {  // warm-up of both modes
       for (int mode : {(int)GW_DECODE_AR, (int)GW_DECODE_SPEC}) {
-        gw_decode_params_t prm = m->decoding;
-        prm.mode = mode;
-        if (gamma) prm.gamma = gamma;
-        if (width) prm.width = width;
+        const gw_decode_params_t prm = params(mode);
         std::memset(&res[0], 0, sizeof res[0]);
         res[0].chunk = chunks.data();
         gw_policy_decode(p, &obs[i % nobs], 1, &prm, res.data());
@@ -380,10 +382,7 @@ int main(int argc, char **argv) {
       double us[2] = {0, 0};
       for (int k = 0; k < 2; k++) {
         const int mode = (k == i % 2) ? GW_DECODE_AR : GW_DECODE_SPEC;  // ar first on even observations
-        gw_decode_params_t prm = m->decoding;
-        prm.mode = mode;
-        if (gamma) prm.gamma = gamma;
-        if (width) prm.width = width;
+        const gw_decode_params_t prm = params(mode);
         std::memset(&res[0], 0, sizeof res[0]);
         res[0].chunk = chunks.data();
         auto t0 = std::chrono::steady_clock::now();
@@ -429,11 +428,7 @@ int main(int argc, char **argv) {
     std::printf("%-13s %14s %14s %14s   (top-level ATen operators per chunk at batch 1, first %d observations)\n",
                 "mode", "operators", "in modules", "engine's own", n1);
     for (int mode = 0; mode < 3; mode++) {
-      gw_decode_params_t prm = m->decoding;
-      prm.mode = mode;
-      if (gamma) prm.gamma = gamma;
-      if (width) prm.width = width;
-      for (int l = 0; l < L; l++) prm.radii[l] = radius;
+      const gw_decode_params_t prm = params(mode);
       long ops = 0, in_modules = 0;
       for (int i = 0; i < n1; i++) {
         std::memset(&res[0], 0, sizeof res[0]);
@@ -461,10 +456,7 @@ int main(int argc, char **argv) {
     const int bs[2] = {1, 16};
     for (int k = 0; k < 2; k++) {
       for (int mode : {(int)GW_DECODE_AR, (int)GW_DECODE_SPEC}) {
-        gw_decode_params_t prm = m->decoding;
-        prm.mode = mode;
-        if (gamma) prm.gamma = gamma;
-        if (width) prm.width = width;
+        const gw_decode_params_t prm = params(mode);
         std::vector<int32_t> &dst = mode == GW_DECODE_AR ? ca : cs;
         for (int s = 0; s < nobs; s += bs[k]) {
           const int b = std::min(bs[k], nobs - s);
