@@ -22,7 +22,7 @@ fails=0 passes=0
 check() { # CONDITION-STATUS MESSAGE
   if [ "$1" = 0 ]; then passes=$((passes + 1)); else fails=$((fails + 1)); echo "FAIL: $2" >&2; fi
 }
-gpid= spid=
+gpid='' spid=''
 cleanup() {
   pkill -KILL -f "$tmp" 2>/dev/null
   [ -n "$gpid$spid" ] && kill -KILL $gpid $spid 2>/dev/null

@@ -47,7 +47,7 @@ die() {
   exit 2
 }
 
-coordinator= nsim=$(nproc) capacity=2 data= broker= gpus= model= dtype=float32 max_batch=16 keys= logs=
+coordinator='' nsim=$(nproc) capacity=2 data='' broker='' gpus='' model='' dtype=float32 max_batch=16 keys='' logs=''
 while [ $# -gt 0 ]; do
   [ $# -ge 2 ] || usage
   case $1 in
@@ -111,7 +111,7 @@ run_gpu() { # K DEVICE
 
 # Runs one worker (a command: run_sim K or run_gpu K DEV) until it exits 0, restarting it when it dies.
 supervise() { # NAME LOG COMMAND...
-  local name=$1 log=$2 child= rc fails=0 t0 stop=0
+  local name=$1 log=$2 child='' rc fails=0 t0 stop=0
   shift 2
   trap 'stop=1; [ -n "$child" ] && kill -TERM "$child" 2>/dev/null' TERM INT
   while :; do
