@@ -5,7 +5,7 @@
 # worker with -DRSD_CUDA=ON, runs the GPU-worker tests on cuda:0 (gw_*, gpu_worker_test with
 # RSD_TEST_DEVICE=cuda:0: the decoding suites on CUDA, a real worker serving ZeroMQ requests from cuda:0) and
 # the policy benchmark of the reference packages on cuda:0 (float32, and the first one in bfloat16 too) and
-# on the CPU. Logs go to $OUT when set, with the
+# on the CPU (each run's "paired at batch 1" line is the speed target's figure). Logs go to $OUT when set, with the
 # benchmark JSON packed into one bench_json.tar (the device tool brings back at most 8 files).
 #
 #   device run: command "bash ops/gpu/run.sh", carry [".device/debs", ".device/wheels", ".device/obs-cl"]
