@@ -113,7 +113,18 @@ static void s_progress_line(const co_progress_t *p, char *out, size_t cap) {
     uint64_t done = v->by_state[CO_EPISODE_DONE];
     k += (size_t)snprintf(out + k, cap - k, "%s %s %llu/%llu", i ? "," : "", v->variant, (unsigned long long)v->successes,
                           (unsigned long long)done);
-    if (done && k < cap) k += (size_t)snprintf(out + k, cap - k, " (%.0f%%)", 100.0 * (double)v->successes / (double)done);
+    if (done && k < cap) {
+      /* Whole percents, with the decimals it takes not to print 0% or 100% for a mixed count (498/500 is
+       * 99.6%): rounded to prec decimals, pct shows 100 from 100 - half and 0 below half. */
+      double pct = 100.0 * (double)v->successes / (double)done, half = 0.5;
+      int prec = 0;
+      bool mixed = v->successes > 0 && v->successes < done;
+      while (mixed && prec < 3 && (pct >= 100.0 - half || pct < half)) {
+        prec++;
+        half /= 10.0;
+      }
+      k += (size_t)snprintf(out + k, cap - k, " (%.*f%%)", prec, pct);
+    }
   }
   if (k < cap)
     k += (size_t)snprintf(out + k, cap - k, " | %.1f episodes/min | ETA %s | %u workers", p->rate_per_min, eta,

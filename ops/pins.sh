@@ -30,6 +30,17 @@ RSD_DEBIAN_PACKAGES=(
   procps            # pgrep / pkill for the launcher test
 )
 
+# Only for the tests (ops/setup.sh --tests, which ops/test.sh runs): Slurm 22.05 and munge 0.5.15, for
+# tests/slurm_job_test.sh, which starts its own one-node cluster from a private configuration. On a
+# machine with systemd, munge's service starts when installed; slurmctld's and slurmd's stay inactive
+# without /etc/slurm/slurm.conf.
+RSD_TEST_DEBIAN_PACKAGES=(
+  slurmctld
+  slurmd
+  slurm-client
+  munge
+)
+
 # Python packages, installed into the project's virtual environment (never the system Python).
 # torch matches the GPU machine (2.11.0); its wheel carries libtorch, its headers and CMake config.
 # mujoco matches what robosuite 1.4.0 / LIBERO accept (mujoco>=3.0,<3.9); the C sim worker links

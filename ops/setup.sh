@@ -3,6 +3,8 @@
 # Python virtual environment (torch, mujoco), with the versions pinned in ops/pins.sh. Running it again
 # on a machine that is already set up changes nothing and takes a second.
 #
+#   ops/setup.sh [--tests]   --tests: also what only the tests need (RSD_TEST_DEBIAN_PACKAGES: Slurm)
+#
 #   RSD_VENV   where the virtual environment lives (default: ~/.cache/rsd/venv)
 #   RSD_DATA   where the exported LIBERO scenes go (default: ~/.cache/rsd)
 set -euo pipefail
@@ -12,6 +14,13 @@ source "$here/pins.sh"
 
 log() { printf '[setup] %s\n' "$*"; }
 die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
+
+packages=("${RSD_DEBIAN_PACKAGES[@]}")
+case ${1:-} in
+  --tests) packages+=("${RSD_TEST_DEBIAN_PACKAGES[@]}") ;;
+  '') ;;
+  *) die "unknown argument '$1' (usage: ops/setup.sh [--tests])" ;;
+esac
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"
@@ -24,7 +33,7 @@ as_root() {
 grep -q 'bookworm\|VERSION_ID="12"' /etc/os-release 2>/dev/null ||
   log "warning: this is not Debian 12 (bookworm); package versions may differ from ops/pins.sh"
 missing=()
-for pkg in "${RSD_DEBIAN_PACKAGES[@]}"; do
+for pkg in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
   [ "$status" = "install ok installed" ] || missing+=("$pkg")
 done
@@ -34,7 +43,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
     >/tmp/rsd-apt.log 2>&1 || { tail -n 30 /tmp/rsd-apt.log >&2; die "apt-get install failed (log: /tmp/rsd-apt.log)"; }
 else
-  log "Debian packages: all ${#RSD_DEBIAN_PACKAGES[@]} present"
+  log "Debian packages: all ${#packages[@]} present"
 fi
 
 # --- Python virtual environment -----------------------------------------------------------------

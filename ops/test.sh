@@ -9,7 +9,7 @@
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$top"
-bash ops/setup.sh
+bash ops/setup.sh --tests
 jobs=${RSD_JOBS:-$(nproc)}
 export RSD_FUZZ_SECONDS=${RSD_FUZZ_SECONDS:-30}
 
