@@ -22,13 +22,14 @@
 #   --dtype D      the campaign's model_dtype (default float32)
 #   --max-batch N  the GPU workers' max batch (default 16)
 #   --keys DIR     connect over CURVE (the campaign's bind.keys; `rsd keys`)
-#   --logs DIR     one log per worker, in DIR/HOSTNAME (default ./rsd-logs)
+#   --logs DIR     one log per worker, in DIR/HOST (default ./rsd-logs)
 #
-# Workers are named HOST-sim-K and HOST-gpu-K, so the journal and the report say which machine ran what.
-# A worker that exits 0 is done (the campaign completed: BYE or DRAIN); one that dies is started again
-# after a second, at most 3 times in a row (a run of 10 minutes counts as healthy and starts the count
-# again), as `rsd run` does for its local workers; its episodes go back to the queue by themselves. The
-# script exits 0 when every worker exited 0, 1 when one was given up on, and stops every worker on
+# Workers are named HOST-sim-K and HOST-gpu-K (HOST: the short host name; in a Slurm step, Slurm's name
+# for the node), so the journal and the report say which machine ran what. A worker that exits 0 is done
+# (the campaign completed: BYE or DRAIN); one that dies is started again after a second, at most 3 times
+# in a row (a run of 10 minutes counts as healthy and starts the count again), as `rsd run` does for its
+# local workers; its episodes go back to the queue by themselves. The script exits 0 when every worker
+# exited 0, 1 when one was given up on, and stops every worker on
 # SIGTERM or SIGINT (exit 143). Executables: $RSD_SIM_WORKER and $RSD_GPU_WORKER, else the build tree
 # $RSD_BUILD (default build/ in this repository).
 set -uo pipefail
@@ -36,7 +37,7 @@ top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build=${RSD_BUILD:-$top/build}
 sim_exe=${RSD_SIM_WORKER:-$build/sim-worker/rsd-sim-worker}
 gpu_exe=${RSD_GPU_WORKER:-$build/gpu-worker/rsd-gpu-worker}
-host=$(hostname -s)
+host=${SLURMD_NODENAME:-$(hostname -s)} # under Slurm its name for this node (usually the host name)
 
 usage() {
   sed -n '7,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
