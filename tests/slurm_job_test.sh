@@ -127,8 +127,7 @@ while [ "$SECONDS" -lt "$end" ]; do
   [ "${n:-0}" -ge 4 ] && break
   sleep 0.2
 done
-[ "${n:-0}" -ge 4 ]
-check $? "job $job: fewer than 4 episodes done after 180 s ($tmp/jobs/cancel.out)"
+check $((${n:-0} >= 4 ? 0 : 1)) "job $job: fewer than 4 episodes done after 180 s ($tmp/jobs/cancel.out)"
 steps=$(squeue -h -s -j "$job" -o %i | grep -c "^$job\.[0-9]")
 check $((steps == 1 ? 0 : 1)) "job $job: $steps srun steps running, want 1 (workers.sh)"
 grep -Eq "^\[workers\] rsd-n[12]: 0 GPU workers \(none\), $ncpu sim workers \(capacity 2\)" "$tmp/jobs/cancel.out"
