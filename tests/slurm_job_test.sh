@@ -7,11 +7,13 @@
 #      srun starts ops/cluster/workers.sh as a job step, whose sim workers get every CPU of the node.
 #   2. scancel in the middle of an expert campaign: Slurm signals the batch script and the step; rsd stops,
 #      releases its leases and says how to resume; no rsd process is left; the journal holds some results.
-#   3. The same sbatch again resumes and completes the campaign: every episode stored exactly once (the two
-#      runs' "stored" counts add up to the total, 0 duplicates), the report written.
+#   3. The same sbatch again resumes the campaign; that job is requeued once (scontrol requeue) and its second
+#      run, appending to the same coordinator log, completes the campaign: every episode stored exactly once
+#      (the three runs' "stored" counts add up to the total, 0 duplicates), the report written.
 #   4. A job of two nodes: workers.sh runs on both, its workers named after Slurm's node names, and both
 #      nodes' workers run episodes of the campaign.
 #   5. A model campaign: RSD_GPUS=cpu starts a GPU worker in the step, from the broker's endpoint.
+# A requeued job waits cred_expire seconds before it runs again: 10 here (Slurm's default is 120).
 # Slurm runs jobs as their user through slurmd, which needs root: the test says so and fails otherwise.
 #
 #   slurm_job_test.sh REPO BUILD_DIR MODEL_DIR
@@ -66,7 +68,7 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$tmp/munge/socket
+AuthInfo=socket=$tmp/munge/socket,cred_expire=10
 StateSaveLocation=$tmp/state
 SlurmdSpoolDir=$tmp/spool-%n
 SlurmctldPidFile=$tmp/slurmctld.pid
@@ -143,15 +145,26 @@ check $? "after scancel: want a stopped campaign with 0 < done ($n1) < 60, no le
 left=$(pgrep -f -- "$tmp/expert.yaml|--logs $tmp/run1/logs" | wc -l)
 check $((left == 0 ? 0 : 1)) "after scancel: $left rsd or worker processes left"
 
+# The resume is requeued once (scontrol requeue: Slurm kills it and runs the same job again, with the same
+# coordinator log, appended to), so the job's second run resumes what its first one stored.
 job2=$(submit resume --nodes 1 ops/cluster/rsd.sbatch "$tmp/expert.yaml")
-wait_gone "$job2" 300
-check $? "job $job2 (the resume) still queued after 300 s"
-stored() { sed -n 's/.*this run: [0-9]* results (\([0-9]*\) stored, \([0-9]*\) duplicates).*/\1 \2/p' "$1"; }
-read -r s1 d1 < <(stored "$tmp/jobs/cancel.rsd.log")
-read -r s2 d2 < <(stored "$tmp/jobs/resume.rsd.log")
-"$rsd" status "$tmp/run1" 2>&1 | grep -q "60/60 episodes done, 0 abandoned" && [ $((s1 + s2)) = 60 ] &&
-  [ "$d1$d2" = 00 ] && [ -s "$tmp/run1/report.html" ] && grep -q "campaign complete; report in" "$tmp/jobs/resume.out"
-check $? "the resumed job: want 60/60 done, stored $s1 + $s2 = 60 with 0 duplicates ($d1, $d2), and the report ($tmp/jobs/resume.out)"
+end=$((SECONDS + 180))
+while [ "$SECONDS" -lt "$end" ] && [ "$(done_count "$tmp/run1")" -lt $((n1 + 4)) ]; do sleep 0.2; done
+n2=$(done_count "$tmp/run1")
+scontrol requeue "$job2"
+check $? "scontrol requeue $job2 failed"
+wait_gone "$job2" 400
+check $? "job $job2 (the resume, requeued) still queued after 400 s"
+stored() { sed -n 's/.*this run: [0-9]* results (\([0-9]*\) stored, \([0-9]*\) duplicates).*/\1 \2/p' "$@"; }
+total=0 dups=0 runs=0
+while read -r s d; do
+  total=$((total + s)) dups=$((dups + d)) runs=$((runs + 1))
+done < <(stored "$tmp/jobs/cancel.rsd.log" "$tmp/jobs/resume.rsd.log")
+"$rsd" status "$tmp/run1" 2>&1 | grep -q "60/60 episodes done, 0 abandoned" && [ "$runs" = 3 ] && [ "$total" = 60 ] &&
+  [ "$dups" = 0 ] && [ "$n2" -lt 60 ] && [ -s "$tmp/run1/report.html" ] &&
+  [ "$(grep -c "sim workers connect to" "$tmp/jobs/resume.rsd.log")" = 2 ] &&
+  grep -q "campaign complete; report in" "$tmp/jobs/resume.out"
+check $? "the resumed and requeued job: want 60/60 done (requeued at $n2), 3 runs of rsd storing 60 results in all with 0 duplicates (got $runs runs, $total, $dups duplicates), two starts in its log, and the report ($tmp/jobs/resume.out)"
 
 # --- 4. a job of two nodes -------------------------------------------------------------------------------
 # Both nodes are this machine, so the campaign binds 127.0.0.2: loopback, as a test's sockets must be, but
