@@ -31,7 +31,7 @@ RSD_DEBIAN_PACKAGES=(
 )
 
 # Only for the tests (ops/setup.sh --tests, which ops/test.sh runs): Slurm 22.05 and munge 0.5.15, for
-# tests/slurm_job_test.sh, which starts its own one-node cluster from a private configuration. On a
+# tests/slurm_job_test.sh, which starts its own two-node cluster from a private configuration. On a
 # machine with systemd, munge's service starts when installed; slurmctld's and slurmd's stay inactive
 # without /etc/slurm/slurm.conf.
 RSD_TEST_DEBIAN_PACKAGES=(
