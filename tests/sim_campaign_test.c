@@ -85,7 +85,7 @@ int main(int argc, char **argv) {
     if (!held) usleep(50000);
   }
   CHECK(held, "worker A never held a lease (log %s)", wlog_a);
-  /* Killed at once: the expert finishes an episode in 0.2-4 s once its scene is loaded, so A, running two at
+  /* Killed 0.3 s after: the expert finishes an episode in 0.2-4 s once its scene is loaded, so A, running two at
    * a time, can finish all four within a few seconds of its first lease (it did on a 2-core CI machine). */
   usleep(300000);
   kill(a, SIGKILL);
