@@ -8,15 +8,18 @@
 # on the CPU (each run's "paired at batch 1" line is the speed target's figure). Logs go to $OUT when set, with the
 # benchmark JSON packed into one bench_json.tar (the device tool brings back at most 8 files).
 #
-#   device run: command "bash ops/gpu/run.sh", carry [".device/debs", ".device/wheels", ".device/obs-cl"]
+#   device run: command "bash ops/gpu/run.sh", carry [".device/debs", ".device/wheels", ".device/obs-cl.tar.xz"]
 #   (all of .device is too large to travel: the tree and the carry together stay under 64 MiB)
 #
 #   RSD_GPU_PREFIX   where the .debs are unpacked (default /tmp/rsd-prefix)
 #   RSD_GPU_BUILD    build directory (default build-cuda)
 #   RSD_GPU_SECONDS  seconds per benchmark cell (default 1)
 #   RSD_GPU_PACKAGES the packages under models/ to bench (default: every one)
-#   RSD_GPU_OBS      the observation set for policy_bench --obs (default .device/obs-cl where it was carried:
-#                    recorded closed-loop states, ops/gpu/prepare.sh; else random observations)
+#   RSD_GPU_OBS      the observation set for policy_bench --obs (default .device/obs-cl, unpacked from the carried
+#                    .device/obs-cl.tar.xz: the recorded closed-loop states of ops/gpu/prepare.sh, on which the
+#                    speed target is measured); `random` for policy_bench's random observations. Without
+#                    either, run.sh stops before building: on random observations the draft's acceptance, and so
+#                    the speed figure, says nothing of the policy's real states
 #   RSD_GPU_BUILD_ONLY=1  stop after the build (for a command that runs its own measurements next)
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -28,6 +31,18 @@ build=${RSD_GPU_BUILD:-build-cuda}
 multi=x86_64-linux-gnu
 [ -d .device/debs ] && ls .device/wheels/mujoco-*.whl >/dev/null 2>&1 ||
   { echo "run.sh: .device/debs or .device/wheels missing: run ops/gpu/prepare.sh here first, then carry .device" >&2; exit 2; }
+obs=${RSD_GPU_OBS:-}
+if [ -z "$obs" ]; then
+  if [ ! -f .device/obs-cl/images.u8 ] && [ -f .device/obs-cl.tar.xz ]; then
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter="data")' \
+      .device/obs-cl.tar.xz .device
+  fi
+  [ -f .device/obs-cl/images.u8 ] && obs=.device/obs-cl ||
+    { echo "run.sh: no observation set: .device/obs-cl.tar.xz was not carried (make it with ops/gpu/prepare.sh)," \
+           "or set RSD_GPU_OBS to a set, or to 'random'" >&2; exit 2; }
+fi
+[ "$obs" = random ] && obs=
+echo "run.sh: policy_bench observations: ${obs:-random}"
 nvidia-smi -L || echo "run.sh: nvidia-smi found no GPU (the CUDA tests will say so)"
 
 # 1. Debian packages into the private prefix.
@@ -71,8 +86,6 @@ RSD_TEST_DEVICE=cuda:0 ctest --test-dir "$build" -R 'gw_|gpu_worker' --output-on
 #    comparison, on this machine's CPU; the tiny test package on the GPU. RSD_GPU_BENCH_ARGS adds options
 #    (e.g. --gamma 2).
 secs=${RSD_GPU_SECONDS:-1}
-obs=${RSD_GPU_OBS:-}
-[ -z "$obs" ] && [ -f .device/obs-cl/images.u8 ] && obs=.device/obs-cl
 pkgs=${RSD_GPU_PACKAGES:-$(cd models && ls -d */ | tr -d /)}
 json=$(mktemp -d)
 for pkg in $pkgs; do
