@@ -522,6 +522,21 @@ static void s_suite_errors(void) {
             "nan row: %d '%s' %f", out[2].r.status, out[2].r.message, out[2].chunk[0]);
       CHECK(out[0].r.status == GW_OK && s_same_request(&out[0], &exp[0]) && s_same_request(&out[3], &exp[3]),
             "rows beside the NaN row are unaffected");
+      /* main.verify's hidden states NaN, its logits finite: spec rounds fail the row (the draft would read
+       * them); ar never calls verify, so its row decodes. */
+      s_obs[9].proprio[0] = -1000.0f;
+      rc = s_decode(p, idx, 4, &prm, out);
+      s_obs[9].proprio[0] = keep;
+      CHECK(rc == GW_OK, "nan-hidden batch rc %d", rc);
+      if (mode == GW_DECODE_AR)
+        CHECK(out[2].r.status == GW_OK, "ar, NaN only in verify's hidden: status %d '%s'", out[2].r.status,
+              out[2].r.message);
+      else
+        CHECK(out[2].r.status == GW_ENONFINITE && strstr(out[2].r.message, "main.verify") &&
+                  out[2].chunk[0] == 12345.0f,
+              "%s, NaN in verify's hidden: %d '%s'", gw_mode_name(mode), out[2].r.status, out[2].r.message);
+      CHECK(out[0].r.status == GW_OK && s_same_request(&out[0], &exp[0]) && s_same_request(&out[3], &exp[3]),
+            "rows beside the NaN-hidden row are unaffected");
     }
     /* Wrong image size: that request, with a message naming both sizes. */
     int i0 = 11;

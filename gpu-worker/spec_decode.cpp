@@ -59,12 +59,21 @@ at::Tensor s_index(const std::vector<int64_t> &v, const at::Device &dev) {
   return dev.is_cpu() ? t : t.to(dev);
 }
 
-// Per row of t ([b, ...]): are all values finite? On the CPU.
-std::vector<bool> s_rows_finite(const at::Tensor &t) {
-  at::Tensor f = at::isfinite(t).reshape({t.size(0), -1}).all(1).to(at::kCPU);
-  auto F = f.accessor<bool, 1>();
-  std::vector<bool> out(t.size(0));
-  for (int64_t i = 0; i < t.size(0); i++) out[i] = F[i];
+// Whether each vector of t is finite, a vector being `inner` consecutive values in memory order (t [b, D] with
+// inner D: one flag per row). Read on the CPU in one copy, as the logits below: at batch 1 on a GPU,
+// isfinite, all and their copy would cost three operators where the copy costs one.
+std::vector<uint8_t> s_finite_vectors(const at::Tensor &t, int64_t inner) {
+  at::Tensor c = t.to(at::kCPU, at::kFloat);
+  if (!c.is_contiguous()) c = c.contiguous();
+  const int64_t n = inner ? c.numel() / inner : 0;
+  const float *x = c.data_ptr<float>();
+  std::vector<uint8_t> out(n, 1);
+  for (int64_t v = 0; v < n; v++)
+    for (int64_t k = 0; k < inner; k++)
+      if (!std::isfinite(x[v * inner + k])) {
+        out[v] = 0;
+        break;
+      }
   return out;
 }
 
@@ -162,7 +171,7 @@ struct Run {
     hrows.resize(B);
     for (int64_t i = 0; i < B; i++) hrows[i] = i;
     Logits l0 = s_read_logits(out[1]);
-    std::vector<bool> f2 = s_rows_finite(out[2]);
+    std::vector<uint8_t> f2 = s_finite_vectors(out[2], D);
     codes = at::zeros({B, L, G}, at::kLong);
     auto C = codes.accessor<int64_t, 3>();
     for (int64_t i = 0; i < B; i++) {
@@ -257,9 +266,8 @@ struct Run {
     gw::expect_float(p, out[0], {nw, nv + 1, G, K}, "main.verify logits");
     gw::expect_float(p, out[1], {nw, nv + 1, D}, "main.verify hidden");
     Logits lg = s_read_logits(out[0]);  // layer j of verify row rw: k = rw * (nv + 1) + j
-    at::Tensor hfin = at::isfinite(out[1]).all(2).to(at::kCPU);
-    auto HF = hfin.accessor<bool, 2>();
-    auto F = [&](int64_t rw, int64_t j) { return lg.finite[rw * (nv + 1) + j] && HF[rw][j]; };
+    std::vector<uint8_t> hf = s_finite_vectors(out[1], D);  // verify row rw, layer j: rw * (nv + 1) + j
+    auto F = [&](int64_t rw, int64_t j) { return lg.finite[rw * (nv + 1) + j] && hf[rw * (nv + 1) + j]; };
     auto A = [&](int64_t rw, int64_t j, int64_t g) { return lg.codes[(rw * (nv + 1) + j) * G + g]; };
     auto C = codes.accessor<int64_t, 3>();
     std::vector<int64_t> upd_rows, upd_from;  // hidden[upd_rows[k]] = verify hidden[upd_from[k] / (nv+1), % (nv+1)]
@@ -395,6 +403,7 @@ at::Tensor gw::main_argmax(gw_policy_t &p, const Batch &b, const at::Tensor &cod
   auto out = s_call(p.main, "verify", {pre[0], codes, at::zeros({B}, at::dtype(at::kLong).device(p.device)), L - 1},
                     2, "main.verify");
   gw::expect_float(p, out[0], {B, L, G, K}, "main.verify logits");
-  row_ok = s_rows_finite(out[0]);
+  std::vector<uint8_t> fin = s_finite_vectors(out[0], L * G * K);
+  row_ok.assign(fin.begin(), fin.end());
   return out[0].to(at::kFloat).argmax(-1);  // the engine's argmax: over float32 values, first maximum
 }

@@ -20,7 +20,8 @@ Packages:
               numbers of layers, so a batch holds rows at different positions)
   (the drafts of exact, poor and mixed also have propose_paths: path 1 puts group 0 back where main has it,
   so a poor draft's first layer is always among its paths)
-  nan         like exact, but main returns NaN for a row whose proprio[0] > 100 (a per-request error)
+  nan         like exact, but main returns NaN for a row whose proprio[0] > 100 (a per-request error), and
+              main.verify returns NaN hidden states (its logits finite) for a row whose proprio[0] < -100
   no_paths    like mixed, but its draft has no propose_paths (width > 1 is refused)
   sim_no_paths  no_paths at the simulator's image size (128 px) with LIBERO's proprio: real sim workers run
               campaigns on it (tests/refused_campaign_test.c), and a variant with width > 1 is refused
@@ -112,6 +113,10 @@ class MainCore(nn.Module):
         if self.nan_trigger:
             bad = (proprio[:, 0] > 100.0).view(b, 1, 1)
             state = torch.where(bad, torch.full_like(state, float("nan")), state)
+            # proprio[0] < -100 marks the row's state (1e6 added to one value) for verify's NaN hidden
+            marker = torch.zeros_like(state)
+            marker[:, 1, 0] = 1.0e6
+            state = torch.where((proprio[:, 0] < -100.0).view(b, 1, 1), state + marker, state)
         zeros = torch.zeros(b, self.L, self.G, dtype=torch.int64, device=images.device)
         ctx = self._ctx(state, zeros, torch.zeros(b, dtype=torch.int64, device=images.device), 0)
         return state, self._head(ctx)[:, 0], ctx[:, 0]
@@ -129,7 +134,11 @@ class Main(MainCore):
     @torch.jit.export
     def verify(self, state: Tensor, codes: Tensor, pos: Tensor, n: int) -> Tuple[Tensor, Tensor]:
         ctx = self._ctx(state, codes, pos, n)
-        return self._head(ctx), ctx
+        logits = self._head(ctx)
+        if self.nan_trigger:  # a marked row (see prefill): finite logits, NaN hidden states
+            marked = (state[:, 1, 0] > 1.0e5).view(-1, 1, 1)
+            ctx = torch.where(marked, torch.full_like(ctx, float("nan")), ctx)
+        return logits, ctx
 
 
 class Draft(nn.Module):
