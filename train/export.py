@@ -118,7 +118,13 @@ def load_draft(pkg):
     arch = rm.HeadDraft if "target_emb.weight" in sd_old else \
         rm.ParallelDraft if "layer_query.weight" in sd_old else rm.Draft
     draft = arch(L, G, K, D, (manifest["hidden_dim"] - D) // D, sd_old["init.weight"].shape[0])
-    draft.load_state_dict(sd_old)
+    # Buffers derived from the shapes (HeadDraft's offsets) travel in the scripted file but are not weights:
+    # they must equal what the class makes; every weight must be there.
+    derived = {k for k, _ in draft.named_buffers()} - set(draft.state_dict())
+    for k in derived & set(sd_old):
+        if not torch.equal(sd_old[k], draft.get_buffer(k)):
+            raise SystemExit(f"{pkg}: the draft's {k} differs from the one {arch.__name__} derives")
+    draft.load_state_dict({k: v for k, v in sd_old.items() if k not in derived})
     return draft.eval()
 
 

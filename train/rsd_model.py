@@ -442,23 +442,49 @@ class HeadDraft(OnePassDraft):
     """The draft in a handful of operations per round: no attention and no recurrence. Main's hidden state that
     predicted layer pos-1 (its decoder output only: it has already read the memory) and that layer's codes give
     one vector; each proposed layer adds the embedding of (pos, distance) and goes through a two-layer MLP to its
-    G x K logits, all gamma layers in one batched pass (like Medusa's heads, one per distance). About 37 ATen
+    G x K logits, all gamma layers in one batched pass (like Medusa's heads, one per distance). 28 ATen
     operators per propose against ParallelDraft's 72, Draft's 315 (gamma 6) and a main step's 154, for a device
-    where a call's cost is its number of operators (docs/benchmarks.md, the GPU targets); it reads less than
-    the GRU draft, so its acceptance per layer is lower."""
+    where a call's cost is its number of operators (docs/benchmarks.md, the GPU targets): propose computes its
+    index arithmetic once, from offsets made at construction, and reads main's decoder output as a view. It
+    reads less than the GRU draft, so its acceptance per layer is lower."""
 
     def __init__(self, L: int, G: int, K: int, D: int, S: int, Dd: int = 256):
         super().__init__(L, G, K, D, S, Dd)
         self.target_emb = nn.Embedding(L * L, Dd)      # (first proposed layer pos, distance j)
         self.mid = nn.Linear(Dd, Dd)
         self.head = nn.Linear(Dd, G * K)
+        # Offsets derived from the shapes (not weights: left out of the state dict): code g's row in code_emb
+        # past its layer's first, and the distances 0..L-1 to the first proposed layer.
+        self.register_buffer("code_off", (torch.arange(G) * K).view(1, G), persistent=False)
+        self.register_buffer("dist", torch.arange(L).view(1, L), persistent=False)
+
+    def _logits(self, hidden: Tensor, prev: Tensor, lp: Tensor, pos: Tensor, steps: int) -> Tensor:
+        """Logits [B, steps, G, K] for layers pos..pos+steps-1 (steps <= L) from main's hidden, the codes prev
+        [B, G] of layer lp = (pos - 1) clamped to 0..L-1. The same arithmetic as DraftBase._emb and an arange of
+        distances, in fewer operators."""
+        b = hidden.shape[0]
+        idx = lp.view(b, 1) * (self.G * self.K) + self.code_off + prev.clamp(0, self.K - 1)
+        base = self.init(hidden.narrow(1, 0, self.D)) + self.code_emb(idx).sum(1)
+        target = pos.clamp(0, self.L - 1).view(b, 1) * self.L + self.dist.narrow(1, 0, steps)
+        q = F.gelu(base.unsqueeze(1) + self.target_emb(target))
+        return self.head(F.gelu(self.mid(q))).view(b, steps, self.G, self.K)
 
     def rollout(self, hidden: Tensor, prev: Tensor, pos: Tensor, forced: Tensor, steps: int) -> Tensor:
         """Logits [B, steps, G, K] for layers pos..pos+steps-1 in one pass (forced is not used, as in
         ParallelDraft)."""
-        b = hidden.shape[0]
-        base = self.init(hidden[:, :self.D]) + self._emb((pos - 1).clamp(0, self.L - 1), prev)
-        j = torch.arange(steps, device=pos.device).view(1, steps).clamp(0, self.L - 1)
-        q = F.gelu(base.unsqueeze(1) + self.target_emb(pos.clamp(0, self.L - 1).view(b, 1) * self.L + j))
-        return self.head(F.gelu(self.mid(q))).view(b, steps, self.G, self.K)
+        return self._logits(hidden, prev, (pos - 1).clamp(0, self.L - 1), pos, steps)
 
+    def _prev(self, codes: Tensor, pos: Tensor) -> Tuple[Tensor, Tensor]:
+        """The last decided layer lp of each row and its codes [B, G] (as last_decided)."""
+        lp = (pos - 1).clamp(0, self.L - 1)
+        return codes[torch.arange(codes.shape[0], device=codes.device), lp], lp
+
+    @torch.jit.export
+    def propose(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int) -> Tensor:
+        prev, lp = self._prev(codes, pos)
+        return self._logits(hidden, prev, lp, pos, gamma).argmax(3)
+
+    @torch.jit.export
+    def propose_paths(self, hidden: Tensor, codes: Tensor, pos: Tensor, gamma: int, width: int) -> Tensor:
+        prev, lp = self._prev(codes, pos)
+        return paths_of_one_pass(self._logits(hidden, prev, lp, pos, gamma), width)
