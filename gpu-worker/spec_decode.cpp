@@ -317,7 +317,13 @@ struct Run {
       }
     }
     if (!upd_rows.empty()) {
-      hidden = out[1].reshape({nw * (nv + 1), D}).index_select(0, s_index(upd_from, p.device));
+      // Every verify row goes on from the same layer k (always so at batch 1): a view of that layer, without
+      // the index copy to the device and the gather.
+      const int64_t k0 = upd_from[0] % (nv + 1);
+      bool same = nw == (int64_t)upd_rows.size();
+      for (size_t r = 0; r < upd_from.size() && same; r++) same = upd_from[r] == (int64_t)r * (nv + 1) + k0;
+      hidden = same ? out[1].select(1, k0)
+                    : out[1].reshape({nw * (nv + 1), D}).index_select(0, s_index(upd_from, p.device));
     }
     hrows = upd_rows;
   }
