@@ -33,9 +33,10 @@
 // After the timed rows, the speed target measured paired: ar and spec at batch 1 on each observation in turn
 // (the order alternating), spec's speedup as mean ar latency / mean spec latency with a 95% bootstrap interval
 // over the observations; drift in the machine's speed between the timed rows cannot bias it.
-// Then the operators of a whole chunk at batch 1 per mode (gw_policy_decode on every
-// observation, one at a time: the mean over the same states as the exactness pass's forwards): in all, in the module calls (the operators that ran inside a TorchScript
-// method, as the callback sees them: exact at any --width) and the engine's own tensor work around them.
+// Then the operators of a whole chunk at batch 1 per mode (gw_policy_decode on every observation, one at a
+// time: the mean over the states whose main forwards the exactness pass counts): in all, in the module calls
+// (the operators that ran inside a TorchScript method, as the callback sees them: exact at any --width) and
+// the engine's own tensor work around them.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
