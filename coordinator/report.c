@@ -32,11 +32,14 @@
 #endif
 #define S_CODE_VERSION "rsd " RSD_VERSION
 #define S_DASH "\xe2\x80\x94" /* "—": no data */
-#define S_LAT_COLS 4         /* queue, encode, decode, total (journal.h) */
+#define S_LAT_IN 4           /* per-chunk latency columns in the journal: queue, encode, decode, total (journal.h) */
 #define S_ACTION_DIM 7       /* an action on the wire: 6 arm deltas, then the gripper (docs/simulation.md) */
 #define S_GRIPPER 6
 
-static const char *const s_lat_names[S_LAT_COLS] = {"queue", "encode", "decode", "total"};
+/* The per-chunk latencies a variant keeps: the journal's four, then service = queue + encode + decode (the GPU
+ * worker's time from a request's arrival to its answer; total is the sim worker's wait, docs/report.md). */
+enum { S_QUEUE, S_ENCODE, S_DECODE, S_TOTAL, S_SERVICE, S_LAT_COLS };
+static const char *const s_lat_names[S_LAT_COLS] = {"queue", "encode", "decode", "total", "service"};
 static const char *const s_video_exts[] = {"png", "webm", "mp4"};
 /* Paul Tol's "bright" qualitative scheme, then a few more: one colour per variant. */
 static const char *const s_palette[] = {"#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee",
@@ -382,7 +385,8 @@ static bool s_lat_add(s_var_t *v, const float *row) {
     }
     v->lat_cap = cap;
   }
-  for (int c = 0; c < S_LAT_COLS; c++) v->lat[c][v->lat_n] = row[c];
+  for (int c = 0; c < S_LAT_IN; c++) v->lat[c][v->lat_n] = row[c];
+  v->lat[S_SERVICE][v->lat_n] = (double)row[S_QUEUE] + (double)row[S_ENCODE] + (double)row[S_DECODE];
   v->lat_n++;
   return true;
 }
@@ -486,7 +490,7 @@ static co_report_err_t s_read_results(s_rep_t *r, co_journal_t *j, co_report_err
       }
     }
     for (size_t c = 0; c < row->latency_chunks && rc == CO_REPORT_OK; c++)
-      if (!s_lat_add(v, row->latency + c * S_LAT_COLS)) rc = CO_REPORT_ERR_NOMEM;
+      if (!s_lat_add(v, row->latency + c * S_LAT_IN)) rc = CO_REPORT_ERR_NOMEM;
     if (success && rc == CO_REPORT_OK) {
       s_item_t item = {.task = res->task, .trial = res->trial, .steps = res->steps, .attempts = res->attempt};
       item.video = s_video(r, v->name, res->task, res->trial);
@@ -654,6 +658,7 @@ typedef struct {
   double diff, lo, hi, p;   /* success difference (variant - baseline), its 95% interval, Fisher p */
   double decode_speedup;    /* baseline mean decode us / variant's */
   double latency_speedup;   /* baseline p50 total us / variant's */
+  double service_speedup;   /* baseline p50 service us / variant's */
   double main_fw_ratio;     /* variant main forwards per chunk / baseline's */
   uint64_t compared, identical; /* episodes with an actions digest on both sides, and of those equal ones */
   /* The first actions (RESULT.first_actions) against the baseline's, over pairs that both carry them: the
@@ -665,15 +670,16 @@ typedef struct {
 
 static s_cmp_t s_compare(const s_rep_t *r, size_t i) {
   s_cmp_t c = {.has = false, .diff = NAN, .lo = NAN, .hi = NAN, .p = NAN, .decode_speedup = NAN,
-               .latency_speedup = NAN, .main_fw_ratio = NAN};
+               .latency_speedup = NAN, .service_speedup = NAN, .main_fw_ratio = NAN};
   if (r->baseline < 0 || (size_t)r->baseline == i) return c;
   const s_var_t *v = &r->vars[i], *b = &r->vars[r->baseline];
   c.has = true;
   uint64_t kv = v->all.successes, nv = s_done(&v->all), kb = b->all.successes, nb = s_done(&b->all);
   if (co_report_newcombe(kv, nv, kb, nb, CO_REPORT_Z95, &c.diff, &c.lo, &c.hi))
     c.p = co_report_fisher_p(kv, nv - kv, kb, nb - kb);
-  c.decode_speedup = s_div(b->dist[2].mean, v->dist[2].mean);
-  c.latency_speedup = s_div(b->dist[3].p50, v->dist[3].p50);
+  c.decode_speedup = s_div(b->dist[S_DECODE].mean, v->dist[S_DECODE].mean);
+  c.latency_speedup = s_div(b->dist[S_TOTAL].p50, v->dist[S_TOTAL].p50);
+  c.service_speedup = s_div(b->dist[S_SERVICE].p50, v->dist[S_SERVICE].p50);
   c.main_fw_ratio = s_div(s_mf_per_chunk(v), s_mf_per_chunk(b));
   /* Each (task, trial) the variant and the baseline both finished: the lossless check (equal actions digests)
    * and the first actions' deviation (the same first observation). */
@@ -910,6 +916,7 @@ static json_t *s_json(const s_rep_t *r) {
       json_object_set_new(cmp, "fisher_p", s_jnum(c.p));
       json_object_set_new(cmp, "decode_speedup", s_jnum(c.decode_speedup));
       json_object_set_new(cmp, "latency_p50_speedup", s_jnum(c.latency_speedup));
+      json_object_set_new(cmp, "service_p50_speedup", s_jnum(c.service_speedup));
       json_object_set_new(cmp, "main_forward_ratio", s_jnum(c.main_fw_ratio));
       json_object_set_new(cmp, "actions_identical",
                           c.compared ? json_pack("{s:I, s:I}", "compared", (json_int_t)c.compared, "identical",
@@ -1194,18 +1201,22 @@ static void s_markdown(FILE *f, const s_rep_t *r) {
     fprintf(f, "\n");
   }
 
-  fprintf(f, "\n## Decoding\n\nLatency per action chunk as the sim workers report it (RESULT's latency frame): the "
-             "total, and its queue / encode / decode parts; p50 / p95 / p99 and means.\n\n");
-  fprintf(f, "| variant | chunks | total p50 | total p95 | total p99 | queue p50 | encode p50 | decode p50 "
-             "| mean queue | mean encode | mean decode | main fwd/chunk | acceptance | accepted layers/verify |\n");
-  fprintf(f, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  fprintf(f, "\n## Decoding\n\nLatency per action chunk (RESULT's latency frame): service = queue + encode + "
+             "decode, the GPU worker's time from a request's arrival to its answer; p50 / p95 / p99 and means. "
+             "Sim wait: from the sim worker sending the INFER to taking the ACTION, which also counts transport "
+             "and the worker's steps and renders of its other episodes.\n\n");
+  fprintf(f, "| variant | chunks | service p50 | service p95 | service p99 | queue p50 | encode p50 | decode p50 "
+             "| mean queue | mean encode | mean decode | sim wait p50 | sim wait p99 | main fwd/chunk | acceptance "
+             "| accepted layers/verify |\n");
+  fprintf(f, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (size_t i = 0; i < r->nv; i++) {
     const s_var_t *v = &r->vars[i];
-    fprintf(f, "| %s | %" PRIu64 " | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", v->name,
-            (uint64_t)v->lat_n, s_ms(v->dist[3].p50).s, s_ms(v->dist[3].p95).s, s_ms(v->dist[3].p99).s,
-            s_ms(v->dist[0].p50).s, s_ms(v->dist[1].p50).s, s_ms(v->dist[2].p50).s, s_ms(v->dist[0].mean).s,
-            s_ms(v->dist[1].mean).s, s_ms(v->dist[2].mean).s, s_fix(s_mf_per_chunk(v), 2).s,
-            s_pct(s_accept_overall(v)).s, s_fix(s_accepted_per_verify(v), 2).s);
+    const s_dist_t *d = v->dist;
+    fprintf(f, "| %s | %" PRIu64 " | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", v->name,
+            (uint64_t)v->lat_n, s_ms(d[S_SERVICE].p50).s, s_ms(d[S_SERVICE].p95).s, s_ms(d[S_SERVICE].p99).s,
+            s_ms(d[S_QUEUE].p50).s, s_ms(d[S_ENCODE].p50).s, s_ms(d[S_DECODE].p50).s, s_ms(d[S_QUEUE].mean).s,
+            s_ms(d[S_ENCODE].mean).s, s_ms(d[S_DECODE].mean).s, s_ms(d[S_TOTAL].p50).s, s_ms(d[S_TOTAL].p99).s,
+            s_fix(s_mf_per_chunk(v), 2).s, s_pct(s_accept_overall(v)).s, s_fix(s_accepted_per_verify(v), 2).s);
   }
   uint32_t maxl = 0;
   for (size_t i = 0; i < r->nv; i++) maxl = r->vars[i].layers > maxl ? r->vars[i].layers : maxl;
@@ -1248,7 +1259,7 @@ static void s_markdown(FILE *f, const s_rep_t *r) {
     fprintf(f, "Difference = variant − baseline; 95%% Newcombe hybrid score interval; two-sided Fisher exact test. "
                "Speedups are baseline ÷ variant.\n\n");
     fprintf(f, "| variant | baseline | success difference | 95%% CI | Fisher p | decode speedup (mean) "
-               "| latency speedup (p50) | main forwards ratio | actions vs baseline | first actions: arm mean / max "
+               "| service speedup (p50) | main forwards ratio | actions vs baseline | first actions: arm mean / max "
                "abs difference, gripper differing |\n");
     fprintf(f, "|---|---|---|---|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < r->nv; i++) {
@@ -1256,7 +1267,7 @@ static void s_markdown(FILE *f, const s_rep_t *r) {
       if (!c.has) continue;
       fprintf(f, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r->vars[i].name, r->vars[r->baseline].name,
               s_pp(c.diff).s, s_ppci(c.lo, c.hi).s, s_pval(c.p).s, s_ratio(c.decode_speedup).s,
-              s_ratio(c.latency_speedup).s, s_ratio(c.main_fw_ratio).s, s_identical(&c).s, s_deviation(&c).s);
+              s_ratio(c.service_speedup).s, s_ratio(c.main_fw_ratio).s, s_identical(&c).s, s_deviation(&c).s);
     }
   }
 
@@ -1387,7 +1398,8 @@ static void s_svg_success(FILE *f, const s_rep_t *r) {
   fprintf(f, "</svg>\n");
 }
 
-/* Per variant with latency data: stacked mean queue | encode | decode, and ticks at total p50/p95/p99. */
+/* Per variant with latency data: stacked mean queue | encode | decode (their sum: the mean service time), and
+ * ticks at service p50/p95/p99. */
 static void s_svg_latency(FILE *f, const s_rep_t *r) {
   size_t rows = 0;
   double max = 0;
@@ -1395,8 +1407,8 @@ static void s_svg_latency(FILE *f, const s_rep_t *r) {
     const s_var_t *v = &r->vars[i];
     if (!v->lat_n) continue;
     rows++;
-    double sum = v->dist[0].mean + v->dist[1].mean + v->dist[2].mean;
-    max = fmax(max, fmax(sum, v->dist[3].p99));
+    double sum = v->dist[S_QUEUE].mean + v->dist[S_ENCODE].mean + v->dist[S_DECODE].mean;
+    max = fmax(max, fmax(sum, v->dist[S_SERVICE].p99));
   }
   if (!rows || !(max > 0)) {
     fprintf(f, "<p class=\"note\">No latency data: no variant's results carry per-chunk latencies.</p>\n");
@@ -1414,7 +1426,7 @@ static void s_svg_latency(FILE *f, const s_rep_t *r) {
             s_split_colors[c], lx + 16, parts[c]);
     lx += 130;
   }
-  fprintf(f, "<path d=\"M%.1f 4V20\" class=\"tick\"/><text x=\"%.1f\" y=\"16\">total p50 / p95 / p99</text>", lx + 4,
+  fprintf(f, "<path d=\"M%.1f 4V20\" class=\"tick\"/><text x=\"%.1f\" y=\"16\">service p50 / p95 / p99</text>", lx + 4,
           lx + 12);
   for (int g = 0; g <= 4; g++) {
     double x = L + pw * g / 4.0;
@@ -1436,7 +1448,7 @@ static void s_svg_latency(FILE *f, const s_rep_t *r) {
               x, y + 6, w, RH - 12, s_split_colors[c], parts[c], s_ms(v->dist[c].mean).s);
       x += w;
     }
-    double q[3] = {v->dist[3].p50, v->dist[3].p95, v->dist[3].p99};
+    double q[3] = {v->dist[S_SERVICE].p50, v->dist[S_SERVICE].p95, v->dist[S_SERVICE].p99};
     for (int k = 0; k < 3; k++)
       fprintf(f, "<path d=\"M%.1f %.1fV%.1f\" class=\"tick\"/>", L + pw * q[k] / max, y + 2, y + RH - 2);
     fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" class=\"ax\">p50 %s · p95 %s · p99 %s</text>", W - R + 10, y + RH / 2 + 4,
@@ -1609,24 +1621,27 @@ static void s_html(FILE *f, const s_rep_t *r) {
   }
   fprintf(f, "</table>\n");
 
-  fprintf(f, "<h2>Decoding</h2>\n<p class=\"note\">Latency per action chunk as the sim workers report it: the "
-             "total, and its queue, encode and decode parts (bars: means; ticks: total p50 / p95 / p99).</p>\n");
+  fprintf(f, "<h2>Decoding</h2>\n<p class=\"note\">Latency per action chunk: service = queue + encode + decode, the "
+             "GPU worker's time from a request's arrival to its answer (bars: the means of the parts; ticks: service "
+             "p50 / p95 / p99). Sim wait: from the sim worker sending the INFER to taking the ACTION, which also "
+             "counts transport and the worker's steps and renders of its other episodes.</p>\n");
   s_svg_latency(f, r);
   fprintf(f, "<table>\n");
-  static const char *const dcols[] = {"variant", "chunks", "total p50", "total p95", "total p99",
+  static const char *const dcols[] = {"variant", "chunks", "service p50", "service p95", "service p99",
                                       "queue ms<br>p50 / p95 / p99", "encode ms<br>p50 / p95 / p99",
-                                      "decode ms<br>p50 / p95 / p99", "main fwd<br>/ chunk", "accept&shy;ance",
-                                      "accepted layers<br>/ verify"};
-  s_html_head_row(f, dcols, sizeof dcols / sizeof dcols[0], "lrrrrrrrrrr");
+                                      "decode ms<br>p50 / p95 / p99", "sim wait ms<br>p50 / p99",
+                                      "main fwd<br>/ chunk", "accept&shy;ance", "accepted layers<br>/ verify"};
+  s_html_head_row(f, dcols, sizeof dcols / sizeof dcols[0], "lrrrrrrrrrrr");
   for (size_t i = 0; i < r->nv; i++) {
     const s_var_t *v = &r->vars[i];
     fprintf(f, "<tr><td class=\"l\">");
     s_html_text(f, v->name);
-    fprintf(f, "</td><td>%" PRIu64 "</td><td>%s</td><td>%s</td><td>%s</td>", (uint64_t)v->lat_n, s_ms(v->dist[3].p50).s,
-            s_ms(v->dist[3].p95).s, s_ms(v->dist[3].p99).s);
-    for (int c = 0; c < 3; c++)
+    fprintf(f, "</td><td>%" PRIu64 "</td><td>%s</td><td>%s</td><td>%s</td>", (uint64_t)v->lat_n,
+            s_ms(v->dist[S_SERVICE].p50).s, s_ms(v->dist[S_SERVICE].p95).s, s_ms(v->dist[S_SERVICE].p99).s);
+    for (int c = S_QUEUE; c <= S_DECODE; c++)
       fprintf(f, "<td>%s / %s / %s</td>", s_fix(v->dist[c].p50 / 1000.0, 2).s, s_fix(v->dist[c].p95 / 1000.0, 2).s,
               s_fix(v->dist[c].p99 / 1000.0, 2).s);
+    fprintf(f, "<td>%s / %s</td>", s_fix(v->dist[S_TOTAL].p50 / 1000.0, 2).s, s_fix(v->dist[S_TOTAL].p99 / 1000.0, 2).s);
     fprintf(f, "<td>%s</td><td>%s</td><td>%s</td></tr>\n", s_fix(s_mf_per_chunk(v), 2).s, s_pct(s_accept_overall(v)).s,
             s_fix(s_accepted_per_verify(v), 2).s);
   }
@@ -1661,7 +1676,7 @@ static void s_html(FILE *f, const s_rep_t *r) {
                "forwards ratio is variant ÷ baseline.</p>\n<table>\n",
             r->vars[r->baseline].name, r->baseline_rule);
     static const char *const ccols[] = {"variant", "success difference", "95% CI (Newcombe)", "Fisher p",
-                                        "decode speedup (mean)", "latency speedup (p50)", "main forwards ratio",
+                                        "decode speedup (mean)", "service speedup (p50)", "main forwards ratio",
                                         "actions vs baseline",
                                         "first actions: arm mean / max abs difference, gripper differing"};
     s_html_head_row(f, ccols, sizeof ccols / sizeof ccols[0], "lrrrrrrrr");
@@ -1672,7 +1687,7 @@ static void s_html(FILE *f, const s_rep_t *r) {
       s_html_text(f, r->vars[i].name);
       fprintf(f, "</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>\n",
               s_pp(c.diff).s, s_ppci(c.lo, c.hi).s, s_pval(c.p).s, s_ratio(c.decode_speedup).s,
-              s_ratio(c.latency_speedup).s, s_ratio(c.main_fw_ratio).s, s_identical(&c).s, s_deviation(&c).s);
+              s_ratio(c.service_speedup).s, s_ratio(c.main_fw_ratio).s, s_identical(&c).s, s_deviation(&c).s);
     }
     fprintf(f, "</table>\n");
   }

@@ -245,7 +245,8 @@ static co_episode_t s_lease(co_journal_t *j, const char *variant, uint32_t task,
 }
 
 /* The 2 x 3 x 4 campaign above. Latency rows: chunk i of a variant (in recording order) has
- * queue 50, encode 150, decode (i + 1) * 1000 us (ar) or (i + 1) * 500 us (spec), total = the sum. */
+ * queue 50, encode 150, decode (i + 1) * 1000 us (ar) or (i + 1) * 500 us (spec), total = the sum, plus
+ * 100 ms for odd i (a sim worker that rendered another episode before taking the ACTION). */
 static co_journal_t *s_build_campaign(const char *dir) {
   co_journal_t *j = s_open_new(dir, s_yaml);
   co_journal_error_t je;
@@ -314,7 +315,7 @@ static co_journal_t *s_build_campaign(const char *dir) {
           lat[c][0] = 50;
           lat[c][1] = 150;
           lat[c][2] = dec;
-          lat[c][3] = 200 + dec;
+          lat[c][3] = 200 + dec + (chunk[v] % 2 ? 100000.0f : 0.0f);
           chunk[v]++;
         }
         msg_ack_status_t st;
@@ -454,18 +455,24 @@ static void s_check_campaign_json(json_t *root) {
   s_expect_num(root, "variants/1/tasks/1/episodes/abandoned", 1, 0);
 
   /* Decode latency: ar decode 1000..24000 us (24 chunks): p50 at rank 11.5 = 12500, p95 at 21.85 =
-   * 22850, p99 at 22.77 = 23770, mean 12500; total = decode + 200. spec decode 500..10000 (20 chunks):
-   * p50 at 9.5 = 5250, mean 5250. */
+   * 22850, p99 at 22.77 = 23770, mean 12500; service = queue + encode + decode = decode + 200. spec decode
+   * 500..10000 (20 chunks): p50 at 9.5 = 5250, mean 5250. Total = service, + 100000 for odd chunks: ar's
+   * sorted totals are 1200, 3200 .. 23200, then 102200 .. 124200, p50 between ranks 11 and 12 = 62700;
+   * spec's 700 .. 9700, then 101200 .. 110200, p50 = (9700 + 101200) / 2 = 55450. */
   s_expect_num(root, "variants/0/decode/latency_chunks", 24, 0);
   s_expect_num(root, "variants/0/decode/latency_us/decode/p50", 12500, 1e-6);
   s_expect_num(root, "variants/0/decode/latency_us/decode/p95", 22850, 1e-6);
   s_expect_num(root, "variants/0/decode/latency_us/decode/p99", 23770, 1e-6);
   s_expect_num(root, "variants/0/decode/latency_us/decode/mean", 12500, 1e-6);
-  s_expect_num(root, "variants/0/decode/latency_us/total/p50", 12700, 1e-6);
+  s_expect_num(root, "variants/0/decode/latency_us/total/p50", 62700, 1e-6);
+  s_expect_num(root, "variants/0/decode/latency_us/service/p50", 12700, 1e-6);
+  s_expect_num(root, "variants/0/decode/latency_us/service/p99", 23970, 1e-6);
+  s_expect_num(root, "variants/0/decode/latency_us/service/mean", 12700, 1e-6);
   s_expect_num(root, "variants/0/decode/latency_us/queue/p99", 50, 1e-9);
   s_expect_num(root, "variants/0/decode/latency_us/encode/mean", 150, 1e-9);
   s_expect_num(root, "variants/1/decode/latency_us/decode/p50", 5250, 1e-6);
-  s_expect_num(root, "variants/1/decode/latency_us/total/p50", 5450, 1e-6);
+  s_expect_num(root, "variants/1/decode/latency_us/total/p50", 55450, 1e-6);
+  s_expect_num(root, "variants/1/decode/latency_us/service/p50", 5450, 1e-6);
   /* Main forwards per chunk: ar 8 per 2 chunks, spec 6 per 2. */
   s_expect_num(root, "variants/0/decode/main_forwards_per_chunk", 4, 1e-12);
   s_expect_num(root, "variants/1/decode/main_forwards_per_chunk", 3, 1e-12);
@@ -490,7 +497,8 @@ static void s_check_campaign_json(json_t *root) {
   s_expect_num(root, "variants/1/vs_baseline/success_diff_newcombe95/1", 0.5213349397611452, 1e-12);
   s_expect_num(root, "variants/1/vs_baseline/fisher_p", 43.0 / 133.0, 1e-12);
   s_expect_num(root, "variants/1/vs_baseline/decode_speedup", 12500.0 / 5250.0, 1e-9);
-  s_expect_num(root, "variants/1/vs_baseline/latency_p50_speedup", 12700.0 / 5450.0, 1e-9);
+  s_expect_num(root, "variants/1/vs_baseline/latency_p50_speedup", 62700.0 / 55450.0, 1e-9);
+  s_expect_num(root, "variants/1/vs_baseline/service_p50_speedup", 12700.0 / 5450.0, 1e-9);
   s_expect_num(root, "variants/1/vs_baseline/main_forward_ratio", 0.75, 1e-12);
 
   /* Failed episodes, sorted by task and trial; videos linked only where a file exists. */
@@ -584,6 +592,11 @@ static void s_check_campaign_text(const char *dir) {
   CHECK(html && !strstr(html, "<reached>"), "failure reasons are HTML-escaped");
   /* No latency for a variant without it is shown as a dash, not 0: ar has no acceptance. */
   s_contains(md, "| ar | 24 | 12.70 ms |", "report.md");
+  /* The sim worker's wait beside the service time: ar's totals p50 62700, p99 at rank 22.77 = 123740 us. */
+  s_contains(md, "| 62.70 ms | 123.74 ms |", "report.md");
+  s_contains(html, "<td>62.70 / 123.74</td>", "report.html");
+  s_contains(md, "| service p50 |", "report.md");
+  s_contains(html, "<th>service p50</th>", "report.html");
   s_contains(md, "| 4.00 | " "\xe2\x80\x94" " | " "\xe2\x80\x94" " |", "report.md");
   free(md);
   free(html);

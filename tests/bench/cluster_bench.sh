@@ -2,7 +2,8 @@
 # cluster_bench.sh: one model campaign run end to end under several worker layouts, on this machine.
 # For each layout it runs `rsd run` on the same small campaign (the shipped reference policy, `spec`,
 # the same tasks, trials and max_steps), then `rsd report`, and prints wall time, environment steps/s,
-# chunks/s, the per-chunk latency (p50) and the share of chunks decoded in a batch of 2 or more requests
+# chunks/s, the per-chunk latency at p50 (the GPU worker's service time: queue + encode + decode, and the
+# sim worker's wait from send to reply) and the share of chunks decoded in a batch of 2 or more requests
 # ("batched") from report.json. The first layout, `sequential`, is one sim worker running one episode at
 # a time against one GPU worker with max_batch 1: the shape of LIBERO's evaluation scripts (step, render,
 # ask the policy, wait, step), through rsd's processes. Not a test: it prints a table and writes JSON.
@@ -82,7 +83,8 @@ for spec in sys.argv[2:]:
     v = r["variants"][0]
     d = v["decode"]
     wall = float(end) - float(start)
-    lat = (d.get("latency_us") or {}).get("total") or {}
+    lat = d.get("latency_us") or {}
+    p50_ms = lambda col: lat[col]["p50"] / 1000 if (lat.get(col) or {}).get("p50") is not None else None
     hist = d.get("batch_size_histogram") or {"bucket_min": [], "chunks": []}
     batched = sum(c for b, c in zip(hist["bucket_min"], hist["chunks"]) if b > 1)
     rows.append({
@@ -90,20 +92,20 @@ for spec in sys.argv[2:]:
         "max_batch": int(batch), "episodes": v["episodes"]["done"], "successes": v["successes"],
         "wall_s": wall, "env_steps": t["env_steps"], "env_steps_per_s": t["env_steps"] / wall,
         "chunks_per_s": (t["chunks"] or 0) / wall,
-        "latency_p50_ms": lat["p50"] / 1000 if lat.get("p50") is not None else None,
+        "service_p50_ms": p50_ms("service"), "wait_p50_ms": p50_ms("total"),
         "main_forwards_per_chunk": d.get("main_forwards_per_chunk"),
         "batch_hist": hist, "chunks_in_batches_over_1": batched / max(1, sum(hist["chunks"])),
     })
 base = rows[0]["wall_s"]
 print("cluster_bench: one campaign (reference policy, spec) under several worker layouts on this machine")
 print(f"{'layout':<12} {'sim x eps':>9} {'gpu':>4} {'batch':>5} {'episodes':>8} {'wall s':>8} {'env steps/s':>11} "
-      f"{'chunks/s':>9} {'chunk p50 ms':>12} {'batched':>7} {'vs sequential':>13}")
+      f"{'chunks/s':>9} {'service p50 ms':>14} {'wait p50 ms':>11} {'batched':>7} {'vs sequential':>13}")
 for x in rows:
-    p50 = f"{x['latency_p50_ms']:.1f}" if x["latency_p50_ms"] is not None else "-"
+    ms = lambda k: f"{x[k]:.1f}" if x[k] is not None else "-"
     print(f"{x['layout']:<12} {x['sim_workers']:>5} x {x['episodes_per_worker']:<1} {x['gpu_workers']:>4} "
           f"{x['max_batch']:>5} {x['episodes']:>8} {x['wall_s']:>8.1f} {x['env_steps_per_s']:>11.1f} "
-          f"{x['chunks_per_s']:>9.2f} {p50:>12} {100 * x['chunks_in_batches_over_1']:>6.0f}% "
-          f"{base / x['wall_s']:>12.2f}x")
+          f"{x['chunks_per_s']:>9.2f} {ms('service_p50_ms'):>14} {ms('wait_p50_ms'):>11} "
+          f"{100 * x['chunks_in_batches_over_1']:>6.0f}% {base / x['wall_s']:>12.2f}x")
 if out:
     json.dump(rows, open(out, "w"), indent=1)
 EOF
