@@ -425,13 +425,12 @@ int main(int argc, char **argv) {
   };
   std::vector<OpsRow> ops_rows;
   {
-    const int n1 = nobs;
     std::printf("%-13s %14s %14s %14s   (top-level ATen operators per chunk at batch 1, mean over %d observations)\n",
-                "mode", "operators", "in modules", "engine's own", n1);
+                "mode", "operators", "in modules", "engine's own", nobs);
     for (int mode = 0; mode < 3; mode++) {
       const gw_decode_params_t prm = params(mode);
       long ops = 0, in_modules = 0;
-      for (int i = 0; i < n1; i++) {
+      for (int i = 0; i < nobs; i++) {
         std::memset(&res[0], 0, sizeof res[0]);
         res[0].chunk = chunks.data();
         res[0].codes = codes.data();
@@ -443,7 +442,7 @@ int main(int argc, char **argv) {
           return 1;
         }
       }
-      OpsRow o{gw_mode_name(mode), (double)ops / n1, (double)in_modules / n1, (double)(ops - in_modules) / n1};
+      OpsRow o{gw_mode_name(mode), (double)ops / nobs, (double)in_modules / nobs, (double)(ops - in_modules) / nobs};
       std::printf("%-13s %14.1f %14.1f %14.1f\n", o.mode.c_str(), o.total, o.modules, o.engine);
       ops_rows.push_back(o);
     }

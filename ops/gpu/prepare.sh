@@ -112,7 +112,7 @@ if [ ! -f "$dev/obs-cl/images.u8" ]; then
   [ -z "$rec" ] && [ -f runs/record/obs/rows.tsv ] && rec=runs/record/obs
   if [ -z "$rec" ]; then
     rec=$dev/record/obs
-    [ -f "$rec/rows.tsv" ] || record_states .device/record
+    [ -f "$rec/rows.tsv" ] || record_states "$dev/record"
   fi
   [ -f "$rec/rows.tsv" ] || { echo "prepare: no recording in $rec (RSD_RECORDING): rows.tsv missing" >&2; exit 1; }
   "$py" train/export_bench_obs.py --recording "$rec" --trials 0,1 --out "$dev/obs-cl"
