@@ -159,7 +159,29 @@ static int s_record(sw_episode_t *ep) {
   return 0;
 }
 
-sw_episode_t *sw_episode_new(sw_task_t *task, int trial, const sw_episode_opts_t *opts, char *err, size_t errlen) {
+/* After the last wait step: the first observation's images when there was no step to sample them in, and
+ * the first recorded frame. Returns 0, or -1 with the reason in err. */
+static int s_after_waits(sw_episode_t *ep, char *err, size_t errlen) {
+  ep->wait_step = 0;
+  if (ep->opts.wait_steps == 0 && ep->opts.image_size) {
+    /* no step to sample in: render the initial state itself */
+    ep->want_images = true;
+    s_on_sample(ep, ep->m, ep->d);
+    ep->want_images = false;
+    ep->images_fresh = true;
+    if (ep->render_error[0]) {
+      snprintf(err, errlen, "rendering the initial state: %s", ep->render_error);
+      return -1;
+    }
+  }
+  if (s_record(ep)) {
+    snprintf(err, errlen, "out of memory for the recording");
+    return -1;
+  }
+  return 0;
+}
+
+sw_episode_t *sw_episode_begin(sw_task_t *task, int trial, const sw_episode_opts_t *opts, char *err, size_t errlen) {
   const sw_scene_t *s = task->scene;
   if (trial < 0 || trial >= s->ntrials) {
     snprintf(err, errlen, "trial %d out of range: task %d of %s has trials 0..%d", trial, s->task, s->suite,
@@ -218,30 +240,31 @@ sw_episode_t *sw_episode_new(sw_task_t *task, int trial, const sw_episode_opts_t
   }
   static const double wait[SW_ACTION_DIM] = SW_WAIT_ACTION;
   if (sw_arm_set_action(ep->arm, wait, SW_ACTION_DIM, err, errlen)) goto fail;
-  for (int i = 0; i < opts->wait_steps; i++) {
-    ep->wait_step = i + 1;
-    if (s_control_step(ep, i == opts->wait_steps - 1)) return ep;
-  }
-  ep->wait_step = 0;
-  if (opts->wait_steps == 0 && opts->image_size) {
-    /* no step to sample in: render the initial state itself */
-    ep->want_images = true;
-    s_on_sample(ep, ep->m, ep->d);
-    ep->want_images = false;
-    ep->images_fresh = true;
-    if (ep->render_error[0]) {
-      snprintf(err, errlen, "rendering the initial state: %s", ep->render_error);
-      goto fail;
-    }
-  }
-  if (s_record(ep)) {
-    snprintf(err, errlen, "out of memory for the recording");
-    goto fail;
-  }
+  ep->waits_left = opts->wait_steps;
+  if (ep->waits_left == 0 && s_after_waits(ep, err, errlen)) goto fail;
   return ep;
 fail:
   sw_episode_destroy(&ep);
   return NULL;
+}
+
+int sw_episode_wait_step(sw_episode_t *ep, char *err, size_t errlen) {
+  if (ep->state != SW_EP_RUNNING || ep->waits_left == 0) {
+    snprintf(err, errlen, "episode (task %d, trial %d) has no wait step left: %s", ep->task->scene->task, ep->trial,
+             ep->state != SW_EP_RUNNING ? sw_ep_state_name(ep->state) : "its policy steps have begun");
+    return -1;
+  }
+  ep->wait_step = ep->opts.wait_steps - ep->waits_left + 1;
+  ep->waits_left--;
+  if (s_control_step(ep, ep->waits_left == 0)) return 0; /* ended as an infrastructure error */
+  return ep->waits_left == 0 ? s_after_waits(ep, err, errlen) : 0;
+}
+
+sw_episode_t *sw_episode_new(sw_task_t *task, int trial, const sw_episode_opts_t *opts, char *err, size_t errlen) {
+  sw_episode_t *ep = sw_episode_begin(task, trial, opts, err, errlen);
+  while (ep && ep->state == SW_EP_RUNNING && ep->waits_left > 0)
+    if (sw_episode_wait_step(ep, err, errlen)) sw_episode_destroy(&ep);
+  return ep;
 }
 
 void sw_episode_destroy(sw_episode_t **self_p) {
@@ -262,6 +285,11 @@ int sw_episode_step(sw_episode_t *ep, const double *action, int n, char *err, si
   if (ep->state != SW_EP_RUNNING) {
     snprintf(err, errlen, "episode (task %d, trial %d) already ended: %s", ep->task->scene->task, ep->trial,
              sw_ep_state_name(ep->state));
+    return -1;
+  }
+  if (ep->waits_left) {
+    snprintf(err, errlen, "episode (task %d, trial %d) has %d wait steps left before its first policy step",
+             ep->task->scene->task, ep->trial, ep->waits_left);
     return -1;
   }
   if (sw_arm_set_action(ep->arm, action, n, err, errlen)) return -1;

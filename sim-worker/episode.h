@@ -97,6 +97,7 @@ typedef struct {
   /* internal */
   int warn_seen[mjNWARNING];
   int wait_step;              /* 1.. during the wait steps (error texts name them), 0 after */
+  int waits_left;             /* wait steps not yet taken (sw_episode_begin); sw_episode_step refuses until 0 */
   bool want_images;           /* render at the next sampling moment */
   bool sampled_images;        /* images were rendered since want_images was set */
   char render_error[256];
@@ -108,6 +109,19 @@ typedef struct {
  * returned in state SW_EP_INFRA_ERROR. */
 sw_episode_t *sw_episode_new(sw_task_t *task, int trial, const sw_episode_opts_t *opts, char *err,
                              size_t errlen);
+
+/* Starts trial `trial` like sw_episode_new but takes none of the wait steps: they are left in
+ * ep->waits_left for sw_episode_wait_step, so that a caller serving sockets between steps never spends
+ * all of them in one call (they take seconds under sanitizers on a loaded machine). With wait_steps 0 the
+ * episode is ready for sw_episode_step at once. NULL with the reason in err, as sw_episode_new. */
+sw_episode_t *sw_episode_begin(sw_task_t *task, int trial, const sw_episode_opts_t *opts, char *err,
+                               size_t errlen);
+
+/* Takes the next wait step of an episode from sw_episode_begin. Returns 0 with ep->waits_left one lower
+ * (after the last one the first observation is in proprio and the images, as sw_episode_new leaves it), or
+ * with ep->state SW_EP_INFRA_ERROR and the reason when the step hit a MuJoCo error or rendering failed;
+ * -1 with the reason in err when no wait step is left or the recording's first frame found no memory. */
+int sw_episode_wait_step(sw_episode_t *ep, char *err, size_t errlen);
 
 /* Frees the episode; idempotent; sets *self_p to NULL. */
 void sw_episode_destroy(sw_episode_t **self_p);

@@ -1,8 +1,8 @@
 /* episode_test.c: LIBERO's evaluation loop in C (episode.h) on an exported LIBERO-Spatial task: the wait
- * steps, policy steps, the step limit, refused actions (wrong length, NaN, Inf, after the end), camera
- * images sampled with the proprio, recorded frames, several episodes side by side, and a broken state
- * ending the episode as an infrastructure error instead of the process. Needs the export that
- * ops/setup.sh makes. */
+ * steps (at once, or one at a time), policy steps, the step limit, refused actions (wrong length, NaN, Inf,
+ * before the wait steps are done, after the end), camera images sampled with the proprio, recorded frames,
+ * several episodes side by side, and a broken state ending the episode as an infrastructure error instead
+ * of the process. Needs the export that ops/setup.sh makes. */
 #include "episode.h"
 
 #include <math.h>
@@ -87,6 +87,40 @@ int main(void) {
     CHECK(memcmp(c->frames + 2 * n, c->agentview, n) == 0, "the last frame is not the last observation");
   }
   sw_episode_destroy(&c);
+
+  /* The wait steps one at a time (sw_episode_begin + sw_episode_wait_step, as the sim worker takes them
+   * between its socket reads) end where sw_episode_new ends: the same state, proprio, images and frame. */
+  sw_episode_t *whole = sw_episode_new(t, 5, &io, err, sizeof err);
+  sw_episode_t *piece = sw_episode_begin(t, 5, &io, err, sizeof err);
+  CHECK(whole && piece, "episodes for the wait steps: %s", err);
+  if (whole && piece) {
+    CHECK(piece->waits_left == 10 && piece->nframes == 0, "after begin: %d wait steps left, %d frames",
+          piece->waits_left, piece->nframes);
+    double up[SW_ACTION_DIM] = {0, 0, 1, 0, 0, 0, -1};
+    CHECK(sw_episode_step(piece, up, 7, err, sizeof err) == -1 && strstr(err, "10 wait steps left"),
+          "a policy step before the wait steps: %s", err);
+    int taken = 0;
+    while (piece->waits_left > 0 && piece->state == SW_EP_RUNNING && taken < 20) {
+      CHECK(sw_episode_wait_step(piece, err, sizeof err) == 0, "wait step %d: %s", taken + 1, err);
+      taken++;
+    }
+    CHECK(taken == 10 && piece->state == SW_EP_RUNNING && piece->steps == 0, "%d wait steps taken, state %s", taken,
+          sw_ep_state_name(piece->state));
+    size_t n = 128 * 128 * 3;
+    CHECK(memcmp(whole->d->qpos, piece->d->qpos, sizeof(double) * (size_t)whole->m->nq) == 0 &&
+              memcmp(whole->d->qvel, piece->d->qvel, sizeof(double) * (size_t)whole->m->nv) == 0,
+          "the state after the wait steps one by one differs from sw_episode_new's");
+    CHECK(memcmp(whole->proprio, piece->proprio, sizeof whole->proprio) == 0, "the first proprio differs");
+    CHECK(memcmp(whole->agentview, piece->agentview, n) == 0 && memcmp(whole->eye_in_hand, piece->eye_in_hand, n) == 0,
+          "the first images differ");
+    CHECK(piece->nframes == 1 && memcmp(piece->frames, whole->frames, n) == 0, "first frame: %d frames",
+          piece->nframes);
+    CHECK(sw_episode_wait_step(piece, err, sizeof err) == -1 && strstr(err, "no wait step left"),
+          "a wait step after the last: %s", err);
+    CHECK(sw_episode_step(piece, up, 7, err, sizeof err) == 0 && piece->steps == 1, "first policy step: %s", err);
+  }
+  sw_episode_destroy(&whole);
+  sw_episode_destroy(&piece);
 
   /* render_every 4 (a policy that replans every 4 steps): images only after steps 4, 8, ... */
   sw_episode_opts_t ro = {.wait_steps = 10, .max_steps = 8, .image_size = 128, .render_every = 4};

@@ -50,8 +50,9 @@
 #define S_VIDEO_FPS (20 / SW_RECORD_EVERY) /* videos: 20 Hz control, one frame per SW_RECORD_EVERY steps */
 #define S_SOFTWARE "rsd-sim-worker 0.1.0"
 
-/* LOADING: waiting for its task; RUNNING: the episode steps; REPLAY_WAIT: failed, waiting for the task's
- * renderer to replay it for its video; REPLAYING; FINISHED: its RESULT goes out until ACKed. */
+/* LOADING: waiting for its task; RUNNING: the episode steps (its wait steps first, one per pass, as a
+ * replay's); REPLAY_WAIT: failed, waiting for the task's renderer to replay it for its video; REPLAYING;
+ * FINISHED: its RESULT goes out until ACKed. */
 typedef enum { S_LOADING, S_RUNNING, S_REPLAY_WAIT, S_REPLAYING, S_FINISHED } s_phase_t;
 
 /* One lease, from LEASE to ACK. */
@@ -304,7 +305,7 @@ static sw_episode_opts_t s_episode_opts(const s_job_t *j, bool record, bool repl
 static void s_start_replay(s_worker_t *w, s_job_t *j, s_task_slot_t *slot) {
   char err[512] = "the task is not loaded";
   sw_episode_opts_t eo = s_episode_opts(j, true, true);
-  if (slot && slot->t->renderer) j->ep = sw_episode_new(slot->t, (int)j->lease.trial, &eo, err, sizeof err);
+  if (slot && slot->t->renderer) j->ep = sw_episode_begin(slot->t, (int)j->lease.trial, &eo, err, sizeof err);
   if (!j->ep || j->ep->state != SW_EP_RUNNING) {
     fprintf(stderr, "rsd-sim-worker %s: no video for %s task %u trial %u: replay: %s\n", w->name, j->lease.variant,
             j->lease.task, j->lease.trial, j->ep ? j->ep->reason : err);
@@ -317,13 +318,19 @@ static void s_start_replay(s_worker_t *w, s_job_t *j, s_task_slot_t *slot) {
   j->phase = S_REPLAYING;
 }
 
-/* One replayed step; at the end the video is made (when the replay ended as the episode did). */
+/* One replayed step (a wait step first, while the replay has some left); at the end the video is made (when
+ * the replay ended as the episode did). */
 static void s_replay_step(s_worker_t *w, s_job_t *j) {
   char err[512];
-  const double *a = j->actions + (size_t)j->replayed * SW_ACTION_DIM;
-  bool ok = j->replayed < j->nactions && sw_episode_step(j->ep, a, SW_ACTION_DIM, err, sizeof err) == 0;
-  if (ok) j->replayed++;
-  bool done = !ok || j->ep->state != SW_EP_RUNNING || j->replayed == j->nactions;
+  bool ok;
+  if (j->ep->waits_left) {
+    ok = sw_episode_wait_step(j->ep, err, sizeof err) == 0;
+  } else {
+    const double *a = j->actions + (size_t)j->replayed * SW_ACTION_DIM;
+    ok = j->replayed < j->nactions && sw_episode_step(j->ep, a, SW_ACTION_DIM, err, sizeof err) == 0;
+    if (ok) j->replayed++;
+  }
+  bool done = !ok || j->ep->state != SW_EP_RUNNING || (!j->ep->waits_left && j->replayed == j->nactions);
   if (!done) return;
   if (ok && j->ep->state == SW_EP_MAX_STEPS && (uint32_t)j->ep->steps == j->steps) {
     s_make_video(w, j);
@@ -340,27 +347,30 @@ static void s_replay_step(s_worker_t *w, s_job_t *j) {
   s_finished_line(w, j);
 }
 
-/* Starts the episode of a job whose task is loaded. */
-static void s_start(s_worker_t *w, s_job_t *j, s_task_slot_t *slot) {
-  char err[512];
-  sw_episode_opts_t eo = s_episode_opts(j, s_records(j), false);
-  j->ep = sw_episode_new(slot->t, (int)j->lease.trial, &eo, err, sizeof err);
-  if (!j->ep) {
+/* After sw_episode_begin (rc -1: it failed with err) or a wait step (rc: its return): a failure ends the
+ * episode as an infrastructure error; once no wait step is left, the policy gets ready for the first step
+ * (the expert plans from the first observation). */
+static void s_after_wait(s_worker_t *w, s_job_t *j, int rc, char *err, size_t errlen) {
+  if (rc) {
     s_finish(w, j, MSG_OUTCOME_INFRA_ERROR, 0, err);
     return;
   }
   if (j->ep->state == SW_EP_INFRA_ERROR) {
-    snprintf(err, sizeof err, "%s", j->ep->reason);
-    s_finish(w, j, MSG_OUTCOME_INFRA_ERROR, 0, err);
+    s_finish(w, j, MSG_OUTCOME_INFRA_ERROR, 0, j->ep->reason);
     return;
   }
-  if (s_is_model(j)) {
-    sw_infer_init(&j->inf);
-  } else if (!(j->expert = sw_expert_new(j->ep, err, sizeof err))) {
-    s_finish(w, j, MSG_OUTCOME_INFRA_ERROR, 0, err);
-    return;
-  }
+  if (j->ep->waits_left) return;
+  if (s_is_model(j)) sw_infer_init(&j->inf);
+  else if (!(j->expert = sw_expert_new(j->ep, err, errlen))) s_finish(w, j, MSG_OUTCOME_INFRA_ERROR, 0, err);
+}
+
+/* Starts the episode of a job whose task is loaded: its wait steps are taken one per pass (s_step_all). */
+static void s_start(s_worker_t *w, s_job_t *j, s_task_slot_t *slot) {
+  char err[512];
+  sw_episode_opts_t eo = s_episode_opts(j, s_records(j), false);
+  j->ep = sw_episode_begin(slot->t, (int)j->lease.trial, &eo, err, sizeof err);
   j->phase = S_RUNNING;
+  s_after_wait(w, j, j->ep ? 0 : -1, err, sizeof err);
 }
 
 /* Refuses a LEASE with an ERROR: the coordinator puts its episode back in the queue, no attempt counted. */
@@ -559,7 +569,6 @@ static void s_schedule_loads(s_worker_t *w) {
     if (slot) {
       if (slot->renderer_busy) continue;
       if (!images || slot->t->renderer) {
-        /* a fraction of a second (the wait steps), more under sanitizers */
         if (replay) s_start_replay(w, j, slot);
         else s_start(w, j, slot);
         s_heartbeat_if_due(w);
@@ -727,6 +736,9 @@ static void s_step_all(s_worker_t *w) {
     if (w->o->stop && *w->o->stop) break; /* leave promptly: the coordinator requeues what we hold */
     if (j->phase == S_REPLAYING) {
       s_replay_step(w, j);
+    } else if (j->ep->waits_left) {
+      char err[512];
+      s_after_wait(w, j, sw_episode_wait_step(j->ep, err, sizeof err), err, sizeof err);
     } else if (s_is_model(j)) {
       s_model_step(w, j);
       s_drain_infer(w);
