@@ -113,6 +113,13 @@ static bool s_drop_held(co_server_t *s, s_worker_t *w, uint64_t lease) {
  * (attempt + 1) when it went silent. */
 static int s_forget(co_server_t *s, s_worker_t *w, bool died, char *err, size_t errlen) {
   co_journal_error_t je;
+  char silence[120] = "";
+  if (died) {
+    snprintf(silence, sizeof silence, "nothing for %lld ms (liveness %u x heartbeat %u ms)",
+             (long long)(zclock_mono() - w->last_seen_ms), s->cfg->leases.liveness, s->cfg->leases.heartbeat_ms);
+    fprintf(stderr, "[rsd] sim worker %s went silent: %s; its %u lease(s) go back to the queue, an attempt counted\n",
+            w->name, silence, w->nheld);
+  }
   for (uint32_t i = 0; i < w->nheld; i++) {
     co_episode_t ep;
     char reason[160];
@@ -123,7 +130,7 @@ static int s_forget(co_server_t *s, s_worker_t *w, bool died, char *err, size_t 
   }
   if (w->nheld) s->maybe_waiting = true;
   s->leases_out -= w->nheld;
-  co_journal_event(s->j, died ? CO_EVENT_DIED : CO_EVENT_LEFT, w->name, NULL, 0, NULL, &je);
+  co_journal_event(s->j, died ? CO_EVENT_DIED : CO_EVENT_LEFT, w->name, NULL, 0, died ? silence : NULL, &je);
   zhashx_delete(s->by_route, w->key);
   for (uint32_t i = 0; i < s->nworkers; i++)
     if (s->workers[i] == w) {

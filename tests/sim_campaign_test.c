@@ -2,10 +2,10 @@
  * `rsd-sim-worker`s running LIBERO-Spatial episodes with the scripted expert, over real sockets, into a
  * real journal. One worker is killed (SIGKILL) while it holds a lease. Checks: the campaign completes;
  * every episode key has exactly one result; the killed worker's episode came back with an attempt
- * counted and was finished by the other worker; outcomes are successes or policy failures, never
- * infrastructure errors; the reported step counts fit the episode limits. Then a second campaign with
- * `workers.sim_workers: 2`: `rsd run` starts its own sim workers, one of them is killed (SIGKILL) and
- * restarted by rsd, and the campaign completes with their results; its episodes are cut short
+ * counted and was finished by the other worker (rsd says it went silent); outcomes are successes or policy
+ * failures, never infrastructure errors; the reported step counts fit the episode limits. Then a second
+ * campaign with `workers.sim_workers: 2`: `rsd run` starts its own sim workers, one of them is killed
+ * (SIGKILL) and restarted by rsd, and the campaign completes with their results; its episodes are cut short
  * (max_steps 30) so they fail, and with `videos: failures, max_videos: 2` exactly two rollout videos (the
  * workers replay failed episodes with the camera on) are kept, each an animated PNG.
  *
@@ -95,6 +95,10 @@ int main(int argc, char **argv) {
 
   int rc = proc_wait(co, 240);
   CHECK(rc == 0, "rsd run exited %d (log %s, worker log %s)", rc, log, wlog_b);
+  static char abuf[1 << 16];
+  scratch_read(log, abuf, sizeof abuf);
+  CHECK(strstr(abuf, "sim worker worker-a went silent: nothing for") && strstr(abuf, "go back to the queue"),
+        "rsd did not say that worker A went silent (log %s)", log);
 
   co_journal_error_t je;
   co_journal_t *j = co_journal_open(out, CO_JOURNAL_READ_ONLY, NULL, NULL, &je);
