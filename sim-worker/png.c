@@ -121,84 +121,143 @@ static void s_mchunk(s_out_t *o, const char *type, const uint8_t *pre, uint32_t 
   s_put(o, tail, 4);
 }
 
-int sw_apng_encode(const uint8_t *frames, int nframes, int width, int height, int fps, uint8_t **out,
-                   size_t *outlen, char *err, size_t errlen) {
-  *out = NULL;
-  *outlen = 0;
-  if (nframes < 1 || width < 1 || height < 1 || width > 4096 || height > 4096 || fps < 1 || fps > 1000) {
-    snprintf(err, errlen, "animated PNG of %d frames of %dx%d at %d fps: need >= 1 frame, 1..4096 px, 1..1000 fps",
-             nframes, width, height, fps);
-    return -1;
+struct sw_apng {
+  int width, height, fps, nframes;
+  uint32_t seq;       /* the next fcTL / fdAT sequence number */
+  size_t row, raw_len;
+  uint8_t *raw, *z;   /* owned: one filtered frame, and its compressed form */
+  uLong zcap;
+  s_out_t o;          /* the file so far; acTL's frame count is written by sw_apng_finish */
+  size_t actl_at;     /* offset of the acTL chunk in o */
+};
+
+void sw_apng_destroy(sw_apng_t **self_p) {
+  if (!self_p || !*self_p) return;
+  sw_apng_t *a = *self_p;
+  free(a->raw);
+  free(a->z);
+  free(a->o.p);
+  free(a);
+  *self_p = NULL;
+}
+
+sw_apng_t *sw_apng_new(int width, int height, int fps, char *err, size_t errlen) {
+  if (width < 1 || height < 1 || width > 4096 || height > 4096 || fps < 1 || fps > 1000) {
+    snprintf(err, errlen, "animated PNG of %dx%d at %d fps: need 1..4096 px and 1..1000 fps", width, height, fps);
+    return NULL;
   }
-  size_t row = (size_t)width * 3, raw_len = (row + 1) * (size_t)height, img = row * (size_t)height;
-  uLong zcap = compressBound((uLong)raw_len);
-  uint8_t *raw = malloc(raw_len), *z = malloc(zcap);
-  s_out_t o = {0};
-  if (!raw || !z) {
-    free(raw);
-    free(z);
+  sw_apng_t *a = calloc(1, sizeof *a);
+  if (a) {
+    a->width = width;
+    a->height = height;
+    a->fps = fps;
+    a->row = (size_t)width * 3;
+    a->raw_len = (a->row + 1) * (size_t)height;
+    a->zcap = compressBound((uLong)a->raw_len);
+    a->raw = malloc(a->raw_len);
+    a->z = malloc(a->zcap);
+  }
+  if (!a || !a->raw || !a->z) {
+    sw_apng_destroy(&a);
     snprintf(err, errlen, "out of memory for a %dx%d animated PNG", width, height);
-    return -1;
+    return NULL;
   }
   static const uint8_t signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-  s_put(&o, signature, 8);
+  s_put(&a->o, signature, 8);
   uint8_t ihdr[13] = {0};
   s_be32(ihdr, (uint32_t)width);
   s_be32(ihdr + 4, (uint32_t)height);
   ihdr[8] = 8; /* bit depth */
   ihdr[9] = 2; /* RGB */
-  s_mchunk(&o, "IHDR", NULL, 0, ihdr, 13);
-  uint8_t actl[8];
-  s_be32(actl, (uint32_t)nframes);
-  s_be32(actl + 4, 0); /* loop forever */
-  s_mchunk(&o, "acTL", NULL, 0, actl, 8);
-  uint32_t seq = 0;
-  int rc = 0;
-  for (int f = 0; f < nframes && !rc; f++) {
-    const uint8_t *rgb = frames + img * (size_t)f;
-    for (int y = 0; y < height; y++) {
-      uint8_t *dst = raw + (size_t)y * (row + 1);
-      const uint8_t *cur = rgb + (size_t)y * row, *up = y ? cur - row : NULL;
-      dst[0] = 2; /* filter "Up": each byte minus the byte above it */
-      for (size_t i = 0; i < row; i++) dst[1 + i] = (uint8_t)(cur[i] - (up ? up[i] : 0));
-    }
-    uLongf z_len = zcap;
-    int zrc = compress2(z, &z_len, raw, (uLong)raw_len, 6);
-    if (zrc != Z_OK) {
-      snprintf(err, errlen, "zlib compress2 failed (%d) on frame %d", zrc, f);
-      rc = -1;
-      break;
-    }
-    uint8_t fctl[26] = {0};
-    s_be32(fctl, seq++);
-    s_be32(fctl + 4, (uint32_t)width);
-    s_be32(fctl + 8, (uint32_t)height);
-    /* x and y offsets 0; delay 1/fps s; dispose none, blend source */
-    fctl[20] = 0;
-    fctl[21] = 1;
-    fctl[22] = (uint8_t)(fps >> 8);
-    fctl[23] = (uint8_t)fps;
-    s_mchunk(&o, "fcTL", NULL, 0, fctl, 26);
-    if (f == 0) {
-      s_mchunk(&o, "IDAT", NULL, 0, z, (uint32_t)z_len);
-    } else {
-      uint8_t sq[4];
-      s_be32(sq, seq++);
-      s_mchunk(&o, "fdAT", sq, 4, z, (uint32_t)z_len);
-    }
+  s_mchunk(&a->o, "IHDR", NULL, 0, ihdr, 13);
+  a->actl_at = a->o.n;
+  uint8_t actl[8] = {0}; /* frame count (sw_apng_finish), then 0: loop forever */
+  s_mchunk(&a->o, "acTL", NULL, 0, actl, 8);
+  return a;
+}
+
+int sw_apng_add(sw_apng_t *a, const uint8_t *rgb, char *err, size_t errlen) {
+  for (int y = 0; y < a->height; y++) {
+    uint8_t *dst = a->raw + (size_t)y * (a->row + 1);
+    const uint8_t *cur = rgb + (size_t)y * a->row, *up = y ? cur - a->row : NULL;
+    dst[0] = 2; /* filter "Up": each byte minus the byte above it */
+    for (size_t i = 0; i < a->row; i++) dst[1 + i] = (uint8_t)(cur[i] - (up ? up[i] : 0));
   }
-  s_mchunk(&o, "IEND", NULL, 0, NULL, 0);
-  free(raw);
-  free(z);
-  if (!rc && o.failed) {
-    snprintf(err, errlen, "out of memory for an animated PNG of %d frames", nframes);
-    rc = -1;
-  }
-  if (rc) {
-    free(o.p);
+  uLongf z_len = a->zcap;
+  int zrc = compress2(a->z, &z_len, a->raw, (uLong)a->raw_len, 6);
+  if (zrc != Z_OK) {
+    snprintf(err, errlen, "zlib compress2 failed (%d) on frame %d", zrc, a->nframes);
     return -1;
   }
-  *out = o.p;
-  *outlen = o.n;
+  uint8_t fctl[26] = {0};
+  s_be32(fctl, a->seq++);
+  s_be32(fctl + 4, (uint32_t)a->width);
+  s_be32(fctl + 8, (uint32_t)a->height);
+  /* x and y offsets 0; delay 1/fps s; dispose none, blend source */
+  fctl[20] = 0;
+  fctl[21] = 1;
+  fctl[22] = (uint8_t)(a->fps >> 8);
+  fctl[23] = (uint8_t)a->fps;
+  s_mchunk(&a->o, "fcTL", NULL, 0, fctl, 26);
+  if (a->nframes == 0) {
+    s_mchunk(&a->o, "IDAT", NULL, 0, a->z, (uint32_t)z_len);
+  } else {
+    uint8_t sq[4];
+    s_be32(sq, a->seq++);
+    s_mchunk(&a->o, "fdAT", sq, 4, a->z, (uint32_t)z_len);
+  }
+  if (a->o.failed) {
+    snprintf(err, errlen, "out of memory for an animated PNG of %d frames", a->nframes + 1);
+    return -1;
+  }
+  a->nframes++;
   return 0;
+}
+
+int sw_apng_frames(const sw_apng_t *a) { return a->nframes; }
+
+int sw_apng_finish(sw_apng_t **self_p, uint8_t **out, size_t *outlen, char *err, size_t errlen) {
+  sw_apng_t *a = *self_p;
+  *out = NULL;
+  *outlen = 0;
+  int rc = 0;
+  if (a->nframes < 1) {
+    snprintf(err, errlen, "animated PNG of 0 frames: need >= 1 frame");
+    rc = -1;
+  } else {
+    s_mchunk(&a->o, "IEND", NULL, 0, NULL, 0);
+    if (a->o.failed) {
+      snprintf(err, errlen, "out of memory for an animated PNG of %d frames", a->nframes);
+      rc = -1;
+    }
+  }
+  if (!rc) {
+    uint8_t *actl = a->o.p + a->actl_at;
+    s_be32(actl + 8, (uint32_t)a->nframes);
+    s_be32(actl + 16, (uint32_t)crc32(0L, actl + 4, 12)); /* CRC of type + data */
+    *out = a->o.p;
+    *outlen = a->o.n;
+    a->o.p = NULL;
+  }
+  sw_apng_destroy(self_p);
+  return rc;
+}
+
+int sw_apng_encode(const uint8_t *frames, int nframes, int width, int height, int fps, uint8_t **out,
+                   size_t *outlen, char *err, size_t errlen) {
+  *out = NULL;
+  *outlen = 0;
+  if (nframes < 1) {
+    snprintf(err, errlen, "animated PNG of %d frames: need >= 1 frame", nframes);
+    return -1;
+  }
+  sw_apng_t *a = sw_apng_new(width, height, fps, err, errlen);
+  if (!a) return -1;
+  size_t img = (size_t)width * 3 * (size_t)height;
+  for (int f = 0; f < nframes; f++)
+    if (sw_apng_add(a, frames + img * (size_t)f, err, errlen)) {
+      sw_apng_destroy(&a);
+      return -1;
+    }
+  return sw_apng_finish(&a, out, outlen, err, errlen);
 }

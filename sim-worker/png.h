@@ -17,4 +17,26 @@ int sw_png_write(const char *path, const uint8_t *rgb, int width, int height, ch
 int sw_apng_encode(const uint8_t *frames, int nframes, int width, int height, int fps, uint8_t **out,
                    size_t *outlen, char *err, size_t errlen);
 
+/* The same file built a frame at a time, so that a caller serving sockets can compress each frame when
+ * it is made (a frame at 256 px costs about 16 ms; a whole 220-step rollout at once, over a second). */
+typedef struct sw_apng sw_apng_t;
+
+/* Starts an animated PNG of width x height RGB frames at `fps`, looping. NULL with the reason in err. */
+sw_apng_t *sw_apng_new(int width, int height, int fps, char *err, size_t errlen);
+
+/* Compresses and appends one frame (width * height * 3 bytes, rows top to bottom; borrowed). Returns 0, or
+ * -1 with the reason in err (the encoder is then only fit for sw_apng_destroy). */
+int sw_apng_add(sw_apng_t *self, const uint8_t *rgb, char *err, size_t errlen);
+
+/* Frames added so far. */
+int sw_apng_frames(const sw_apng_t *self);
+
+/* Ends the file: *out (owned by the caller, free()) receives its bytes, byte for byte what sw_apng_encode
+ * gives for the same frames. Destroys the encoder (*self_p = NULL) either way. Returns 0, or -1 with the
+ * reason in err (no frame added, out of memory). */
+int sw_apng_finish(sw_apng_t **self_p, uint8_t **out, size_t *outlen, char *err, size_t errlen);
+
+/* Frees an encoder that is not finished; idempotent; sets *self_p to NULL. */
+void sw_apng_destroy(sw_apng_t **self_p);
+
 #endif

@@ -16,7 +16,8 @@
  * Videos. `record_video` (campaign `videos: all`) renders agentview while the episode runs.
  * `video_on_failure` (`videos: failures`) renders nothing while it runs: the episode's actions are kept,
  * and after a failure they are replayed from the same initial state with the camera on (MuJoCo is
- * deterministic: the replay is the same trajectory; a replay that ends otherwise gives no video).
+ * deterministic: the replay is the same trajectory; a replay that ends otherwise gives no video). Each
+ * recorded frame is compressed into the video in the pass that recorded it (s_video), never all at the end.
  *
  * Model policies (`policy: model`). WELCOME names the inference broker; a second DEALER connects there.
  * An episode renders both cameras every `replan_every` steps, sends an INFER with that observation, waits
@@ -73,6 +74,8 @@ typedef struct {
   uint64_t wall_ms;
   char reason[MSG_TEXT_MAX + 1];
   uint32_t error_code;  /* the ERROR code that answered an INFER and ended the episode (0: none) */
+  sw_apng_t *apng;      /* owned: the video being made, its frames compressed as the episode records them */
+  bool video_failed;    /* the video could not be made (said once; the RESULT goes without it) */
   uint8_t *video;       /* owned: the APNG file, or NULL */
   size_t video_len;
   int64_t sent_ms;      /* last RESULT sent (0: never) */
@@ -179,6 +182,7 @@ static void s_job_free(s_job_t *j) {
   sw_infer_free(&j->inf);
   sw_episode_destroy(&j->ep);
   free(j->actions);
+  sw_apng_destroy(&j->apng);
   free(j->video);
   memset(j, 0, sizeof *j);
 }
@@ -247,15 +251,25 @@ static void s_rejoin(s_worker_t *w, const char *why) {
   s_hello(w);
 }
 
-/* Encodes the recorded agentview frames of j's episode (one per SW_RECORD_EVERY steps) as its video. */
-static void s_make_video(s_worker_t *w, s_job_t *j) {
+/* Compresses the agentview frames j's episode recorded since the last call (one per SW_RECORD_EVERY
+ * steps) into its video, so that no pass waits for a whole rollout's compression (over a second at
+ * 256 px); with `finish`, ends the file into j->video. */
+static void s_video(s_worker_t *w, s_job_t *j, bool finish) {
   sw_episode_t *ep = j->ep;
-  if (!ep || ep->nframes < 1) return;
+  if (!ep || !ep->opts.record || j->video_failed) return;
   int size = ep->opts.image_size;
+  size_t frame = (size_t)size * (size_t)size * 3;
   char err[256];
-  if (sw_apng_encode(ep->frames, ep->nframes, size, size, S_VIDEO_FPS, &j->video, &j->video_len, err, sizeof err))
-    fprintf(stderr, "rsd-sim-worker %s: video of %s task %u trial %u not made: %s\n", w->name, j->lease.variant,
-            j->lease.task, j->lease.trial, err);
+  if (!j->apng && ep->nframes > 0 && !(j->apng = sw_apng_new(size, size, S_VIDEO_FPS, err, sizeof err))) goto fail;
+  while (j->apng && sw_apng_frames(j->apng) < ep->nframes)
+    if (sw_apng_add(j->apng, ep->frames + frame * (size_t)sw_apng_frames(j->apng), err, sizeof err)) goto fail;
+  if (finish && j->apng && sw_apng_finish(&j->apng, &j->video, &j->video_len, err, sizeof err)) goto fail;
+  return;
+fail:
+  fprintf(stderr, "rsd-sim-worker %s: video of %s task %u trial %u not made: %s\n", w->name, j->lease.variant,
+          j->lease.task, j->lease.trial, err);
+  sw_apng_destroy(&j->apng);
+  j->video_failed = true;
 }
 
 static void s_finished_line(const s_worker_t *w, const s_job_t *j) {
@@ -272,7 +286,7 @@ static void s_finish(s_worker_t *w, s_job_t *j, msg_outcome_t outcome, uint32_t 
   j->steps = steps;
   j->wall_ms = (uint64_t)(s_now_ms() - j->start_ms);
   snprintf(j->reason, sizeof j->reason, "%s", reason ? reason : "");
-  if (s_records(j)) s_make_video(w, j);
+  if (s_records(j)) s_video(w, j, true);
   sw_expert_destroy(&j->expert);
   sw_episode_destroy(&j->ep);
   w->finished++;
@@ -333,8 +347,9 @@ static void s_replay_step(s_worker_t *w, s_job_t *j) {
   bool done = !ok || j->ep->state != SW_EP_RUNNING || (!j->ep->waits_left && j->replayed == j->nactions);
   if (!done) return;
   if (ok && j->ep->state == SW_EP_MAX_STEPS && (uint32_t)j->ep->steps == j->steps) {
-    s_make_video(w, j);
+    s_video(w, j, true);
   } else {
+    sw_apng_destroy(&j->apng);
     fprintf(stderr, "rsd-sim-worker %s: no video for %s task %u trial %u: the replay ended %s after %d steps, "
             "the episode failed after %u\n", w->name, j->lease.variant, j->lease.task, j->lease.trial,
             sw_ep_state_name(j->ep->state), j->ep->steps, j->steps);
@@ -747,6 +762,7 @@ static void s_step_all(s_worker_t *w) {
       sw_expert_act(j->expert, j->ep, a);
       if (s_act(w, j, a, "expert") == 0) s_after_step(w, j);
     }
+    s_video(w, j, false); /* the frame this step recorded, if any (no-op once the episode ended) */
     s_heartbeat_if_due(w);
   }
 }
