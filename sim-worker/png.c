@@ -242,22 +242,3 @@ int sw_apng_finish(sw_apng_t **self_p, uint8_t **out, size_t *outlen, char *err,
   sw_apng_destroy(self_p);
   return rc;
 }
-
-int sw_apng_encode(const uint8_t *frames, int nframes, int width, int height, int fps, uint8_t **out,
-                   size_t *outlen, char *err, size_t errlen) {
-  *out = NULL;
-  *outlen = 0;
-  if (nframes < 1) {
-    snprintf(err, errlen, "animated PNG of %d frames: need >= 1 frame", nframes);
-    return -1;
-  }
-  sw_apng_t *a = sw_apng_new(width, height, fps, err, errlen);
-  if (!a) return -1;
-  size_t img = (size_t)width * 3 * (size_t)height;
-  for (int f = 0; f < nframes; f++)
-    if (sw_apng_add(a, frames + img * (size_t)f, err, errlen)) {
-      sw_apng_destroy(&a);
-      return -1;
-    }
-  return sw_apng_finish(&a, out, outlen, err, errlen);
-}

@@ -11,14 +11,9 @@
  * (the path and the system's error) in err. */
 int sw_png_write(const char *path, const uint8_t *rgb, int width, int height, char *err, size_t errlen);
 
-/* Encodes nframes width x height RGB images (frames back to back, rows top to bottom) as an animated PNG
- * in memory, shown at `fps` frames per second, looping. *out (owned by the caller, free()) receives the
- * file's bytes and *outlen their count. Returns 0, or -1 with the reason in err. */
-int sw_apng_encode(const uint8_t *frames, int nframes, int width, int height, int fps, uint8_t **out,
-                   size_t *outlen, char *err, size_t errlen);
-
-/* The same file built a frame at a time, so that a caller serving sockets can compress each frame when
- * it is made (a frame at 256 px costs about 16 ms; a whole 220-step rollout at once, over a second). */
+/* An animated PNG built a frame at a time, so that a caller serving sockets compresses each frame when it
+ * is made (a frame at 256 px costs about 16 ms; a whole 220-step rollout at once, over a second). Frames
+ * are width x height RGB images (rows top to bottom), shown at `fps` frames per second, looping. */
 typedef struct sw_apng sw_apng_t;
 
 /* Starts an animated PNG of width x height RGB frames at `fps`, looping. NULL with the reason in err. */
@@ -31,9 +26,9 @@ int sw_apng_add(sw_apng_t *self, const uint8_t *rgb, char *err, size_t errlen);
 /* Frames added so far. */
 int sw_apng_frames(const sw_apng_t *self);
 
-/* Ends the file: *out (owned by the caller, free()) receives its bytes, byte for byte what sw_apng_encode
- * gives for the same frames. Destroys the encoder (*self_p = NULL) either way. Returns 0, or -1 with the
- * reason in err (no frame added, out of memory). */
+/* Ends the file: *out (owned by the caller, free()) receives its bytes, *outlen their count. Destroys the
+ * encoder (*self_p = NULL) either way. Returns 0, or -1 with the reason in err (no frame added, out of
+ * memory). */
 int sw_apng_finish(sw_apng_t **self_p, uint8_t **out, size_t *outlen, char *err, size_t errlen);
 
 /* Frees an encoder that is not finished; idempotent; sets *self_p to NULL. */

@@ -1,7 +1,7 @@
 /* png_test.c: a written PNG is a valid file (signature, chunk CRCs, IHDR) whose pixels inflate back to the
  * image that was written; an animated PNG has the APNG chunk sequence (acTL, fcTL + IDAT, fcTL + fdAT with
- * sequence numbers) and every frame un-filters back to its image; built a frame at a time it is the same file,
- * byte for byte. */
+ * sequence numbers) and every frame un-filters back to its image; an animation without frames, an unfinished
+ * one and a bad frame rate are refused or freed cleanly. */
 #include "png.h"
 
 #include <stdbool.h>
@@ -67,7 +67,13 @@ int main(void) {
   for (int i = 0; i < NF * W * H * 3; i++) frames[i] = (uint8_t)(i * 13 + i / (W * H * 3) * 77);
   uint8_t *apng = NULL;
   size_t alen = 0;
-  CHECK(sw_apng_encode(frames, NF, W, H, 10, &apng, &alen, err, sizeof err) == 0, "apng: %s", err);
+  /* built a frame at a time, as the sim worker makes a video while the episode runs */
+  sw_apng_t *enc = sw_apng_new(W, H, 10, err, sizeof err);
+  CHECK(enc != NULL, "apng new: %s", err);
+  for (int f = 0; enc && f < NF; f++)
+    CHECK(sw_apng_add(enc, frames + (size_t)f * W * H * 3, err, sizeof err) == 0 && sw_apng_frames(enc) == f + 1,
+          "add frame %d: %s", f, err);
+  CHECK(enc && sw_apng_finish(&enc, &apng, &alen, err, sizeof err) == 0 && enc == NULL, "finish: %s", err);
   int seq = 0, frame = 0, bad_seq = 0, actl = 0;
   bad_crc = 0;
   ended = false;
@@ -110,19 +116,10 @@ int main(void) {
   CHECK(ended && off == alen && bad_crc == 0 && bad_seq == 0 && actl == NF && frame == NF,
         "apng: ended %d, %zu of %zu bytes, bad CRCs %d, bad sequence numbers %d, acTL %d, frames %d", ended, off, alen,
         bad_crc, bad_seq, actl, frame);
-  /* A frame at a time (as the sim worker makes a video while the episode runs): the same bytes. */
-  sw_apng_t *inc = sw_apng_new(W, H, 10, err, sizeof err);
-  CHECK(inc != NULL, "apng new: %s", err);
-  for (int f = 0; inc && f < NF; f++)
-    CHECK(sw_apng_add(inc, frames + (size_t)f * W * H * 3, err, sizeof err) == 0 && sw_apng_frames(inc) == f + 1,
-          "add frame %d: %s", f, err);
+  free(apng);
   uint8_t *inc_out = NULL;
   size_t inc_len = 0;
-  CHECK(inc && sw_apng_finish(&inc, &inc_out, &inc_len, err, sizeof err) == 0 && inc == NULL, "finish: %s", err);
-  CHECK(apng && inc_out && inc_len == alen && memcmp(inc_out, apng, alen) == 0,
-        "a frame at a time gave %zu bytes, different from sw_apng_encode's %zu", inc_len, alen);
-  free(inc_out);
-  inc = sw_apng_new(W, H, 10, err, sizeof err);
+  sw_apng_t *inc = sw_apng_new(W, H, 10, err, sizeof err);
   CHECK(inc && sw_apng_finish(&inc, &inc_out, &inc_len, err, sizeof err) == -1 && strstr(err, "0 frames") &&
             inc == NULL && inc_out == NULL,
         "finish without frames: %s", err);
@@ -131,8 +128,5 @@ int main(void) {
   sw_apng_destroy(&inc); /* unfinished: freed (ASan checks) */
   sw_apng_destroy(&inc);
   CHECK(inc == NULL && sw_apng_new(W, H, 0, err, sizeof err) == NULL && strstr(err, "0 fps"), "0 fps: %s", err);
-  free(apng);
-  CHECK(sw_apng_encode(frames, 0, W, H, 10, &apng, &alen, err, sizeof err) == -1 && strstr(err, "0 frames"),
-        "zero frames: %s", err);
   return check_summary("png_test");
 }

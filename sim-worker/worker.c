@@ -286,7 +286,7 @@ static void s_finish(s_worker_t *w, s_job_t *j, msg_outcome_t outcome, uint32_t 
   j->steps = steps;
   j->wall_ms = (uint64_t)(s_now_ms() - j->start_ms);
   snprintf(j->reason, sizeof j->reason, "%s", reason ? reason : "");
-  if (s_records(j)) s_video(w, j, true);
+  s_video(w, j, true); /* an episode that records (videos: all) */
   sw_expert_destroy(&j->expert);
   sw_episode_destroy(&j->ep);
   w->finished++;
